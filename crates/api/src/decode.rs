@@ -212,7 +212,14 @@ pub fn decode_strict<T: DeserializeOwned>(value: Value, kind: &str) -> Result<T,
         .to_owned();
     let mut unknown = Vec::new();
     let result: Result<T, _> = {
-        let mut record = |path: serde_ignored::Path<'_>| unknown.push(render_path(&path));
+        // The derived root types read apiVersion and kind through their own TypeMeta handling, so
+        // they surface as ignored; decode_object has already checked them.
+        let mut record = |path: serde_ignored::Path<'_>| {
+            let field = render_path(&path);
+            if field != "apiVersion" && field != "kind" {
+                unknown.push(field);
+            }
+        };
         let ignored = serde_ignored::Deserializer::new(value, &mut record);
         serde_path_to_error::deserialize(ignored)
     };
