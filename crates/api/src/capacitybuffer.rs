@@ -19,6 +19,8 @@ pub const ACTIVE_CAPACITY_STRATEGY: &str = "buffer.x-k8s.io/active-capacity";
 pub const SCALABLE_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "ReplicaSet"];
 
 /// CapacityBuffer keeps room for `replicas` pods of a template or workload.
+// kube-derive repeats `type_`/`priority` keys across printcolumn(...) entries by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     derive = "PartialEq",

@@ -225,36 +225,32 @@ impl<'a> ConditionSet<'a> {
 
     fn write(&mut self, condition_type: &str, status: Status, reason: &str, message: &str) -> bool {
         let now = Time(self.now);
-        match self.conditions.iter_mut().find(|c| c.type_ == condition_type) {
-            Some(existing) => {
-                let unchanged = existing.status == status.as_str()
-                    && existing.reason == reason
-                    && existing.message == message
-                    && existing.observed_generation == self.generation;
-                if unchanged {
-                    return false;
-                }
-                if existing.status != status.as_str() {
-                    existing.last_transition_time = now;
-                }
-                existing.status = status.as_str().to_owned();
-                existing.reason = reason.to_owned();
-                existing.message = message.to_owned();
-                existing.observed_generation = self.generation;
-                true
-            }
-            None => {
-                self.conditions.push(Condition {
-                    type_: condition_type.to_owned(),
-                    status: status.as_str().to_owned(),
-                    reason: reason.to_owned(),
-                    message: message.to_owned(),
-                    observed_generation: self.generation,
-                    last_transition_time: now,
-                });
-                true
-            }
+        let Some(existing) = self.conditions.iter_mut().find(|c| c.type_ == condition_type) else {
+            self.conditions.push(Condition {
+                type_: condition_type.to_owned(),
+                status: status.as_str().to_owned(),
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+                observed_generation: self.generation,
+                last_transition_time: now,
+            });
+            return true;
+        };
+        let unchanged = existing.status == status.as_str()
+            && existing.reason == reason
+            && existing.message == message
+            && existing.observed_generation == self.generation;
+        if unchanged {
+            return false;
         }
+        if existing.status != status.as_str() {
+            existing.last_transition_time = now;
+        }
+        status.as_str().clone_into(&mut existing.status);
+        reason.clone_into(&mut existing.reason);
+        message.clone_into(&mut existing.message);
+        existing.observed_generation = self.generation;
+        true
     }
 
     fn recompute_root(&mut self) {

@@ -10,41 +10,66 @@ use serde_json::Value;
 use crate::{
     CapacityBuffer, EC2NodeClass, NodeClaim, NodePool,
     nodeoverlay::NodeOverlay,
-    validation::{ErrorType, FieldError, Invalid},
+    structural,
+    validation::{ErrorType, FieldError, FieldPath, Invalid, Problems},
 };
 
-/// A document that could not be read as its kind.
+/// A document that could not be read as its kind, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+#[error("{}{}", location(source_name, *document), problem)]
+pub struct DecodeError {
+    /// The file (or other source) the text came from.
+    pub source_name: String,
+    /// The document's position in a multi-document stream, when the text parsed.
+    pub document: Option<usize>,
+    pub problem: Box<Problem>,
+}
+
+fn location(source_name: &str, document: Option<usize>) -> String {
+    match document {
+        Some(index) => format!("{source_name}: document {index}: "),
+        None => format!("{source_name}: "),
+    }
+}
+
+/// What is wrong with a document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
     /// The text is not YAML or JSON.
-    #[error("{source_name}: not valid YAML: {message}")]
-    Syntax { source_name: String, message: String },
+    #[error("not valid YAML: {0}")]
+    Syntax(String),
     /// A document lacks `apiVersion` or `kind`, or is not an object.
-    #[error("{source_name}: document {index}: {message}")]
-    NotAnObject {
-        source_name: String,
-        index: usize,
-        message: String,
-    },
+    #[error("{0}")]
+    NotAnObject(String),
     /// A Nodewright kind at an API version it does not serve.
-    #[error(
-        "{source_name}: document {index}: {kind} {name:?}: apiVersion {api_version:?} is not served; use {expected}"
-    )]
+    #[error("{kind} {name:?}: apiVersion {api_version:?} is not served; use {expected}")]
     UnsupportedVersion {
-        source_name: String,
-        index: usize,
         kind: String,
         name: String,
         api_version: String,
         expected: String,
     },
     /// Fields that do not decode: unknown, missing, or of the wrong type.
-    #[error("{source_name}: document {index}: {invalid}")]
-    Fields {
-        source_name: String,
-        index: usize,
-        invalid: Invalid,
-    },
+    #[error("{0}")]
+    Fields(Invalid),
+}
+
+impl DecodeError {
+    fn new(source_name: &str, document: Option<usize>, problem: Problem) -> Self {
+        Self {
+            source_name: source_name.to_owned(),
+            document,
+            problem: Box::new(problem),
+        }
+    }
+
+    /// The field errors, when the problem is with fields.
+    pub fn invalid(&self) -> Option<&Invalid> {
+        match self.problem.as_ref() {
+            Problem::Fields(invalid) => Some(invalid),
+            _ => None,
+        }
+    }
 }
 
 /// One object read from a manifest.
@@ -114,10 +139,8 @@ impl Object {
 /// Parses YAML (or JSON, which is YAML) with one or more `---`-separated documents into values.
 /// Empty documents are skipped.
 pub fn parse_yaml_documents(text: &str, source_name: &str) -> Result<Vec<Value>, DecodeError> {
-    let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| DecodeError::Syntax {
-        source_name: source_name.to_owned(),
-        message: e.to_string(),
-    })?;
+    let documents: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| DecodeError::new(source_name, None, Problem::Syntax(e.to_string())))?;
     Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
 }
 
@@ -132,11 +155,8 @@ pub fn parse_objects(text: &str, source_name: &str) -> Result<Vec<Object>, Decod
 
 /// Decodes one document by its `apiVersion` and `kind`.
 pub fn decode_object(value: Value, source_name: &str, index: usize) -> Result<Object, DecodeError> {
-    let not_object = |message: &str| DecodeError::NotAnObject {
-        source_name: source_name.to_owned(),
-        index,
-        message: message.to_owned(),
-    };
+    let not_object =
+        |message: &str| DecodeError::new(source_name, Some(index), Problem::NotAnObject(message.to_owned()));
     if !value.is_object() {
         return Err(not_object(
             "expected a Kubernetes object (a mapping with apiVersion and kind)",
@@ -168,14 +188,13 @@ pub fn decode_object(value: Value, source_name: &str, index: usize) -> Result<Ob
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned();
-            return Err(DecodeError::UnsupportedVersion {
-                source_name: source_name.to_owned(),
-                index,
+            let problem = Problem::UnsupportedVersion {
                 kind,
                 name,
                 api_version,
                 expected: expected.to_owned(),
-            });
+            };
+            return Err(DecodeError::new(source_name, Some(index), problem));
         }
         Some(_) if ours => {}
         _ => {
@@ -186,11 +205,7 @@ pub fn decode_object(value: Value, source_name: &str, index: usize) -> Result<Ob
             });
         }
     }
-    let fields = |invalid| DecodeError::Fields {
-        source_name: source_name.to_owned(),
-        index,
-        invalid,
-    };
+    let fields = |invalid| DecodeError::new(source_name, Some(index), Problem::Fields(invalid));
     Ok(match kind.as_str() {
         "NodePool" => Object::NodePool(Box::new(decode_strict(value, "NodePool").map_err(fields)?)),
         "NodeClaim" => Object::NodeClaim(Box::new(decode_strict(value, "NodeClaim").map_err(fields)?)),
@@ -202,14 +217,22 @@ pub fn decode_object(value: Value, source_name: &str, index: usize) -> Result<Ob
     })
 }
 
-/// Decodes `value` into `T`, failing on unknown fields (all of them reported) and on type errors
-/// (reported with the field's path), like `kubectl apply --validate=strict`.
-pub fn decode_strict<T: DeserializeOwned>(value: Value, kind: &str) -> Result<T, Invalid> {
+/// Decodes `value` into `T`, failing on unknown fields, missing required fields, wrong JSON types
+/// and values outside an enum, all reported at once with their paths (like
+/// `kubectl apply --validate=strict`). `kind` names the object in errors and selects the CRD schema
+/// for the structural check.
+pub fn decode_strict<T: DeserializeOwned>(mut value: Value, kind: &str) -> Result<T, Invalid> {
     let name = value
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
+    drop_nulls(&mut value);
+    let mut problems = Problems::new();
+    if let Some(schema) = structural::schema_of(kind) {
+        structural::check(schema, &value, &FieldPath::default(), &mut problems);
+    }
+    let mut errors: Vec<FieldError> = problems.into_iter().collect();
     let mut unknown = Vec::new();
     let result: Result<T, _> = {
         // The derived root types read apiVersion and kind through their own TypeMeta handling, so
@@ -223,19 +246,22 @@ pub fn decode_strict<T: DeserializeOwned>(value: Value, kind: &str) -> Result<T,
         let ignored = serde_ignored::Deserializer::new(value, &mut record);
         serde_path_to_error::deserialize(ignored)
     };
-    let mut errors: Vec<FieldError> = unknown
-        .into_iter()
-        .map(|field| FieldError {
-            field,
-            error_type: ErrorType::Invalid,
-            value: None,
-            detail: "unknown field".into(),
-        })
-        .collect();
+    errors.extend(unknown.into_iter().map(|field| FieldError {
+        field,
+        error_type: ErrorType::Invalid,
+        value: None,
+        detail: "unknown field".into(),
+    }));
     match result {
         Ok(object) if errors.is_empty() => return Ok(object),
         Ok(_) => {}
-        Err(e) => errors.push(type_error(e)),
+        // The structural check already explains most type errors; add the decoder's only if new.
+        Err(e) => {
+            let error = type_error(&e);
+            if !errors.iter().any(|known| known.field == error.field) {
+                errors.push(error);
+            }
+        }
     }
     Err(Invalid {
         kind: kind.to_owned(),
@@ -244,7 +270,19 @@ pub fn decode_strict<T: DeserializeOwned>(value: Value, kind: &str) -> Result<T,
     })
 }
 
-fn type_error(error: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+/// Removes `null` values from objects: the API server treats a null field as unset.
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+fn type_error(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
     let path = error.path().to_string();
     let message = error.inner().to_string();
     // "missing field `x`" is reported on the parent; name the field itself.

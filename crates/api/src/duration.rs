@@ -169,14 +169,11 @@ mod tests {
 
     #[test]
     fn parses_go_durations() {
-        assert_eq!(
-            parse_go_duration("720h").unwrap(),
-            Duration::from_secs(720 * 3600)
-        );
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("1h0m0s").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_go_duration("720h").unwrap(), Duration::from_hours(720));
+        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_mins(90));
+        assert_eq!(parse_go_duration("1h0m0s").unwrap(), Duration::from_hours(1));
         assert_eq!(parse_go_duration("0s").unwrap(), Duration::ZERO);
-        assert_eq!(parse_go_duration("300s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_go_duration("300s").unwrap(), Duration::from_mins(5));
         assert_eq!(parse_go_duration("1500ms").unwrap(), Duration::from_millis(1500));
         for bad in [
             "",
@@ -194,7 +191,7 @@ mod tests {
 
     #[test]
     fn formats_like_go() {
-        assert_eq!(format_go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(format_go_duration(Duration::from_hours(1)), "1h0m0s");
         assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_go_duration(Duration::ZERO), "0s");
         let back = parse_go_duration(&format_go_duration(Duration::from_secs(7322))).unwrap();
@@ -206,7 +203,7 @@ mod tests {
         assert_eq!(NillableDuration::never().parse().unwrap(), None);
         assert_eq!(
             NillableDuration::new("1h").parse().unwrap(),
-            Some(Duration::from_secs(3600))
+            Some(Duration::from_hours(1))
         );
         assert!(NillableDuration::new("never").parse().is_err());
     }

@@ -21,6 +21,8 @@ use crate::{
 };
 
 /// EC2NodeClass is the Schema for the EC2NodeClass API.
+// kube-derive repeats `type_`/`priority` keys across printcolumn(...) entries by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     derive = "PartialEq",
@@ -636,13 +638,13 @@ impl EC2NodeClassSpec {
             let pg = path.child("placementGroupSelector");
             match (&selector.name, &selector.id) {
                 (Some(_), Some(_)) | (None, None) => {
-                    problems.invalid(&pg, "", "expected exactly one of ['name', 'id']")
+                    problems.invalid(&pg, "", "expected exactly one of ['name', 'id']");
                 }
                 (Some(name), None) if name.is_empty() => {
-                    problems.required(&pg.child("name"), "name may not be empty")
+                    problems.required(&pg.child("name"), "name may not be empty");
                 }
                 (None, Some(id)) if !has_id_shape(id, "pg-") => {
-                    problems.invalid(&pg.child("id"), id, "must match ^pg-[0-9a-z]+$")
+                    problems.invalid(&pg.child("id"), id, "must match ^pg-[0-9a-z]+$");
                 }
                 _ => {}
             }

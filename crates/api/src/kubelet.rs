@@ -24,16 +24,34 @@ pub const EVICTION_SIGNALS: [&str; 6] = [
 /// Resources that kubeReserved and systemReserved may hold.
 pub const RESERVABLE_RESOURCES: [&str; 4] = ["cpu", "memory", "ephemeral-storage", "pid"];
 
-pub(crate) fn validate(kubelet: &BTreeMap<String, Value>, path: &FieldPath, problems: &mut Problems) {
+type Kubelet = BTreeMap<String, Value>;
+
+pub(crate) fn validate(kubelet: &Kubelet, path: &FieldPath, problems: &mut Problems) {
     if kubelet.contains_key("registerWithTaints") {
         problems.forbidden(
             &path.child("registerWithTaints"),
             "registerWithTaints is managed by Nodewright; use the NodePool's taints and startupTaints",
         );
     }
+    validate_counts(kubelet, path, problems);
+    validate_reserved(kubelet, path, problems);
+    validate_eviction(kubelet, path, problems);
+    validate_image_gc(kubelet, path, problems);
+    if let Some(value) = kubelet.get("cpuCFSQuota")
+        && !value.is_boolean()
+    {
+        problems.invalid(
+            &path.child("cpuCFSQuota"),
+            &value.to_string(),
+            "must be a boolean",
+        );
+    }
+}
+
+fn validate_counts(kubelet: &Kubelet, path: &FieldPath, problems: &mut Problems) {
     for field in ["podsPerCore", "evictionMaxPodGracePeriod"] {
         if let Some(value) = kubelet.get(field)
-            && !value.as_i64().is_some_and(|v| v >= 0)
+            && value.as_i64().is_none_or(|v| v < 0)
         {
             problems.invalid(
                 &path.child(field),
@@ -43,7 +61,7 @@ pub(crate) fn validate(kubelet: &BTreeMap<String, Value>, path: &FieldPath, prob
         }
     }
     if let Some(value) = kubelet.get("maxPods") {
-        // A string is a CEL expression (evaluated per instance type when the gate allows it).
+        // A string is a CEL expression, evaluated per instance type when the gate allows it.
         let ok = value.as_i64().is_some_and(|v| v >= 0) || value.as_str().is_some_and(|s| !s.is_empty());
         if !ok {
             problems.invalid(
@@ -53,18 +71,22 @@ pub(crate) fn validate(kubelet: &BTreeMap<String, Value>, path: &FieldPath, prob
             );
         }
     }
-    if let Some(value) = kubelet.get("clusterDNS")
-        && !value.as_array().is_some_and(|ips| {
+    if let Some(value) = kubelet.get("clusterDNS") {
+        let all_ips = value.as_array().is_some_and(|ips| {
             ips.iter()
                 .all(|ip| ip.as_str().is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()))
-        })
-    {
-        problems.invalid(
-            &path.child("clusterDNS"),
-            &value.to_string(),
-            "must be a list of IP addresses",
-        );
+        });
+        if !all_ips {
+            problems.invalid(
+                &path.child("clusterDNS"),
+                &value.to_string(),
+                "must be a list of IP addresses",
+            );
+        }
     }
+}
+
+fn validate_reserved(kubelet: &Kubelet, path: &FieldPath, problems: &mut Problems) {
     for field in ["kubeReserved", "systemReserved"] {
         let Some(value) = kubelet.get(field) else { continue };
         let field_path = path.child(field);
@@ -80,9 +102,10 @@ pub(crate) fn validate(kubelet: &BTreeMap<String, Value>, path: &FieldPath, prob
             if !RESERVABLE_RESOURCES.contains(&resource.as_str()) {
                 problems.not_supported(&field_path.key(resource), resource, &RESERVABLE_RESOURCES);
             }
+            // A string that is not a quantity is a CEL expression (checked when evaluated).
             let ok = amount
                 .as_str()
-                .is_some_and(|s| quantity::parse_milli(s).is_ok_and(|m| m >= 0) || !s.is_empty())
+                .is_some_and(|s| !s.is_empty() && quantity::parse_milli(s).ok().is_none_or(|m| m >= 0))
                 || amount.as_i64().is_some_and(|v| v >= 0);
             if !ok {
                 problems.invalid(
@@ -93,7 +116,10 @@ pub(crate) fn validate(kubelet: &BTreeMap<String, Value>, path: &FieldPath, prob
             }
         }
     }
-    let mut soft_keys = None;
+}
+
+fn validate_eviction(kubelet: &Kubelet, path: &FieldPath, problems: &mut Problems) {
+    let mut soft_keys: Option<Vec<&String>> = None;
     for field in ["evictionHard", "evictionSoft"] {
         let Some(value) = kubelet.get(field) else { continue };
         let field_path = path.child(field);
@@ -118,31 +144,35 @@ pub(crate) fn validate(kubelet: &BTreeMap<String, Value>, path: &FieldPath, prob
             }
         }
         if field == "evictionSoft" {
-            soft_keys = Some(map.keys().cloned().collect::<Vec<_>>());
+            soft_keys = Some(map.keys().collect());
         }
     }
     let grace = kubelet.get("evictionSoftGracePeriod").and_then(Value::as_object);
-    if let Some(grace) = grace {
-        for (signal, period) in grace {
-            if !period.as_str().is_some_and(|p| parse_go_duration(p).is_ok()) {
-                problems.invalid(
-                    &path.child("evictionSoftGracePeriod").key(signal),
-                    &period.to_string(),
-                    "must be a duration",
-                );
-            }
+    for (signal, period) in grace.into_iter().flatten() {
+        if period.as_str().is_none_or(|p| parse_go_duration(p).is_err()) {
+            problems.invalid(
+                &path.child("evictionSoftGracePeriod").key(signal),
+                &period.to_string(),
+                "must be a duration",
+            );
         }
     }
-    let grace_keys: Vec<String> = grace.map(|g| g.keys().cloned().collect()).unwrap_or_default();
-    if soft_keys.as_ref().is_some_and(|soft| *soft != grace_keys)
-        || (soft_keys.is_none() && !grace_keys.is_empty())
-    {
+    let grace_keys: Vec<&String> = grace.map(|g| g.keys().collect()).unwrap_or_default();
+    if soft_keys.unwrap_or_default() != grace_keys {
+        let keys = grace_keys
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         problems.invalid(
             &path.child("evictionSoftGracePeriod"),
-            &grace_keys.join(","),
+            &keys,
             "evictionSoft and evictionSoftGracePeriod must have the same keys",
         );
     }
+}
+
+fn validate_image_gc(kubelet: &Kubelet, path: &FieldPath, problems: &mut Problems) {
     let high = kubelet.get("imageGCHighThresholdPercent");
     let low = kubelet.get("imageGCLowThresholdPercent");
     for (field, value) in [
@@ -166,15 +196,6 @@ pub(crate) fn validate(kubelet: &BTreeMap<String, Value>, path: &FieldPath, prob
             &path.child("imageGCHighThresholdPercent"),
             &high.to_string(),
             "must be greater than imageGCLowThresholdPercent",
-        );
-    }
-    if let Some(value) = kubelet.get("cpuCFSQuota")
-        && !value.is_boolean()
-    {
-        problems.invalid(
-            &path.child("cpuCFSQuota"),
-            &value.to_string(),
-            "must be a boolean",
         );
     }
 }

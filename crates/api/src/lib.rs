@@ -18,6 +18,7 @@ pub mod nodepool;
 pub mod quantity;
 pub mod requirements;
 mod schema;
+pub mod structural;
 pub mod validation;
 
 pub use capacitybuffer::{CapacityBuffer, CapacityBufferSpec, CapacityBufferStatus};

@@ -23,6 +23,8 @@ use crate::{
 };
 
 /// NodeClaim is the Schema for the NodeClaims API.
+// kube-derive repeats `type_`/`priority` keys across printcolumn(...) entries by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     derive = "PartialEq",

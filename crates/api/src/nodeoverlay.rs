@@ -16,6 +16,8 @@ use crate::{
 };
 
 /// NodeOverlay adjusts the simulated price or capacity of matching instance types.
+// kube-derive repeats `type_`/`priority` keys across printcolumn(...) entries by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     derive = "PartialEq",
@@ -140,6 +142,14 @@ pub fn parse_price_adjustment(text: &str) -> Option<PriceAdjustment> {
     }
 }
 
+/// A non-negative decimal such as `0.25` or `3`.
+fn is_decimal(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && text.parse::<f64>().is_ok()
+        && !text.starts_with('.')
+        && !text.ends_with('.')
+}
+
 impl NodeOverlay {
     /// Every problem with this NodeOverlay.
     pub fn validate(&self) -> Result<(), Invalid> {
@@ -168,10 +178,7 @@ impl NodeOverlay {
             );
         }
         if let Some(price) = &self.spec.price
-            && !(price.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-                && price.parse::<f64>().is_ok()
-                && !price.starts_with('.')
-                && !price.ends_with('.'))
+            && !is_decimal(price)
         {
             problems.invalid(
                 &spec.child("price"),

@@ -27,6 +27,8 @@ pub const DEFAULT_CONSOLIDATE_AFTER: &str = "0s";
 pub const DEFAULT_BUDGET_NODES: &str = "10%";
 
 /// NodePool is the specification for a set of nodes Nodewright may launch and disrupt.
+// kube-derive repeats `type_`/`priority` keys across printcolumn(...) entries by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     derive = "PartialEq",
@@ -599,10 +601,10 @@ impl Budget {
         }
         match (&self.schedule, &self.duration) {
             (Some(_), None) => {
-                problems.required(&path.child("duration"), "'schedule' must be set with 'duration'")
+                problems.required(&path.child("duration"), "'schedule' must be set with 'duration'");
             }
             (None, Some(_)) => {
-                problems.required(&path.child("schedule"), "'schedule' must be set with 'duration'")
+                problems.required(&path.child("schedule"), "'schedule' must be set with 'duration'");
             }
             _ => {}
         }

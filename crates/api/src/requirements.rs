@@ -353,13 +353,14 @@ mod tests {
             )),
             ["requirements[0].values"]
         );
+        // "-1" is both a malformed label value and not a non-negative integer.
         assert_eq!(
             problems_of(NodeSelectorRequirementWithMinValues::new(
                 "cpu",
                 Operator::Gt,
                 ["-1"]
             )),
-            ["requirements[0].values"]
+            ["requirements[0].values[0]", "requirements[0].values"]
         );
         assert_eq!(
             problems_of(NodeSelectorRequirementWithMinValues::new(

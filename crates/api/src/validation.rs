@@ -200,6 +200,14 @@ impl Problems {
     }
 }
 
+impl<'a> IntoIterator for &'a Problems {
+    type Item = &'a FieldError;
+    type IntoIter = std::slice::Iter<'a, FieldError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 impl IntoIterator for Problems {
     type Item = FieldError;
     type IntoIter = std::vec::IntoIter<FieldError>;

@@ -1,5 +1,7 @@
 //! Property tests: decoding and `validate()` never panic, whatever the input structure.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
+
 use nodewright_api::{
     EC2NodeClass, NodeClaim, NodePool, Object,
     decode::{decode_object, parse_objects},
@@ -20,7 +22,10 @@ static DECODED: AtomicUsize = AtomicUsize::new(0);
 fn mutations_mostly_reach_validate() {
     mutated_objects_never_panic();
     let (runs, decoded) = (RUNS.load(Ordering::Relaxed), DECODED.load(Ordering::Relaxed));
-    assert!(decoded * 4 >= runs, "only {decoded} of {runs} mutated objects decoded");
+    assert!(
+        decoded * 4 >= runs,
+        "only {decoded} of {runs} mutated objects decoded"
+    );
 }
 
 /// Strings that sit on the edges of the API's rules.
@@ -61,7 +66,8 @@ fn json_value() -> impl Strategy<Value = Value> {
     json_leaf().prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((edge_string(), inner), 0..6).prop_map(|entries| Value::Object(entries.into_iter().collect::<Map<_, _>>())),
+            prop::collection::vec((edge_string(), inner), 0..6)
+                .prop_map(|entries| Value::Object(entries.into_iter().collect::<Map<_, _>>())),
         ]
     })
 }
@@ -125,8 +131,20 @@ struct Mutation {
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
-    (prop::collection::vec(any::<usize>(), 0..7), json_value(), edge_string(), any::<i64>(), prop::bool::weighted(0.8))
-        .prop_map(|(route, any, text, number, same_type)| Mutation { route, any, text, number, same_type })
+    (
+        prop::collection::vec(any::<usize>(), 0..7),
+        json_value(),
+        edge_string(),
+        any::<i64>(),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(|(route, any, text, number, same_type)| Mutation {
+            route,
+            any,
+            text,
+            number,
+            same_type,
+        })
 }
 
 impl Mutation {

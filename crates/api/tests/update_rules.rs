@@ -1,6 +1,8 @@
 //! Transition rules: what may not change on update, checked by `validate_update()` and by the CRD's
 //! CEL rules with `oldSelf`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
+
 mod support;
 
 use nodewright_api::{NodeClaim, NodePool};
@@ -45,12 +47,21 @@ fn nodepool_update_fields(old: &Value, new: &Value) -> Vec<String> {
 #[test]
 fn unchanged_and_allowed_updates_pass() {
     let old = nodepool();
-    let renamed_class = edit(old.clone(), &[("/spec/template/spec/nodeClassRef/name", json!("other"))]);
-    assert!(nodepool_update_fields(&old, &renamed_class).is_empty(), "the node class name may change");
+    let renamed_class = edit(
+        old.clone(),
+        &[("/spec/template/spec/nodeClassRef/name", json!("other"))],
+    );
+    assert!(
+        nodepool_update_fields(&old, &renamed_class).is_empty(),
+        "the node class name may change"
+    );
     assert!(crd_verdict("NodePool", &renamed_class, Some(&old)).accepted());
     let claim = nodeclaim();
     let relabelled = edit(claim.clone(), &[("/metadata/labels", json!({ "team": "a" }))]);
-    assert!(crd_verdict("NodeClaim", &relabelled, Some(&claim)).accepted(), "metadata may change");
+    assert!(
+        crd_verdict("NodeClaim", &relabelled, Some(&claim)).accepted(),
+        "metadata may change"
+    );
 }
 
 #[test]
@@ -60,12 +71,24 @@ fn node_class_group_and_kind_are_immutable() {
         ("group", "example.com", "nodeClassRef.group is immutable"),
         ("kind", "OtherNodeClass", "nodeClassRef.kind is immutable"),
     ] {
-        let new = edit(old.clone(), &[(&format!("/spec/template/spec/nodeClassRef/{field}"), json!(value))]);
+        let new = edit(
+            old.clone(),
+            &[(&format!("/spec/template/spec/nodeClassRef/{field}"), json!(value))],
+        );
         let path = format!("spec.template.spec.nodeClassRef.{field}");
-        assert!(nodepool_update_fields(&old, &new).contains(&path), "validate_update must name {path}");
+        assert!(
+            nodepool_update_fields(&old, &new).contains(&path),
+            "validate_update must name {path}"
+        );
         let verdict = crd_verdict("NodePool", &new, Some(&old));
-        assert!(verdict.cel.iter().any(|m| m.contains(message)), "CEL must reject with {message}: {verdict:?}");
-        assert!(crd_verdict("NodePool", &new, None).accepted(), "the same object is fine on create");
+        assert!(
+            verdict.cel.iter().any(|m| m.contains(message)),
+            "CEL must reject with {message}: {verdict:?}"
+        );
+        assert!(
+            crd_verdict("NodePool", &new, None).accepted(),
+            "the same object is fine on create"
+        );
     }
 }
 
@@ -76,10 +99,19 @@ fn static_and_dynamic_modes_do_not_switch() {
     for (old, new) in [(&dynamic, &fixed), (&fixed, &dynamic)] {
         assert!(nodepool_update_fields(old, new).contains(&"spec.replicas".to_owned()));
         let verdict = crd_verdict("NodePool", new, Some(old));
-        assert!(verdict.cel.iter().any(|m| m.contains("Cannot transition NodePool between static")), "{verdict:?}");
+        assert!(
+            verdict
+                .cel
+                .iter()
+                .any(|m| m.contains("Cannot transition NodePool between static")),
+            "{verdict:?}"
+        );
     }
     let scaled = edit(fixed.clone(), &[("/spec/replicas", json!(5))]);
-    assert!(nodepool_update_fields(&fixed, &scaled).is_empty(), "scaling a static pool is allowed");
+    assert!(
+        nodepool_update_fields(&fixed, &scaled).is_empty(),
+        "scaling a static pool is allowed"
+    );
     assert!(crd_verdict("NodePool", &scaled, Some(&fixed)).accepted());
 }
 
@@ -93,5 +125,8 @@ fn nodeclaim_spec_is_immutable() {
     assert!(err.has_field("spec"), "{err}");
     assert!(old_claim.validate_update(&old_claim).is_ok());
     let verdict = crd_verdict("NodeClaim", &new, Some(&old));
-    assert!(verdict.cel.iter().any(|m| m.contains("spec is immutable")), "{verdict:?}");
+    assert!(
+        verdict.cel.iter().any(|m| m.contains("spec is immutable")),
+        "{verdict:?}"
+    );
 }

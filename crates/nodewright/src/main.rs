@@ -2,6 +2,7 @@
 
 use std::{
     fs,
+    io::{self, Write},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -44,11 +45,21 @@ struct ValidateArgs {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
+        // A closed pipe (`nodewright crds | head`) is the reader's choice, not a failure.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -60,7 +71,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn print_crds(args: &CrdsArgs) -> Result<()> {
     let Some(dir) = &args.output_dir else {
-        print!("{}", crds::all_to_yaml().context("rendering CRDs")?);
+        let yaml = crds::all_to_yaml().context("rendering CRDs")?;
+        io::stdout()
+            .lock()
+            .write_all(yaml.as_bytes())
+            .context("writing CRDs")?;
         return Ok(());
     };
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -80,6 +95,7 @@ fn validate(args: &ValidateArgs) -> Result<ExitCode> {
     if files.is_empty() {
         bail!("no .yaml, .yml or .json files found");
     }
+    let mut out = io::stdout().lock();
     let mut failures = 0usize;
     let mut checked = 0usize;
     for file in files {
@@ -88,23 +104,23 @@ fn validate(args: &ValidateArgs) -> Result<ExitCode> {
         match parse_objects(&text, &name) {
             Err(error) => {
                 failures += 1;
-                println!("{error}");
+                writeln!(out, "{error}")?;
             }
             Ok(objects) => {
                 for object in objects {
                     checked += 1;
                     match object.validate() {
-                        Ok(()) => println!("{name}: {object}: valid"),
+                        Ok(()) => writeln!(out, "{name}: {object}: valid")?,
                         Err(invalid) => {
                             failures += 1;
-                            println!("{name}: {invalid}");
+                            writeln!(out, "{name}: {invalid}")?;
                         }
                     }
                 }
             }
         }
     }
-    println!("{checked} objects checked, {failures} with problems");
+    writeln!(out, "{checked} objects checked, {failures} with problems")?;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {

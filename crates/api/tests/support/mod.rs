@@ -1,6 +1,6 @@
 //! Test support: the CRD layer (OpenAPI structure plus CEL, as an API server applies it) and path
 //! helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // shared by several test binaries; fails loudly by design
 
 use kube::core::cel::Validator;
 use nodewright_api::crds;
@@ -8,8 +8,15 @@ use serde_json::Value;
 
 /// The `openAPIV3Schema` of the CRD serving `kind`.
 pub(crate) fn crd_schema(kind: &str) -> Value {
-    let crd = crds::all().into_iter().find(|c| c.spec.names.kind == kind).expect("kind has a CRD");
-    let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
+    let crd = crds::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .expect("kind has a CRD");
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("schema");
     serde_json::to_value(schema).unwrap()
 }
 
@@ -32,10 +39,16 @@ pub(crate) fn crd_verdict(kind: &str, object: &Value, old: Option<&Value>) -> Cr
     let schema = crd_schema(kind);
     let structural_schema = openapi_to_json_schema(schema.clone());
     let validator = jsonschema::draft4::new(&structural_schema).expect("schema compiles as JSON Schema");
-    let structural = validator.iter_errors(object).map(|e| e.instance_path().as_str().to_owned()).collect();
+    let structural = validator
+        .iter_errors(object)
+        .map(|e| e.instance_path().as_str().to_owned())
+        .collect();
     let cel = match Validator::new().validate(&schema, object, old) {
         Ok(()) => Vec::new(),
-        Err(errors) => errors.iter().map(|e| format!("{}: {}", e.field_path, e.message)).collect(),
+        Err(errors) => errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field_path, e.message))
+            .collect(),
     };
     CrdVerdict { structural, cel }
 }
@@ -45,10 +58,10 @@ fn openapi_to_json_schema(mut schema: Value) -> Value {
     fn walk(value: &mut Value) {
         match value {
             Value::Object(map) => {
-                if map.get("nullable") == Some(&Value::Bool(true)) {
-                    if let Some(Value::String(t)) = map.get("type").cloned() {
-                        map.insert("type".into(), serde_json::json!([t, "null"]));
-                    }
+                if map.get("nullable") == Some(&Value::Bool(true))
+                    && let Some(Value::String(t)) = map.get("type").cloned()
+                {
+                    map.insert("type".into(), serde_json::json!([t, "null"]));
                 }
                 map.values_mut().for_each(walk);
             }
@@ -86,7 +99,9 @@ pub(crate) fn edit(mut document: Value, edits: &[(&str, Value)]) -> Value {
     for (pointer, value) in edits {
         let (parent, last) = pointer.rsplit_once('/').expect("pointer has a parent");
         let last = last.replace("~1", "/").replace("~0", "~");
-        let target = document.pointer_mut(parent).unwrap_or_else(|| panic!("no parent {parent} for {pointer}"));
+        let target = document
+            .pointer_mut(parent)
+            .unwrap_or_else(|| panic!("no parent {parent} for {pointer}"));
         match target {
             Value::Object(map) => {
                 if value.is_null() {
@@ -114,6 +129,12 @@ pub(crate) fn edit(mut document: Value, edits: &[(&str, Value)]) -> Value {
 #[test]
 fn pointers() {
     assert_eq!(field_to_pointer("spec.limits[cpu]"), "/spec/limits/cpu");
-    assert_eq!(field_to_pointer("spec.template.metadata.labels[karpenter.sh/nodepool]"), "/spec/template/metadata/labels/karpenter.sh~1nodepool");
-    assert_eq!(field_to_pointer("spec.budgets[1].duration"), "/spec/budgets/1/duration");
+    assert_eq!(
+        field_to_pointer("spec.template.metadata.labels[karpenter.sh/nodepool]"),
+        "/spec/template/metadata/labels/karpenter.sh~1nodepool"
+    );
+    assert_eq!(
+        field_to_pointer("spec.budgets[1].duration"),
+        "/spec/budgets/1/duration"
+    );
 }
