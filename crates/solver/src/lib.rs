@@ -1,0 +1,56 @@
+//! Nodewright's scheduler: given pending pods, existing and in-flight nodes, NodePools and the
+//! instance types they allow, decide which nodes to launch and where every pod goes, at minimum
+//! price. Pure: no clients, no async, no clock reads; the same input gives the same plan.
+//!
+//! How it works: pods are grouped into classes of identical pods; classes with topology
+//! constraints go first, then by size. Each pod goes to an existing node if one can take it, else
+//! to a node being built, else to a new node of the highest-weight NodePool that can take it. A new
+//! node's shape is chosen by price per unit of the resources the waiting pods actually need (LP
+//! shadow prices), not by filling the largest type; afterwards every node gets the cheapest type
+//! that holds its pods, and a local search merges nodes when that is cheaper. The LP relaxation
+//! also gives a lower bound, so every plan reports its optimality gap.
+
+mod compile;
+mod finalize;
+pub mod intern;
+mod lookahead;
+mod lower_bound;
+mod place;
+pub mod plan;
+pub mod pod;
+pub mod problem;
+pub mod requirements;
+pub mod resources;
+mod state;
+pub mod verify;
+
+pub use plan::{NodeClaimPlan, Plan, Unschedulable};
+pub use problem::{ExistingNode, MinValuesPolicy, Options, PoolInput, PreferencePolicy, Problem};
+
+/// Solves a problem: the cheapest set of new nodes found, placements, and reasons.
+pub fn solve(problem: &Problem) -> Plan {
+    let mut compiled = compile::compile(problem);
+    let mut state = state::State::new(&compiled);
+    let mut weights = lookahead::ShapeWeights::default();
+    for class in placement_order(&compiled) {
+        let pods = compiled.classes[class].pods.clone();
+        for pod in pods {
+            place::place_pod(&mut compiled, &mut state, &mut weights, class, pod);
+            state.class_left[class] -= 1;
+        }
+    }
+    finalize::finish(&compiled, &mut state, &problem.options)
+}
+
+/// Constrained classes first (they have fewer places to go), then larger pods first.
+fn placement_order(compiled: &compile::Compiled) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..compiled.classes.len()).collect();
+    order.sort_by(|a, b| {
+        let (ca, cb) = (&compiled.classes[*a], &compiled.classes[*b]);
+        cb.constrained()
+            .cmp(&ca.constrained())
+            .then_with(|| cb.requests.0.cmp(&ca.requests.0))
+            .then_with(|| ca.pods[0].cmp(&cb.pods[0]))
+    });
+    order
+}

@@ -1,0 +1,147 @@
+//! Choosing a new node's shape. Karpenter keeps filling a NodeClaim until its largest allowed type
+//! is full; Nodewright instead picks, when a node opens, the instance type that packs the pods
+//! still waiting at the lowest price per unit of useful resource. "Useful" is weighed by shadow
+//! prices from the LP relaxation of the remaining demand, so a type is judged by the resources
+//! that actually bind (CPU for CPU-heavy pods, memory for memory-heavy ones).
+
+use std::collections::HashMap;
+
+use crate::{compile::Compiled, lower_bound::shadow_prices, resources::Res, state::State};
+
+/// Shadow prices per (family, pool), computed once per solve.
+#[derive(Debug, Default)]
+pub(crate) struct ShapeWeights {
+    cache: HashMap<(usize, usize), Vec<f64>>,
+}
+
+/// How many pods of a class one node may hold because of its own constraints (hostname spread,
+/// hostname anti-affinity, host ports).
+pub(crate) fn per_node_cap(compiled: &Compiled, state: &State, class: usize) -> i64 {
+    let c = &compiled.classes[class];
+    let mut cap = i64::MAX;
+    for spread in c
+        .spread
+        .iter()
+        .filter(|s| s.required && s.key == compiled.keys.hostname)
+    {
+        if state.memberships[class].contains(&spread.group) {
+            cap = cap.min(spread.max_skew);
+        }
+    }
+    for term in c
+        .affinity
+        .iter()
+        .filter(|a| a.anti && a.required && a.key == compiled.keys.hostname)
+    {
+        if state.memberships[class].contains(&term.group) {
+            cap = cap.min(1);
+        }
+    }
+    if !c.host_ports.is_empty() {
+        cap = cap.min(1);
+    }
+    cap
+}
+
+/// The type a new node for `class` in `pool` is shaped as: the best price per weighted unit of the
+/// pods it would hold if filled from the waiting pods of the class's family.
+pub(crate) fn choose_target(
+    compiled: &Compiled,
+    state: &State,
+    weights: &mut ShapeWeights,
+    pool: usize,
+    candidates: &[u32],
+    class: usize,
+) -> u32 {
+    let family = compiled.classes[class].family;
+    let members: Vec<usize> = compiled
+        .classes
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| c.family == family && state.class_left[*i] > 0)
+        .map(|(i, _)| i)
+        .collect();
+    let types = &compiled.pools[pool].types;
+    let y = weights.cache.entry((family, pool)).or_insert_with(|| {
+        let mut demand = Res::zero(compiled.dims.len());
+        for &m in &members {
+            demand.add(
+                &compiled.classes[m]
+                    .requests
+                    .scaled(i64::try_from(state.class_left[m]).unwrap_or(i64::MAX)),
+            );
+        }
+        let allocs: Vec<(&Res, f64)> = candidates
+            .iter()
+            .map(|t| {
+                let ty = &types[*t as usize];
+                (&ty.alloc, ty.offerings[0].price.as_usd())
+            })
+            .collect();
+        shadow_prices(&demand, &allocs)
+    });
+    let value = |packed: &Res| -> f64 {
+        #[allow(clippy::cast_precision_loss)] // scores only rank candidates
+        packed
+            .0
+            .iter()
+            .zip(y.iter())
+            .map(|(amount, weight)| *amount as f64 * weight)
+            .sum()
+    };
+    let efficiency = |t: u32| {
+        let ty = &types[t as usize];
+        let v = value(&ty.alloc);
+        if v > 0.0 {
+            ty.offerings[0].price.as_usd() / v
+        } else {
+            f64::INFINITY
+        }
+    };
+    // Consider the types that are most efficient when full, plus the cheapest ones (for the tail
+    // of a batch, where a small node beats a half-empty big one).
+    let mut shortlist: Vec<u32> = candidates.to_vec();
+    shortlist.sort_by(|a, b| efficiency(*a).total_cmp(&efficiency(*b)).then(a.cmp(b)));
+    shortlist.truncate(12);
+    shortlist.extend(candidates.iter().take(6).copied());
+    shortlist.sort_unstable();
+    shortlist.dedup();
+
+    let cap = per_node_cap(compiled, state, class);
+    let opening = &compiled.classes[class].requests;
+    let mut best = (f64::INFINITY, candidates[0]);
+    for t in shortlist {
+        let ty = &types[t as usize];
+        let mut room = ty.alloc.clone();
+        room.sub(opening);
+        let mut packed = opening.clone();
+        for &m in &members {
+            let waiting = state.class_left[m] - usize::from(m == class);
+            let limit = if m == class {
+                cap.saturating_sub(1)
+            } else {
+                i64::MAX
+            };
+            let request = &compiled.classes[m].requests;
+            let k = i64::try_from(waiting)
+                .unwrap_or(i64::MAX)
+                .min(request.copies_in(&room))
+                .min(limit);
+            if k > 0 {
+                let taken = request.scaled(k);
+                room.sub(&taken);
+                packed.add(&taken);
+            }
+        }
+        let v = value(&packed);
+        let score = if v > 0.0 {
+            ty.offerings[0].price.as_usd() / v
+        } else {
+            ty.offerings[0].price.as_usd() * 1e12
+        };
+        if score < best.0 {
+            best = (score, t);
+        }
+    }
+    best.1
+}

@@ -1,0 +1,780 @@
+//! Placing one pod: on an existing node, on a node being built, or on a new node of the
+//! highest-weight NodePool that can take it; relaxing preferences in Karpenter's order when nothing
+//! fits, and explaining per NodePool why a pod cannot be placed.
+
+use k8s_openapi::api::core::v1::Taint;
+
+use crate::{
+    compile::{Class, Compiled, Pool, TypeC},
+    intern::Sym,
+    lookahead::{ShapeWeights, choose_target},
+    pod::{HostPort, tolerates},
+    requirements::{Requirement, Requirements},
+    resources::{Res, describe_amount},
+    state::{Bin, Placement, State},
+};
+
+/// Which preferences are still honoured for one placement attempt.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Attempt {
+    /// Index of the required node-selector term in use.
+    pub term: usize,
+    /// Index of the preferred node term treated as required (`None` once all are dropped).
+    pub preferred: usize,
+    pub drop_preferred_affinity: bool,
+    pub drop_preferred_anti_affinity: bool,
+    pub drop_soft_spread: bool,
+    pub tolerate_prefer_no_schedule: bool,
+}
+
+impl Attempt {
+    /// Drops one preference, in Karpenter's order; false when nothing is left to relax.
+    fn relax(&mut self, class: &Class, prefer_no_schedule_exists: bool) -> bool {
+        if self.term + 1 < class.terms.len() {
+            self.term += 1;
+        } else if !self.drop_preferred_affinity && class.affinity.iter().any(|a| !a.anti && !a.required) {
+            self.drop_preferred_affinity = true;
+        } else if !self.drop_preferred_anti_affinity && class.affinity.iter().any(|a| a.anti && !a.required) {
+            self.drop_preferred_anti_affinity = true;
+        } else if self.preferred < class.preferred.len() {
+            self.preferred += 1;
+        } else if !self.drop_soft_spread && class.spread.iter().any(|s| !s.required) {
+            self.drop_soft_spread = true;
+        } else if !self.tolerate_prefer_no_schedule && prefer_no_schedule_exists {
+            self.tolerate_prefer_no_schedule = true;
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// The node requirements this attempt asks for.
+    fn requirements(&self, class: &Class, compiled: &Compiled) -> Requirements {
+        let mut requirements = class.terms.get(self.term).cloned().unwrap_or_default();
+        if let Some(preferred) = class.preferred.get(self.preferred) {
+            requirements.add_all(preferred, &compiled.interner);
+        }
+        requirements
+    }
+}
+
+/// What a successful check decided.
+struct Fit {
+    requirements: Requirements,
+    types: Vec<u32>,
+    target: u32,
+}
+
+/// A node that can take pods, seen uniformly by the topology checks.
+#[derive(Clone, Copy)]
+enum Node<'a> {
+    Existing(usize),
+    Building {
+        hostname: Sym,
+        requirements: &'a Requirements,
+    },
+}
+
+pub(crate) fn place_pod(
+    compiled: &mut Compiled,
+    state: &mut State,
+    weights: &mut ShapeWeights,
+    class: usize,
+    pod: usize,
+) {
+    let prefer_no_schedule = compiled
+        .pools
+        .iter()
+        .any(|p| p.taints.iter().any(|t| t.effect == "PreferNoSchedule"));
+    if !compiled.classes[class].problems.is_empty() {
+        state.placements[pod] = Placement::Unschedulable(compiled.classes[class].problems.clone());
+        return;
+    }
+    let mut attempt = Attempt::default();
+    loop {
+        if try_place(compiled, state, weights, class, pod, &attempt) {
+            return;
+        }
+        if !attempt.relax(&compiled.classes[class], prefer_no_schedule) {
+            let reasons = explain(compiled, state, class, &Attempt::default());
+            state.placements[pod] = Placement::Unschedulable(reasons);
+            return;
+        }
+    }
+}
+
+fn try_place(
+    compiled: &mut Compiled,
+    state: &mut State,
+    weights: &mut ShapeWeights,
+    class: usize,
+    pod: usize,
+    attempt: &Attempt,
+) -> bool {
+    let requirements = attempt.requirements(&compiled.classes[class], compiled);
+    // Existing nodes: their capacity is already paid for.
+    for node in 0..compiled.existing.len() {
+        if check_existing(compiled, state, class, attempt, &requirements, node).is_ok() {
+            commit_existing(compiled, state, class, pod, attempt, node);
+            return true;
+        }
+    }
+    // Nodes being built in this solve. Unconstrained classes skip bins that already refused them:
+    // bins only fill up and narrow, so a refusal stands.
+    let monotone = !compiled.classes[class].constrained() && attempt.term == 0 && attempt.preferred == 0;
+    let start = if monotone { state.first_bin[class] } else { 0 };
+    let mut first_refusal = None;
+    for b in start..state.bins.len() {
+        match check_bin(compiled, state, class, attempt, &requirements, b) {
+            Some(fit) => {
+                if monotone && first_refusal.is_none() {
+                    state.first_bin[class] = b;
+                }
+                commit_bin(compiled, state, class, pod, attempt, b, fit);
+                return true;
+            }
+            None => {
+                first_refusal.get_or_insert(b);
+            }
+        }
+    }
+    if monotone {
+        state.first_bin[class] = state.bins.len();
+    }
+    // A new node, from the highest-weight NodePool that can take the pod.
+    let mut order: Vec<usize> = (0..compiled.pools.len()).collect();
+    order.sort_by(|a, b| {
+        compiled.pools[*b]
+            .weight
+            .cmp(&compiled.pools[*a].weight)
+            .then_with(|| compiled.pools[*b].name.cmp(&compiled.pools[*a].name))
+    });
+    for pool in order {
+        if let Ok(fit) = check_new(compiled, state, weights, class, attempt, &requirements, pool) {
+            open_bin(compiled, state, class, pod, attempt, pool, fit);
+            return true;
+        }
+    }
+    false
+}
+
+fn taint_blocks(taints: &[Taint], class: &Class, attempt: &Attempt) -> Option<String> {
+    taints
+        .iter()
+        .find(|t| {
+            !(t.effect == "PreferNoSchedule" && attempt.tolerate_prefer_no_schedule)
+                && !tolerates(&class.tolerations, t)
+        })
+        .map(|t| {
+            format!(
+                "taint {}{}:{} not tolerated",
+                t.key,
+                t.value.as_ref().map(|v| format!("={v}")).unwrap_or_default(),
+                t.effect
+            )
+        })
+}
+
+fn ports_conflict(used: &[HostPort], wanted: &[HostPort]) -> bool {
+    wanted.iter().any(|w| used.iter().any(|u| u.conflicts(w)))
+}
+
+fn check_existing(
+    compiled: &Compiled,
+    state: &State,
+    class: usize,
+    attempt: &Attempt,
+    requirements: &Requirements,
+    node: usize,
+) -> Result<(), String> {
+    let c = &compiled.classes[class];
+    let e = &compiled.existing[node];
+    if !c.requests.fits_in(&state.existing_remaining[node]) {
+        return Err("not enough free resources".into());
+    }
+    if let Some(reason) = taint_blocks(&e.taints, c, attempt) {
+        return Err(reason);
+    }
+    if ports_conflict(&state.existing_ports[node], &c.host_ports) {
+        return Err("host port conflict".into());
+    }
+    e.requirements
+        .compatible(requirements, &|_| false, &compiled.interner)
+        .map_err(|i| i.describe(&compiled.interner))?;
+    let mut unused = Requirements::new();
+    topology(compiled, state, class, attempt, Node::Existing(node), &mut unused)
+}
+
+fn check_bin(
+    compiled: &Compiled,
+    state: &State,
+    class: usize,
+    attempt: &Attempt,
+    requirements: &Requirements,
+    b: usize,
+) -> Option<Fit> {
+    let c = &compiled.classes[class];
+    let bin = &state.bins[b];
+    let pool = &compiled.pools[bin.pool];
+    let target = &pool.types[bin.target as usize];
+    let grows_within_target = bin.used.fits_with(&c.requests, &target.alloc);
+    if !grows_within_target {
+        return None;
+    }
+    if taint_blocks(&pool.taints, c, attempt).is_some() || ports_conflict(&bin.host_ports, &c.host_ports) {
+        return None;
+    }
+    let well_known = |k: Sym| compiled.is_well_known(k);
+    bin.requirements
+        .compatible(requirements, &well_known, &compiled.interner)
+        .ok()?;
+    let mut merged = bin.requirements.clone();
+    merged.add_all(requirements, &compiled.interner);
+    if merged.has_empty().is_some() {
+        return None;
+    }
+    topology(
+        compiled,
+        state,
+        class,
+        attempt,
+        Node::Building {
+            hostname: bin.hostname,
+            requirements: &merged.clone(),
+        },
+        &mut merged,
+    )
+    .ok()?;
+    if merged == bin.requirements {
+        return Some(Fit {
+            requirements: merged,
+            types: bin.types.clone(),
+            target: bin.target,
+        });
+    }
+    let mut needed = bin.used.clone();
+    needed.add(&c.requests);
+    let types: Vec<u32> = bin
+        .types
+        .iter()
+        .copied()
+        .filter(|t| type_allowed(compiled, pool, &pool.types[*t as usize], &merged))
+        .collect();
+    if !min_values_hold(compiled, pool, &types, &merged) {
+        return None;
+    }
+    let target = if types.contains(&bin.target) {
+        bin.target
+    } else {
+        // The shape the bin was opened for no longer fits the requirements: take the cheapest
+        // remaining type that holds what the bin will carry.
+        *types
+            .iter()
+            .find(|t| needed.fits_in(&pool.types[**t as usize].alloc))?
+    };
+    Some(Fit {
+        requirements: merged,
+        types,
+        target,
+    })
+}
+
+fn check_new(
+    compiled: &Compiled,
+    state: &State,
+    weights: &mut ShapeWeights,
+    class: usize,
+    attempt: &Attempt,
+    requirements: &Requirements,
+    p: usize,
+) -> Result<Fit, String> {
+    let c = &compiled.classes[class];
+    let pool = &compiled.pools[p];
+    if state.pool_nodes[p].is_some_and(|n| n <= 0) {
+        return Err("limits reached (nodes)".into());
+    }
+    if let Some(reason) = taint_blocks(&pool.taints, c, attempt) {
+        return Err(reason);
+    }
+    let well_known = |k: Sym| compiled.is_well_known(k);
+    pool.requirements
+        .compatible(requirements, &well_known, &compiled.interner)
+        .map_err(|i| i.describe(&compiled.interner))?;
+    let mut merged = pool.requirements.clone();
+    merged.add_all(requirements, &compiled.interner);
+    if let Some(key) = merged.has_empty() {
+        return Err(format!(
+            "requirements on {} cannot all hold",
+            compiled.interner.resolve(key)
+        ));
+    }
+    let placeholder = compiled
+        .interner
+        .get("hostname-placeholder-new")
+        .unwrap_or(Sym(u32::MAX));
+    topology(
+        compiled,
+        state,
+        class,
+        attempt,
+        Node::Building {
+            hostname: placeholder,
+            requirements: &merged.clone(),
+        },
+        &mut merged,
+    )?;
+    let remaining = &state.pool_remaining[p];
+    let types: Vec<u32> = (0..pool.types.len())
+        .filter(|t| {
+            let ty = &pool.types[*t];
+            c.requests.fits_in(&ty.alloc)
+                && within_limits(&ty.capacity, remaining)
+                && type_allowed(compiled, pool, ty, &merged)
+        })
+        .map(|t| u32::try_from(t).unwrap_or(u32::MAX))
+        .collect();
+    if types.is_empty() {
+        return Err(no_type_reason(compiled, pool, c, &merged, remaining));
+    }
+    if !min_values_hold(compiled, pool, &types, &merged) {
+        return Err("minValues cannot be met by the instance types that fit".into());
+    }
+    let target = choose_target(compiled, state, weights, p, &types, class);
+    Ok(Fit {
+        requirements: merged,
+        types,
+        target,
+    })
+}
+
+fn within_limits(capacity: &Res, remaining: &[Option<i64>]) -> bool {
+    capacity
+        .0
+        .iter()
+        .zip(remaining)
+        .all(|(need, left)| left.is_none_or(|l| *need <= l))
+}
+
+/// Whether a type can serve a node with these requirements: its labels are allowed and it has an
+/// offering in an allowed zone and capacity type.
+pub(crate) fn type_allowed(
+    compiled: &Compiled,
+    _pool: &Pool,
+    ty: &TypeC,
+    requirements: &Requirements,
+) -> bool {
+    let keys = compiled.keys;
+    for (key, requirement) in requirements.iter() {
+        if key == keys.zone || key == keys.capacity_type {
+            continue;
+        }
+        if let Some(value) = ty.label(key)
+            && !requirement.has(value, &compiled.interner)
+        {
+            return false;
+        }
+    }
+    allowed_offering(compiled, ty, requirements).is_some()
+}
+
+/// The cheapest offering of a type in an allowed zone and capacity type.
+pub(crate) fn allowed_offering<'a>(
+    compiled: &Compiled,
+    ty: &'a TypeC,
+    requirements: &Requirements,
+) -> Option<&'a crate::compile::OfferingC> {
+    let zone = requirements.get(compiled.keys.zone);
+    let capacity_type = requirements.get(compiled.keys.capacity_type);
+    ty.offerings.iter().find(|o| {
+        zone.is_none_or(|r| r.has(o.zone, &compiled.interner))
+            && capacity_type.is_none_or(|r| r.has(o.capacity_type, &compiled.interner))
+    })
+}
+
+fn min_values_hold(compiled: &Compiled, pool: &Pool, types: &[u32], requirements: &Requirements) -> bool {
+    requirements
+        .iter()
+        .filter_map(|(k, r)| r.min_values.map(|m| (k, m)))
+        .all(|(key, min)| {
+            let mut values: Vec<Sym> = types
+                .iter()
+                .filter_map(|t| {
+                    let ty = &pool.types[*t as usize];
+                    if key == compiled.keys.instance_type {
+                        Some(compiled.interner.get(&ty.name).unwrap_or(Sym(u32::MAX)))
+                    } else {
+                        ty.label(key)
+                    }
+                })
+                .collect();
+            values.sort_unstable();
+            values.dedup();
+            values.len() >= min as usize
+        })
+}
+
+fn no_type_reason(
+    compiled: &Compiled,
+    pool: &Pool,
+    class: &Class,
+    merged: &Requirements,
+    remaining: &[Option<i64>],
+) -> String {
+    let compatible: Vec<&TypeC> = pool
+        .types
+        .iter()
+        .filter(|t| type_allowed(compiled, pool, t, merged))
+        .collect();
+    let needs: Vec<String> = class
+        .requests
+        .0
+        .iter()
+        .enumerate()
+        .filter(|(d, v)| **v > 0 && *d != crate::resources::Dimensions::PODS)
+        .map(|(d, v)| describe_amount(compiled.dims.name(d), *v))
+        .collect();
+    if compatible.is_empty() {
+        let constrained: Vec<String> = merged
+            .iter()
+            .filter(|(k, _)| *k != compiled.keys.nodepool)
+            .map(|(k, r)| {
+                format!(
+                    "{} {}",
+                    compiled.interner.resolve(k),
+                    r.display(&compiled.interner)
+                )
+            })
+            .collect();
+        return format!("no instance type satisfies {}", constrained.join(", "));
+    }
+    if compatible.iter().all(|t| !class.requests.fits_in(&t.alloc)) {
+        return format!(
+            "no instance type meeting the requirements has {} allocatable",
+            needs.join(" and ")
+        );
+    }
+    if compatible.iter().all(|t| !within_limits(&t.capacity, remaining)) {
+        return "limits reached: no instance type that fits stays within the NodePool's limits".into();
+    }
+    "no instance type fits".into()
+}
+
+/// Applies spread, affinity and anti-affinity for a pod going to `node`; for a node being built,
+/// narrows `requirements` to the domains allowed (collapsing a key to one domain when a constraint
+/// needs a decision). Errors say which constraint failed.
+fn topology(
+    compiled: &Compiled,
+    state: &State,
+    class: usize,
+    attempt: &Attempt,
+    node: Node<'_>,
+    requirements: &mut Requirements,
+) -> Result<(), String> {
+    let c = &compiled.classes[class];
+    let interner = &compiled.interner;
+    let pod_requirements = attempt.requirements(c, compiled);
+    for spread in c
+        .spread
+        .iter()
+        .filter(|s| s.required || !attempt.drop_soft_spread)
+    {
+        let key_name = interner.resolve(spread.key);
+        if spread.key == compiled.keys.hostname {
+            let domain = domain_of(compiled, node, spread.key).unwrap_or(Sym(u32::MAX));
+            if state.count(spread.group, domain) + 1 > spread.max_skew {
+                return Err(format!(
+                    "topology spread on {key_name} (maxSkew {}) would be exceeded",
+                    spread.max_skew
+                ));
+            }
+            continue;
+        }
+        let eligible: Vec<Sym> = universe(compiled, spread.key)
+            .into_iter()
+            .filter(|d| {
+                !spread.honor_node_affinity
+                    || pod_requirements
+                        .get(spread.key)
+                        .is_none_or(|r| r.has(*d, interner))
+            })
+            .collect();
+        let too_few = spread.min_domains.is_some_and(|m| (eligible.len() as i64) < m);
+        let min = if too_few {
+            0
+        } else {
+            eligible
+                .iter()
+                .map(|d| state.count(spread.group, *d))
+                .min()
+                .unwrap_or(0)
+        };
+        let allowed = |d: Sym| state.count(spread.group, d) + 1 - min <= spread.max_skew;
+        match node {
+            Node::Existing(_) => {
+                let domain = domain_of(compiled, node, spread.key);
+                if !domain.is_some_and(|d| eligible.contains(&d) && allowed(d)) {
+                    return Err(format!(
+                        "topology spread on {key_name} (maxSkew {}) would be exceeded",
+                        spread.max_skew
+                    ));
+                }
+            }
+            Node::Building { .. } => {
+                let current = requirements.get(spread.key).cloned();
+                let best = eligible
+                    .iter()
+                    .copied()
+                    .filter(|d| current.as_ref().is_none_or(|r| r.has(*d, interner)) && allowed(*d))
+                    .min_by_key(|d| (state.count(spread.group, *d), *d))
+                    .ok_or_else(|| {
+                        format!(
+                            "topology spread on {key_name} (maxSkew {}) cannot be satisfied",
+                            spread.max_skew
+                        )
+                    })?;
+                requirements.add(spread.key, Requirement::one_of(vec![best]), interner);
+            }
+        }
+    }
+    for term in c.affinity.iter().filter(|a| {
+        a.required
+            || (a.anti && !attempt.drop_preferred_anti_affinity)
+            || (!a.anti && !attempt.drop_preferred_affinity)
+    }) {
+        let key_name = interner.resolve(term.key);
+        let kind = if term.anti {
+            "pod anti-affinity"
+        } else {
+            "pod affinity"
+        };
+        let member = state.memberships[class].contains(&term.group);
+        let ok = |d: Sym| {
+            let count = state.count(term.group, d);
+            if term.anti {
+                count == 0
+            } else {
+                count > 0 || (state.totals[term.group] == 0 && member)
+            }
+        };
+        match (node, term.key == compiled.keys.hostname) {
+            (Node::Existing(_), _) | (Node::Building { .. }, true) => {
+                let domain = domain_of(compiled, node, term.key);
+                if !domain.is_some_and(ok) {
+                    return Err(format!("{kind} on {key_name} cannot be satisfied"));
+                }
+            }
+            (Node::Building { .. }, false) => {
+                let current = requirements.get(term.key).cloned();
+                let best = universe(compiled, term.key)
+                    .into_iter()
+                    .filter(|d| current.as_ref().is_none_or(|r| r.has(*d, interner)) && ok(*d))
+                    .min_by_key(|d| (std::cmp::Reverse(state.count(term.group, *d)), *d))
+                    .ok_or_else(|| format!("{kind} on {key_name} cannot be satisfied"))?;
+                requirements.add(term.key, Requirement::one_of(vec![best]), interner);
+            }
+        }
+    }
+    // Required anti-affinity of pods already placed keeps their selected pods out of their domains.
+    for &group in &state.memberships[class] {
+        let key = compiled.groups[group].key;
+        for &forbidden in &state.forbidden[group] {
+            match (node, key == compiled.keys.hostname) {
+                (Node::Existing(_), _) | (Node::Building { .. }, true) => {
+                    if domain_of(compiled, node, key) == Some(forbidden) {
+                        return Err(format!(
+                            "pod anti-affinity of a pod in {} {}",
+                            interner.resolve(key),
+                            interner.resolve(forbidden)
+                        ));
+                    }
+                }
+                (Node::Building { .. }, false) => {
+                    requirements.add(
+                        key,
+                        Requirement::from_operator(nodewright_api::Operator::NotIn, &[forbidden], interner),
+                        interner,
+                    );
+                    if requirements.get(key).is_some_and(Requirement::is_empty) {
+                        return Err(format!(
+                            "pod anti-affinity of pods in every {}",
+                            interner.resolve(key)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn domain_of(compiled: &Compiled, node: Node<'_>, key: Sym) -> Option<Sym> {
+    match node {
+        Node::Existing(i) => State::existing_domain(compiled, &compiled.existing[i], key),
+        Node::Building {
+            hostname,
+            requirements,
+        } => {
+            if key == compiled.keys.hostname {
+                Some(hostname)
+            } else {
+                requirements.get(key).and_then(Requirement::single)
+            }
+        }
+    }
+}
+
+/// Every value `key` can take on a node: from the pools' instance types, offerings and labels,
+/// and from existing nodes.
+fn universe(compiled: &Compiled, key: Sym) -> Vec<Sym> {
+    let mut values = Vec::new();
+    for pool in &compiled.pools {
+        let allowed = pool.requirements.get(key);
+        if let Some(values_of_pool) = allowed.and_then(Requirement::values) {
+            values.extend_from_slice(values_of_pool);
+        }
+        for ty in &pool.types {
+            if key == compiled.keys.zone {
+                values.extend(ty.offerings.iter().map(|o| o.zone));
+            } else if key == compiled.keys.capacity_type {
+                values.extend(ty.offerings.iter().map(|o| o.capacity_type));
+            } else if let Some(v) = ty.label(key) {
+                values.push(v);
+            }
+        }
+        if let Some(allowed) = allowed {
+            values.retain(|v| allowed.has(*v, &compiled.interner));
+        }
+    }
+    for node in &compiled.existing {
+        if let Some(v) = State::existing_domain(compiled, node, key) {
+            values.push(v);
+        }
+    }
+    values.sort_unstable();
+    values.dedup();
+    values
+}
+
+fn record(compiled: &Compiled, state: &mut State, class: usize, attempt: &Attempt, node: Node<'_>) {
+    for &group in &state.memberships[class].clone() {
+        if let Some(domain) = domain_of(compiled, node, compiled.groups[group].key) {
+            *state.counts.entry((group, domain)).or_insert(0) += 1;
+            state.totals[group] += 1;
+        }
+    }
+    for term in compiled.classes[class]
+        .affinity
+        .iter()
+        .filter(|a| a.anti && (a.required || !attempt.drop_preferred_anti_affinity))
+    {
+        if let Some(domain) = domain_of(compiled, node, term.key) {
+            state.forbidden[term.group].push(domain);
+        }
+    }
+}
+
+fn commit_existing(
+    compiled: &Compiled,
+    state: &mut State,
+    class: usize,
+    pod: usize,
+    attempt: &Attempt,
+    node: usize,
+) {
+    let c = &compiled.classes[class];
+    state.existing_remaining[node].sub(&c.requests);
+    state.existing_ports[node].extend(c.host_ports.iter().cloned());
+    state.placements[pod] = Placement::Existing(node);
+    record(compiled, state, class, attempt, Node::Existing(node));
+}
+
+fn commit_bin(
+    compiled: &Compiled,
+    state: &mut State,
+    class: usize,
+    pod: usize,
+    attempt: &Attempt,
+    b: usize,
+    fit: Fit,
+) {
+    let c = &compiled.classes[class];
+    let bin = &mut state.bins[b];
+    bin.used.add(&c.requests);
+    bin.requirements = fit.requirements;
+    bin.types = fit.types;
+    bin.target = fit.target;
+    bin.pods.push(pod);
+    bin.classes.push(class);
+    bin.host_ports.extend(c.host_ports.iter().cloned());
+    state.placements[pod] = Placement::Bin(b);
+    let requirements = state.bins[b].requirements.clone();
+    let hostname = state.bins[b].hostname;
+    record(
+        compiled,
+        state,
+        class,
+        attempt,
+        Node::Building {
+            hostname,
+            requirements: &requirements,
+        },
+    );
+}
+
+fn open_bin(
+    compiled: &mut Compiled,
+    state: &mut State,
+    class: usize,
+    pod: usize,
+    attempt: &Attempt,
+    pool: usize,
+    fit: Fit,
+) {
+    let hostname = state.new_hostname(compiled);
+    let target = &compiled.pools[pool].types[fit.target as usize];
+    for (left, need) in state.pool_remaining[pool].iter_mut().zip(&target.capacity.0) {
+        if let Some(left) = left {
+            *left -= need;
+        }
+    }
+    if let Some(nodes) = state.pool_nodes[pool].as_mut() {
+        *nodes -= 1;
+    }
+    state.bins.push(Bin {
+        pool,
+        requirements: fit.requirements.clone(),
+        types: fit.types.clone(),
+        target: fit.target,
+        used: Res::zero(compiled.dims.len()),
+        pods: Vec::new(),
+        classes: Vec::new(),
+        host_ports: Vec::new(),
+        hostname,
+    });
+    let b = state.bins.len() - 1;
+    commit_bin(compiled, state, class, pod, attempt, b, fit);
+}
+
+/// One reason per NodePool for a pod that nothing can take.
+fn explain(compiled: &Compiled, state: &State, class: usize, attempt: &Attempt) -> Vec<String> {
+    let c = &compiled.classes[class];
+    if compiled.pools.is_empty() {
+        return vec!["no NodePool is ready to launch nodes, and no existing node can take the pod".into()];
+    }
+    let requirements = attempt.requirements(c, compiled);
+    let mut reasons = Vec::new();
+    for (p, pool) in compiled.pools.iter().enumerate() {
+        let reason = if pool.types.is_empty() {
+            "no instance type is available".to_owned()
+        } else {
+            let mut weights = ShapeWeights::default();
+            match check_new(compiled, state, &mut weights, class, attempt, &requirements, p) {
+                Ok(_) => "the pod fits a new node, but its constraints failed with the pods placed before it"
+                    .to_owned(),
+                Err(reason) => reason,
+            }
+        };
+        reasons.push(format!("nodepool {}: {reason}", pool.name));
+    }
+    reasons
+}

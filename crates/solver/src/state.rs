@@ -1,0 +1,124 @@
+//! The solver's working state: nodes being built ("bins"), what remains on existing nodes, and
+//! the topology counts that spread and (anti-)affinity read.
+
+use std::collections::HashMap;
+
+use crate::{
+    compile::{Compiled, Existing},
+    intern::Sym,
+    pod::HostPort,
+    requirements::Requirements,
+    resources::Res,
+};
+
+/// A new node under construction.
+#[derive(Debug, Clone)]
+pub(crate) struct Bin {
+    pub pool: usize,
+    pub requirements: Requirements,
+    /// Indices into the pool's types still compatible with `requirements`.
+    pub types: Vec<u32>,
+    /// The type whose allocatable caps this bin (chosen by price efficiency when it opened).
+    pub target: u32,
+    pub used: Res,
+    pub pods: Vec<usize>,
+    pub classes: Vec<usize>,
+    pub host_ports: Vec<HostPort>,
+    pub hostname: Sym,
+}
+
+/// Where a pod went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Placement {
+    Pending,
+    Existing(usize),
+    Bin(usize),
+    Unschedulable(Vec<String>),
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub bins: Vec<Bin>,
+    pub existing_remaining: Vec<Res>,
+    pub existing_ports: Vec<Vec<HostPort>>,
+    /// Members per (group, domain).
+    pub counts: HashMap<(usize, Sym), i64>,
+    /// Members per group, over all domains.
+    pub totals: Vec<i64>,
+    /// Per group, domains its pods may not go to (required anti-affinity of a pod already there).
+    pub forbidden: Vec<Vec<Sym>>,
+    /// For each class, the groups its pods count in.
+    pub memberships: Vec<Vec<usize>>,
+    pub placements: Vec<Placement>,
+    /// Remaining limit per pool and dimension.
+    pub pool_remaining: Vec<Vec<Option<i64>>>,
+    pub pool_nodes: Vec<Option<i64>>,
+    /// Per class: the first bin worth trying (earlier bins rejected this class for good).
+    pub first_bin: Vec<usize>,
+    /// Pods of each class not yet handled.
+    pub class_left: Vec<usize>,
+    next_hostname: u32,
+}
+
+impl State {
+    pub fn new(compiled: &Compiled) -> Self {
+        let memberships = compiled
+            .classes
+            .iter()
+            .map(|class| {
+                compiled
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| g.counts(&class.namespace, &class.labels))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
+        let mut forbidden = vec![Vec::new(); compiled.groups.len()];
+        for (group, domain) in &compiled.existing_anti {
+            forbidden[*group].push(*domain);
+        }
+        let mut totals = vec![0; compiled.groups.len()];
+        for ((group, _), count) in &compiled.initial_counts {
+            totals[*group] += count;
+        }
+        Self {
+            bins: Vec::new(),
+            existing_remaining: compiled.existing.iter().map(|e| e.remaining.clone()).collect(),
+            existing_ports: compiled.existing.iter().map(|e| e.host_ports.clone()).collect(),
+            counts: compiled.initial_counts.clone(),
+            totals,
+            forbidden,
+            memberships,
+            placements: vec![Placement::Pending; compiled.pod_count],
+            pool_remaining: compiled.pools.iter().map(|p| p.remaining.clone()).collect(),
+            pool_nodes: compiled.pools.iter().map(|p| p.remaining_nodes).collect(),
+            first_bin: vec![0; compiled.classes.len()],
+            class_left: compiled.classes.iter().map(|c| c.pods.len()).collect(),
+            next_hostname: 0,
+        }
+    }
+
+    pub fn count(&self, group: usize, domain: Sym) -> i64 {
+        self.counts.get(&(group, domain)).copied().unwrap_or(0)
+    }
+
+    /// A fresh placeholder hostname for a new node.
+    pub fn new_hostname(&mut self, compiled: &mut Compiled) -> Sym {
+        self.next_hostname += 1;
+        compiled
+            .interner
+            .intern(&format!("hostname-placeholder-{:04}", self.next_hostname))
+    }
+
+    /// The domain a node has for `key`, when decided.
+    pub fn existing_domain(compiled: &Compiled, node: &Existing, key: Sym) -> Option<Sym> {
+        if key == compiled.keys.hostname {
+            return Some(node.hostname);
+        }
+        node.requirements
+            .get(key)
+            .and_then(crate::requirements::Requirement::single)
+    }
+}

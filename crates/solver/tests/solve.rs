@@ -1,0 +1,267 @@
+//! Solver behaviour on small problems with hand-checked answers; every plan also passes the
+//! independent verifier.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
+
+mod common;
+
+use common::*;
+use nodewright_catalog::{CapacityType, Price, Resources};
+use nodewright_solver::{ExistingNode, Plan, Problem, solve, verify::verify};
+use serde_json::json;
+
+fn solve_checked(problem: &Problem) -> Plan {
+    let plan = solve(problem);
+    let violations = verify(problem, &plan);
+    assert!(violations.is_empty(), "verifier: {violations:#?}");
+    assert!(
+        plan.lower_bound <= plan.total_price,
+        "bound {} above plan {}",
+        plan.lower_bound,
+        plan.total_price
+    );
+    plan
+}
+
+#[test]
+fn cheapest_node_set_for_a_handful_of_pods() {
+    // Five 1-cpu/1Gi pods: 5 cpu. c6i.2xlarge (8 cpu, $0.34) holds them; c6i.xlarge + c6i.large
+    // (6 cpu, $0.17 + $0.085 = $0.255) is cheaper and is what a cost-minimal plan buys.
+    let problem = problem(
+        pods("web", 5, "1", "1Gi", json!({ "app": "web" }), json!({})),
+        vec![pool(
+            "default",
+            json!({
+                "template": { "spec": { "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }] } }
+            }),
+            small_catalog(),
+        )],
+    );
+    let plan = solve_checked(&problem);
+    assert!(plan.unschedulable.is_empty());
+    assert_eq!(
+        plan.total_price,
+        Price::from_usd(0.255),
+        "{:#?}",
+        plan.new_nodes
+            .iter()
+            .map(|n| &n.instance_type)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        plan.new_nodes
+            .iter()
+            .all(|n| n.capacity_type == CapacityType::OnDemand)
+    );
+}
+
+#[test]
+fn spot_is_chosen_when_allowed_and_cheaper() {
+    let problem = problem(
+        pods("web", 4, "1", "1Gi", json!({ "app": "web" }), json!({})),
+        vec![pool("default", json!({}), small_catalog())],
+    );
+    let plan = solve_checked(&problem);
+    assert!(
+        plan.new_nodes
+            .iter()
+            .all(|n| n.capacity_type == CapacityType::Spot)
+    );
+    assert_eq!(
+        plan.total_price,
+        Price::from_usd(0.17 * 0.4),
+        "one c6i.xlarge on spot"
+    );
+}
+
+#[test]
+fn untolerated_taints_and_impossible_requirements_are_explained() {
+    let gpu = pool(
+        "gpu",
+        json!({ "template": { "spec": { "taints": [{ "key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule" }] } }, "weight": 50 }),
+        small_catalog(),
+    );
+    let default = pool(
+        "default",
+        json!({ "template": { "spec": { "requirements": [{ "key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"] }] } } }),
+        small_catalog(),
+    );
+    let arm = pod(
+        "arm",
+        "1",
+        "1Gi",
+        json!({}),
+        json!({ "nodeSelector": { "kubernetes.io/arch": "arm64" } }),
+    );
+    let huge = pod("huge", "96", "1Gi", json!({}), json!({}));
+    let plan = solve_checked(&problem(vec![arm, huge], vec![gpu, default]));
+    assert_eq!(plan.unschedulable.len(), 2);
+    let arm_reasons = plan.unschedulable.iter().find(|u| u.pod == 0).unwrap().message();
+    assert!(
+        arm_reasons.contains("nodepool gpu: taint nvidia.com/gpu=true:NoSchedule not tolerated"),
+        "{arm_reasons}"
+    );
+    assert!(
+        arm_reasons.contains("nodepool default: kubernetes.io/arch In [arm64] not satisfied"),
+        "{arm_reasons}"
+    );
+    let huge_reasons = plan.unschedulable.iter().find(|u| u.pod == 1).unwrap().message();
+    assert!(huge_reasons.contains("nodepool default: no instance type meeting the requirements has 96 cpu and 1Gi memory allocatable"), "{huge_reasons}");
+    assert!(
+        plan.new_nodes.is_empty(),
+        "nothing is launched for pods that cannot run"
+    );
+}
+
+#[test]
+fn existing_nodes_are_used_first() {
+    let mut problem = problem(
+        pods("web", 3, "1", "1Gi", json!({ "app": "web" }), json!({})),
+        vec![pool("default", json!({}), small_catalog())],
+    );
+    problem.existing_nodes.push(ExistingNode {
+        name: "node-a".into(),
+        labels: [
+            ("kubernetes.io/hostname", "node-a"),
+            ("topology.kubernetes.io/zone", "us-east-1a"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into(),
+        allocatable: Resources {
+            cpu_millis: 2500,
+            memory_bytes: 8 * GIB,
+            pods: 110,
+            ..Resources::default()
+        },
+        initialized: true,
+        ..ExistingNode::default()
+    });
+    let plan = solve_checked(&problem);
+    assert_eq!(
+        plan.existing_placements.len(),
+        2,
+        "two 1-cpu pods fit in 2.5 free cpu"
+    );
+    assert_eq!(plan.new_nodes.len(), 1);
+    assert_eq!(plan.new_nodes[0].pods.len(), 1);
+}
+
+#[test]
+fn hostname_anti_affinity_gives_each_pod_its_own_node() {
+    let anti = json!({ "affinity": { "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [
+        { "topologyKey": "kubernetes.io/hostname", "labelSelector": { "matchLabels": { "app": "db" } } }
+    ] } } });
+    let plan = solve_checked(&problem(
+        pods("db", 4, "500m", "1Gi", json!({ "app": "db" }), anti),
+        vec![pool("default", json!({}), small_catalog())],
+    ));
+    assert_eq!(plan.new_nodes.len(), 4);
+    assert!(
+        plan.new_nodes
+            .iter()
+            .all(|n| n.pods.len() == 1 && n.instance_type.ends_with(".large")),
+        "the smallest type suffices"
+    );
+}
+
+#[test]
+fn zone_spread_balances_across_zones() {
+    let spread = json!({ "topologySpreadConstraints": [{ "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": { "matchLabels": { "app": "web" } } }] });
+    let plan = solve_checked(&problem(
+        pods("web", 6, "1", "1Gi", json!({ "app": "web" }), spread),
+        vec![pool("default", json!({}), small_catalog())],
+    ));
+    let mut per_zone = std::collections::BTreeMap::new();
+    for node in &plan.new_nodes {
+        *per_zone.entry(node.zone.clone()).or_insert(0) += node.pods.len();
+    }
+    assert_eq!(
+        per_zone.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_zone:?}"
+    );
+}
+
+#[test]
+fn higher_weight_pools_are_tried_first() {
+    let spot = pool(
+        "spot",
+        json!({ "weight": 100, "template": { "spec": { "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"] }] } } }),
+        small_catalog(),
+    );
+    let on_demand = pool(
+        "on-demand",
+        json!({ "weight": 10, "template": { "spec": { "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }] } } }),
+        small_catalog(),
+    );
+    let plan = solve_checked(&problem(
+        pods("web", 3, "1", "1Gi", json!({}), json!({})),
+        vec![on_demand, spot],
+    ));
+    assert!(plan.new_nodes.iter().all(|n| n.nodepool == "spot"));
+}
+
+#[test]
+fn limits_cap_new_capacity() {
+    let limited = pool("default", json!({ "limits": { "cpu": "8" } }), small_catalog());
+    let plan = solve_checked(&problem(
+        pods("web", 12, "1", "1Gi", json!({}), json!({})),
+        vec![limited],
+    ));
+    let cpu: i64 = plan
+        .new_nodes
+        .iter()
+        .map(|n| {
+            let ty = small_catalog()
+                .into_iter()
+                .find(|t| t.name == n.instance_type)
+                .unwrap();
+            ty.capacity.cpu_millis
+        })
+        .sum();
+    assert!(cpu <= 8000, "launched {cpu}m cpu against an 8 cpu limit");
+    assert!(!plan.unschedulable.is_empty());
+    assert!(
+        plan.unschedulable.iter().all(|u| u.message().contains("limits")),
+        "{:?}",
+        plan.unschedulable[0].message()
+    );
+}
+
+#[test]
+fn preferred_node_affinity_is_relaxed_when_it_cannot_hold() {
+    let prefer_arm = json!({ "affinity": { "nodeAffinity": { "preferredDuringSchedulingIgnoredDuringExecution": [
+        { "weight": 10, "preference": { "matchExpressions": [{ "key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"] }] } }
+    ] } } });
+    let plan = solve_checked(&problem(
+        pods("web", 2, "1", "1Gi", json!({}), prefer_arm),
+        vec![pool("default", json!({}), small_catalog())],
+    ));
+    assert!(
+        plan.unschedulable.is_empty(),
+        "no arm64 type exists, so the preference is dropped"
+    );
+}
+
+#[test]
+fn the_verifier_catches_a_broken_plan() {
+    let problem = problem(
+        pods("web", 3, "2", "1Gi", json!({}), json!({})),
+        vec![pool("default", json!({}), small_catalog())],
+    );
+    let mut plan = solve(&problem);
+    assert!(verify(&problem, &plan).is_empty());
+    // Cram every pod onto the first node (a 2-cpu type) and misstate its price.
+    let all: Vec<usize> = plan.new_nodes.iter().flat_map(|n| n.pods.clone()).collect();
+    plan.new_nodes.truncate(1);
+    plan.new_nodes[0].pods = all;
+    plan.new_nodes[0].instance_type = "c6i.large".into();
+    plan.new_nodes[0].price = Price(1);
+    let violations = verify(&problem, &plan);
+    assert!(
+        violations.iter().any(|v| v.contains("over-committed")),
+        "{violations:?}"
+    );
+    assert!(violations.iter().any(|v| v.contains("price")), "{violations:?}");
+}
