@@ -29,6 +29,7 @@ impl Price {
         self.0 as f64 / Self::NANOS_PER_USD
     }
 
+    #[must_use]
     pub fn saturating_add(self, other: Price) -> Price {
         Price(self.0.saturating_add(other.0))
     }
@@ -66,7 +67,10 @@ impl Resources {
             && self.memory_bytes <= capacity.memory_bytes
             && self.pods <= capacity.pods
             && self.ephemeral_storage_bytes <= capacity.ephemeral_storage_bytes
-            && self.extended.iter().all(|(name, amount)| *amount <= capacity.extended.get(name).copied().unwrap_or(0))
+            && self
+                .extended
+                .iter()
+                .all(|(name, amount)| *amount <= capacity.extended.get(name).copied().unwrap_or(0))
     }
 
     /// `self + other`, saturating.
@@ -84,7 +88,9 @@ impl Resources {
             cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
             memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
             pods: self.pods.saturating_sub(other.pods),
-            ephemeral_storage_bytes: self.ephemeral_storage_bytes.saturating_sub(other.ephemeral_storage_bytes),
+            ephemeral_storage_bytes: self
+                .ephemeral_storage_bytes
+                .saturating_sub(other.ephemeral_storage_bytes),
             extended: self.extended.clone(),
         };
         for (name, amount) in &other.extended {
@@ -99,7 +105,9 @@ impl Resources {
         self.cpu_millis = self.cpu_millis.saturating_add(other.cpu_millis);
         self.memory_bytes = self.memory_bytes.saturating_add(other.memory_bytes);
         self.pods = self.pods.saturating_add(other.pods);
-        self.ephemeral_storage_bytes = self.ephemeral_storage_bytes.saturating_add(other.ephemeral_storage_bytes);
+        self.ephemeral_storage_bytes = self
+            .ephemeral_storage_bytes
+            .saturating_add(other.ephemeral_storage_bytes);
         for (name, amount) in &other.extended {
             let entry = self.extended.entry(name.clone()).or_insert(0);
             *entry = entry.saturating_add(*amount);
@@ -193,7 +201,9 @@ pub struct Overhead {
 
 impl Overhead {
     pub fn total(&self) -> Resources {
-        self.kube_reserved.plus(&self.system_reserved).plus(&self.eviction_threshold)
+        self.kube_reserved
+            .plus(&self.system_reserved)
+            .plus(&self.eviction_threshold)
     }
 }
 
@@ -218,7 +228,10 @@ impl InstanceType {
 
     /// The cheapest available offering, if any.
     pub fn cheapest_offering(&self) -> Option<&Offering> {
-        self.offerings.iter().filter(|o| o.available).min_by_key(|o| (o.price, o.zone.as_str(), o.capacity_type))
+        self.offerings
+            .iter()
+            .filter(|o| o.available)
+            .min_by_key(|o| (o.price, o.zone.as_str(), o.capacity_type))
     }
 }
 
@@ -237,13 +250,26 @@ mod tests {
 
     #[test]
     fn resources_arithmetic() {
-        let mut a = Resources { cpu_millis: 1000, memory_bytes: 10, pods: 1, ..Resources::default() };
+        let mut a = Resources {
+            cpu_millis: 1000,
+            memory_bytes: 10,
+            pods: 1,
+            ..Resources::default()
+        };
         a.set("nvidia.com/gpu", 1);
-        let b = Resources { cpu_millis: 500, memory_bytes: 10, pods: 1, ..Resources::default() };
+        let b = Resources {
+            cpu_millis: 500,
+            memory_bytes: 10,
+            pods: 1,
+            ..Resources::default()
+        };
         assert!(b.fits_in(&a));
         assert!(!a.fits_in(&b), "a GPU does not fit where there is none");
         let diff = a.minus(&b);
-        assert_eq!((diff.cpu_millis, diff.memory_bytes, diff.get("nvidia.com/gpu")), (500, 0, 1));
+        assert_eq!(
+            (diff.cpu_millis, diff.memory_bytes, diff.get("nvidia.com/gpu")),
+            (500, 0, 1)
+        );
         assert_eq!(a.plus(&b).cpu_millis, 1500);
         a.set("nvidia.com/gpu", 0);
         assert!(a.extended.is_empty());
