@@ -1,5 +1,6 @@
-//! The catalogue: every launchable instance type of a region with its capacity, overhead, labels and
-//! offerings under one set of [`NodeSettings`], plus the hardware facts behind them.
+//! The catalogue: every instance type Karpenter would discover in a region, with its capacity,
+//! overhead, labels and offerings under one set of [`NodeSettings`], plus the hardware facts behind
+//! them. Types that cannot be launched (no price, no zone) stay, with unavailable or no offerings.
 //!
 //! **Spot prices are modelled**, not observed: see [`crate::spot`]. [`Catalog::spot_prices_modelled`]
 //! says so at run time, so plans and reports can say so too.

@@ -290,9 +290,12 @@ fn bad_records_name_source_type_and_field() {
         &region(vec![record("z9.xlarge"), record("z9.xlarge")]),
         &NodeSettings::default(),
     );
-    assert!(
-        matches!(&duplicate, Err(CatalogError::InvalidRecord { field, reason, .. }) if field == "InstanceType" && reason == "listed twice"),
-        "{duplicate:?}"
+    let Err(CatalogError::InvalidRecord { field, reason, .. }) = &duplicate else {
+        panic!("{duplicate:?}")
+    };
+    assert_eq!(
+        (field.as_str(), reason.as_str()),
+        ("InstanceType", "listed twice")
     );
     // A Mac record is skipped (not discoverable), not an error.
     let mut mac = record("mac9.metal");
