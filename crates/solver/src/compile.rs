@@ -150,7 +150,7 @@ pub(crate) struct Existing {
     pub initialized: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Compiled {
     pub interner: Interner,
     pub dims: Dimensions,
@@ -165,6 +165,10 @@ pub(crate) struct Compiled {
     /// Existing pods with required anti-affinity: (group, domain) their terms forbid.
     pub existing_anti: Vec<(usize, Sym)>,
     pub pod_count: usize,
+    /// Every value a topology key can take, per key used by a spread or affinity term.
+    pub universes: HashMap<Sym, Vec<Sym>>,
+    /// Classes of each family.
+    pub families: Vec<Vec<usize>>,
 }
 
 impl Compiled {
@@ -412,7 +416,12 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
             .then_with(|| a.name.cmp(&b.name))
     });
 
-    Compiled {
+    let family_count = classes.iter().map(|c| c.family + 1).max().unwrap_or(0);
+    let mut families = vec![Vec::new(); family_count];
+    for (i, class) in classes.iter().enumerate() {
+        families[class.family].push(i);
+    }
+    let mut compiled = Compiled {
         interner,
         dims,
         keys,
@@ -424,7 +433,66 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
         initial_counts,
         existing_anti,
         pod_count: problem.pods.len(),
+        universes: HashMap::new(),
+        families,
+    };
+    let topology_keys: Vec<Sym> = compiled
+        .classes
+        .iter()
+        .flat_map(|c| {
+            c.spread
+                .iter()
+                .map(|s| s.key)
+                .chain(c.affinity.iter().map(|a| a.key))
+        })
+        .chain(compiled.groups.iter().map(|g| g.key))
+        .collect();
+    for key in topology_keys {
+        if !compiled.universes.contains_key(&key) {
+            let values = universe(&compiled, key);
+            compiled.universes.insert(key, values);
+        }
     }
+    compiled
+}
+
+/// Every value `key` can take on a node: from the pools' instance types, offerings and labels,
+/// and from existing nodes.
+fn universe(compiled: &Compiled, key: Sym) -> Vec<Sym> {
+    let mut values = Vec::new();
+    for pool in &compiled.pools {
+        let allowed = pool.requirements.get(key);
+        let mut of_pool: Vec<Sym> = allowed
+            .and_then(crate::requirements::Requirement::values)
+            .map(<[Sym]>::to_vec)
+            .unwrap_or_default();
+        for ty in &pool.types {
+            if key == compiled.keys.zone {
+                of_pool.extend(ty.offerings.iter().map(|o| o.zone));
+            } else if key == compiled.keys.capacity_type {
+                of_pool.extend(ty.offerings.iter().map(|o| o.capacity_type));
+            } else if let Some(v) = ty.label(key) {
+                of_pool.push(v);
+            }
+        }
+        if let Some(allowed) = allowed {
+            of_pool.retain(|v| allowed.has(*v, &compiled.interner));
+        }
+        values.extend(of_pool);
+    }
+    for node in &compiled.existing {
+        let domain = if key == compiled.keys.hostname {
+            Some(node.hostname)
+        } else {
+            node.requirements
+                .get(key)
+                .and_then(crate::requirements::Requirement::single)
+        };
+        values.extend(domain);
+    }
+    values.sort_unstable();
+    values.dedup();
+    values
 }
 
 /// Unconstrained classes with equal node terms and tolerations form a family; every constrained
@@ -558,7 +626,11 @@ fn compile_pool(
             .collect();
         type_labels.sort_unstable();
         type_labels.dedup_by_key(|(k, _)| *k);
-        let mut offerings: Vec<OfferingC> = it
+        // Only offerings the pool's own requirements allow: prices everywhere below (shape choice,
+        // lower bound) are then prices the pool can actually pay.
+        let zone_allowed = requirements.get(keys.zone).cloned();
+        let capacity_type_allowed = requirements.get(keys.capacity_type).cloned();
+        let interned: Vec<OfferingC> = it
             .offerings
             .iter()
             .filter(|o| o.available)
@@ -567,6 +639,15 @@ fn compile_pool(
                 capacity_type: interner.intern(o.capacity_type.label()),
                 price: o.price,
                 reservation: o.reservation.as_ref().map(|r| (r.id.clone(), r.capacity)),
+            })
+            .collect();
+        let mut offerings: Vec<OfferingC> = interned
+            .into_iter()
+            .filter(|o| {
+                zone_allowed.as_ref().is_none_or(|r| r.has(o.zone, interner))
+                    && capacity_type_allowed
+                        .as_ref()
+                        .is_none_or(|r| r.has(o.capacity_type, interner))
             })
             .collect();
         offerings.sort_by_key(|o| (o.price, o.zone, o.capacity_type));

@@ -85,15 +85,35 @@ fn improve(compiled: &Compiled, state: &mut State, rounds: u32) {
     };
     for _ in 0..rounds {
         let mut improved = false;
-        // Merge pairs of lightly used nodes of the same pool.
-        let mut candidates: Vec<usize> = (0..state.bins.len())
+        // Merge pairs of lightly used nodes of the same pool: only nodes whose pods fill less than
+        // half of their cheapest type are worth pairing.
+        let mut candidates: Vec<(Price, usize)> = (0..state.bins.len())
             .filter(|b| !state.bins[*b].pods.is_empty() && only_unconstrained(compiled, &state.bins[*b]))
+            .filter_map(|b| {
+                let bin = &state.bins[b];
+                let choice = cheapest(
+                    compiled,
+                    bin.pool,
+                    &bin.types,
+                    &bin.requirements,
+                    &bin.used,
+                    &unlimited,
+                )?;
+                let alloc = &compiled.pools[bin.pool].types[choice.ty as usize].alloc;
+                let half_empty = bin
+                    .used
+                    .0
+                    .iter()
+                    .zip(&alloc.0)
+                    .all(|(used, have)| used.saturating_mul(2) <= *have);
+                half_empty.then_some((choice.price, b))
+            })
             .collect();
-        candidates.sort_by_key(|b| price_of(state, *b));
-        candidates.truncate(128);
+        candidates.sort();
+        candidates.truncate(64);
         for i in 0..candidates.len() {
             for j in (i + 1)..candidates.len() {
-                let (a, b) = (candidates[i], candidates[j]);
+                let (a, b) = (candidates[i].1, candidates[j].1);
                 if state.bins[a].pods.is_empty()
                     || state.bins[b].pods.is_empty()
                     || state.bins[a].pool != state.bins[b].pool
@@ -108,8 +128,12 @@ fn improve(compiled: &Compiled, state: &mut State, rounds: u32) {
                 let pool = &compiled.pools[state.bins[a].pool];
                 let mut used = state.bins[a].used.clone();
                 used.add(&state.bins[b].used);
-                let types: Vec<u32> = (0..pool.types.len())
-                    .map(|t| u32::try_from(t).unwrap_or(u32::MAX))
+                // Both nodes' type lists are sorted indices; a merged node can use types in both.
+                let types: Vec<u32> = state.bins[a]
+                    .types
+                    .iter()
+                    .copied()
+                    .filter(|t| state.bins[b].types.binary_search(t).is_ok())
                     .filter(|t| type_allowed(compiled, pool, &pool.types[*t as usize], &requirements))
                     .collect();
                 let Some(merged) = cheapest(
@@ -295,10 +319,19 @@ fn lower_bound(compiled: &Compiled, state: &State) -> Price {
     if demand.is_zero() {
         return Price::ZERO;
     }
-    let types: Vec<(&Res, f64)> = compiled
+    let mut types: Vec<(&Res, f64)> = compiled
         .pools
         .iter()
         .flat_map(|p| p.types.iter().map(|t| (&t.alloc, t.offerings[0].price.as_usd())))
         .collect();
-    solve_dual(&demand, &types).map_or(Price::ZERO, |(bound, _)| Price::from_usd(bound * (1.0 - 1e-9)))
+    // Dominated types (no more of anything, for no less money) never bind; dropping them keeps
+    // the LP small.
+    types.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut kept: Vec<(&Res, f64)> = Vec::new();
+    for (alloc, price) in types {
+        if !kept.iter().any(|(k, _)| alloc.fits_in(k)) {
+            kept.push((alloc, price));
+        }
+    }
+    solve_dual(&demand, &kept).map_or(Price::ZERO, |(bound, _)| Price::from_usd(bound * (1.0 - 1e-9)))
 }

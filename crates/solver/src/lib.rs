@@ -28,18 +28,31 @@ pub use plan::{NodeClaimPlan, Plan, Unschedulable};
 pub use problem::{ExistingNode, MinValuesPolicy, Options, PoolInput, PreferencePolicy, Problem};
 
 /// Solves a problem: the cheapest set of new nodes found, placements, and reasons.
+///
+/// Two shaping strategies run (price-efficient shapes, and Karpenter's largest-type filling); the
+/// plan that places more pods, then costs less, then uses fewer nodes wins.
 pub fn solve(problem: &Problem) -> Plan {
-    let mut compiled = compile::compile(problem);
-    let mut state = state::State::new(&compiled);
-    let mut weights = lookahead::ShapeWeights::default();
-    for class in placement_order(&compiled) {
-        let pods = compiled.classes[class].pods.clone();
-        for pod in pods {
-            place::place_pod(&mut compiled, &mut state, &mut weights, class, pod);
-            state.class_left[class] -= 1;
+    let compiled = compile::compile(problem);
+    let candidates = [state::Shaping::LookAhead, state::Shaping::Largest].map(|shaping| {
+        let mut compiled = compiled.clone();
+        let mut state = state::State::new(&compiled, shaping);
+        let mut weights = lookahead::ShapeWeights::default();
+        for class in placement_order(&compiled) {
+            let pods = compiled.classes[class].pods.clone();
+            for pod in pods {
+                place::place_pod(&mut compiled, &mut state, &mut weights, class, pod);
+                state.class_left[class] -= 1;
+            }
         }
+        finalize::finish(&compiled, &mut state, &problem.options)
+    });
+    let [look_ahead, largest] = candidates;
+    let rank = |p: &Plan| (p.unschedulable.len(), p.total_price, p.new_nodes.len());
+    if rank(&largest) < rank(&look_ahead) {
+        largest
+    } else {
+        look_ahead
     }
-    finalize::finish(&compiled, &mut state, &problem.options)
 }
 
 /// Constrained classes first (they have fewer places to go), then larger pods first.

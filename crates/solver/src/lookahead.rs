@@ -14,6 +14,20 @@ pub(crate) struct ShapeWeights {
     cache: HashMap<(usize, usize), Vec<f64>>,
 }
 
+/// Drops types another type dominates (at least as much of every resource for no more money):
+/// they never appear in an optimal LP basis, and the LP gets much smaller.
+fn pareto<'a>(types: &[(&'a Res, f64)]) -> Vec<(&'a Res, f64)> {
+    let mut sorted: Vec<(&Res, f64)> = types.to_vec();
+    sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut kept: Vec<(&Res, f64)> = Vec::new();
+    for (alloc, price) in sorted {
+        if !kept.iter().any(|(k, _)| alloc.fits_in(k)) {
+            kept.push((alloc, price));
+        }
+    }
+    kept
+}
+
 /// How many pods of a class one node may hold because of its own constraints (hostname spread,
 /// hostname anti-affinity, host ports).
 pub(crate) fn per_node_cap(compiled: &Compiled, state: &State, class: usize) -> i64 {
@@ -54,17 +68,27 @@ pub(crate) fn choose_target(
     class: usize,
 ) -> u32 {
     let family = compiled.classes[class].family;
-    let members: Vec<usize> = compiled
-        .classes
+    let members: Vec<usize> = compiled.families[family]
         .iter()
-        .enumerate()
-        .filter(|(i, c)| c.family == family && state.class_left[*i] > 0)
-        .map(|(i, _)| i)
+        .copied()
+        .filter(|m| state.class_left[*m] > 0)
         .collect();
     let types = &compiled.pools[pool].types;
-    let y = weights.cache.entry((family, pool)).or_insert_with(|| {
+    // Constrained classes are families of one; they share the pool's weights, computed from all
+    // waiting pods, so the LP runs once per pool and per unconstrained family rather than per class.
+    let key = if compiled.classes[class].constrained() {
+        (usize::MAX, pool)
+    } else {
+        (family, pool)
+    };
+    let y = weights.cache.entry(key).or_insert_with(|| {
         let mut demand = Res::zero(compiled.dims.len());
-        for &m in &members {
+        let counted: Box<dyn Iterator<Item = usize>> = if key.0 == usize::MAX {
+            Box::new(0..compiled.classes.len())
+        } else {
+            Box::new(members.iter().copied())
+        };
+        for m in counted {
             demand.add(
                 &compiled.classes[m]
                     .requests
@@ -78,7 +102,7 @@ pub(crate) fn choose_target(
                 (&ty.alloc, ty.offerings[0].price.as_usd())
             })
             .collect();
-        shadow_prices(&demand, &allocs)
+        shadow_prices(&demand, &pareto(&allocs))
     });
     let value = |packed: &Res| -> f64 {
         #[allow(clippy::cast_precision_loss)] // scores only rank candidates
@@ -100,13 +124,24 @@ pub(crate) fn choose_target(
     };
     // Consider the types that are most efficient when full, plus the cheapest ones (for the tail
     // of a batch, where a small node beats a half-empty big one).
-    let mut shortlist: Vec<u32> = candidates.to_vec();
-    shortlist.sort_by(|a, b| efficiency(*a).total_cmp(&efficiency(*b)).then(a.cmp(b)));
-    shortlist.truncate(12);
+    let mut ranked: Vec<(f64, u32)> = candidates.iter().map(|t| (efficiency(*t), *t)).collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut shortlist: Vec<u32> = ranked.iter().take(12).map(|(_, t)| *t).collect();
     shortlist.extend(candidates.iter().take(6).copied());
     shortlist.sort_unstable();
     shortlist.dedup();
 
+    if state.shaping == crate::state::Shaping::Largest {
+        return candidates
+            .iter()
+            .copied()
+            .max_by(|a, b| {
+                value(&types[*a as usize].alloc)
+                    .total_cmp(&value(&types[*b as usize].alloc))
+                    .then(b.cmp(a))
+            })
+            .unwrap_or(candidates[0]);
+    }
     let cap = per_node_cap(compiled, state, class);
     let opening = &compiled.classes[class].requests;
     let mut best = (f64::INFINITY, candidates[0]);

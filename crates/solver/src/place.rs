@@ -112,16 +112,24 @@ fn try_place(
     attempt: &Attempt,
 ) -> bool {
     let requirements = attempt.requirements(&compiled.classes[class], compiled);
+    // Unconstrained classes skip nodes that already refused them: nodes only fill up and narrow,
+    // so a refusal stands for the rest of the solve.
+    let monotone = !compiled.classes[class].constrained() && attempt.term == 0 && attempt.preferred == 0;
     // Existing nodes: their capacity is already paid for.
-    for node in 0..compiled.existing.len() {
+    let first = if monotone { state.first_existing[class] } else { 0 };
+    for node in first..compiled.existing.len() {
         if check_existing(compiled, state, class, attempt, &requirements, node).is_ok() {
+            if monotone {
+                state.first_existing[class] = node;
+            }
             commit_existing(compiled, state, class, pod, attempt, node);
             return true;
         }
     }
-    // Nodes being built in this solve. Unconstrained classes skip bins that already refused them:
-    // bins only fill up and narrow, so a refusal stands.
-    let monotone = !compiled.classes[class].constrained() && attempt.term == 0 && attempt.preferred == 0;
+    if monotone {
+        state.first_existing[class] = compiled.existing.len();
+    }
+    // Nodes being built in this solve.
     let start = if monotone { state.first_bin[class] } else { 0 };
     let mut first_refusal = None;
     for b in start..state.bins.len() {
@@ -490,7 +498,8 @@ fn topology(
             continue;
         }
         let eligible: Vec<Sym> = universe(compiled, spread.key)
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|d| {
                 !spread.honor_node_affinity
                     || pod_requirements
@@ -566,7 +575,8 @@ fn topology(
             (Node::Building { .. }, false) => {
                 let current = requirements.get(term.key).cloned();
                 let best = universe(compiled, term.key)
-                    .into_iter()
+                    .iter()
+                    .copied()
                     .filter(|d| current.as_ref().is_none_or(|r| r.has(*d, interner)) && ok(*d))
                     .min_by_key(|d| (std::cmp::Reverse(state.count(term.group, *d)), *d))
                     .ok_or_else(|| format!("{kind} on {key_name} cannot be satisfied"))?;
@@ -623,40 +633,13 @@ fn domain_of(compiled: &Compiled, node: Node<'_>, key: Sym) -> Option<Sym> {
     }
 }
 
-/// Every value `key` can take on a node: from the pools' instance types, offerings and labels,
-/// and from existing nodes.
-fn universe(compiled: &Compiled, key: Sym) -> Vec<Sym> {
-    let mut values = Vec::new();
-    for pool in &compiled.pools {
-        let allowed = pool.requirements.get(key);
-        if let Some(values_of_pool) = allowed.and_then(Requirement::values) {
-            values.extend_from_slice(values_of_pool);
-        }
-        for ty in &pool.types {
-            if key == compiled.keys.zone {
-                values.extend(ty.offerings.iter().map(|o| o.zone));
-            } else if key == compiled.keys.capacity_type {
-                values.extend(ty.offerings.iter().map(|o| o.capacity_type));
-            } else if let Some(v) = ty.label(key) {
-                values.push(v);
-            }
-        }
-        if let Some(allowed) = allowed {
-            values.retain(|v| allowed.has(*v, &compiled.interner));
-        }
-    }
-    for node in &compiled.existing {
-        if let Some(v) = State::existing_domain(compiled, node, key) {
-            values.push(v);
-        }
-    }
-    values.sort_unstable();
-    values.dedup();
-    values
+fn universe(compiled: &Compiled, key: Sym) -> &[Sym] {
+    compiled.universes.get(&key).map_or(&[], Vec::as_slice)
 }
 
 fn record(compiled: &Compiled, state: &mut State, class: usize, attempt: &Attempt, node: Node<'_>) {
-    for &group in &state.memberships[class].clone() {
+    for i in 0..state.memberships[class].len() {
+        let group = state.memberships[class][i];
         if let Some(domain) = domain_of(compiled, node, compiled.groups[group].key) {
             *state.counts.entry((group, domain)).or_insert(0) += 1;
             state.totals[group] += 1;

@@ -36,8 +36,19 @@ pub(crate) enum Placement {
     Unschedulable(Vec<String>),
 }
 
+/// How a new node's shape is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shaping {
+    /// By price per weighted unit of the pods it would hold (the default).
+    LookAhead,
+    /// The largest allowed type, narrowed to the cheapest that holds the pods at the end
+    /// (Karpenter's behaviour; kept as a second opinion, the cheaper plan wins).
+    Largest,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
+    pub shaping: Shaping,
     pub bins: Vec<Bin>,
     pub existing_remaining: Vec<Res>,
     pub existing_ports: Vec<Vec<HostPort>>,
@@ -55,13 +66,15 @@ pub(crate) struct State {
     pub pool_nodes: Vec<Option<i64>>,
     /// Per class: the first bin worth trying (earlier bins rejected this class for good).
     pub first_bin: Vec<usize>,
+    /// Per class: the first existing node worth trying, likewise.
+    pub first_existing: Vec<usize>,
     /// Pods of each class not yet handled.
     pub class_left: Vec<usize>,
     next_hostname: u32,
 }
 
 impl State {
-    pub fn new(compiled: &Compiled) -> Self {
+    pub fn new(compiled: &Compiled, shaping: Shaping) -> Self {
         let memberships = compiled
             .classes
             .iter()
@@ -84,6 +97,7 @@ impl State {
             totals[*group] += count;
         }
         Self {
+            shaping,
             bins: Vec::new(),
             existing_remaining: compiled.existing.iter().map(|e| e.remaining.clone()).collect(),
             existing_ports: compiled.existing.iter().map(|e| e.host_ports.clone()).collect(),
@@ -95,6 +109,7 @@ impl State {
             pool_remaining: compiled.pools.iter().map(|p| p.remaining.clone()).collect(),
             pool_nodes: compiled.pools.iter().map(|p| p.remaining_nodes).collect(),
             first_bin: vec![0; compiled.classes.len()],
+            first_existing: vec![0; compiled.classes.len()],
             class_left: compiled.classes.iter().map(|c| c.pods.len()).collect(),
             next_hostname: 0,
         }
