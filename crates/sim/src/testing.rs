@@ -1,0 +1,213 @@
+//! Test support: start a cluster on a free loopback port, get a kube-rs client for it, write a
+//! kubeconfig for kubectl, apply YAML, and wait for conditions.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), nodewright_sim::testing::TestError> {
+//! use nodewright_sim::testing::TestCluster;
+//! let cluster = TestCluster::start().await?;
+//! cluster.apply_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: default\n")?;
+//! let client = cluster.client();
+//! # let _ = client;
+//! # Ok(()) }
+//! ```
+
+use std::{future::Future, net::SocketAddr, path::Path, time::Duration};
+
+use serde_json::Value;
+
+use crate::{
+    apply,
+    error::ApiError,
+    http::{AppState, Server, ServerConfig},
+    store::{Operation, StoreConfig, Subresource, WriteOptions},
+};
+
+/// Failures of the test-support helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    /// Binding or serving failed.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+    /// The kube-rs client could not be built.
+    #[error("client: {0}")]
+    Client(String),
+    /// A YAML document did not parse.
+    #[error("yaml: {0}")]
+    Yaml(String),
+    /// The API refused a document.
+    #[error("api: {0}")]
+    Api(#[from] ApiError),
+    /// A document names a type the server does not serve.
+    #[error("no resource serves {0}")]
+    UnknownKind(String),
+    /// A wait ran out of time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+/// A running in-memory cluster.
+pub struct TestCluster {
+    server: Server,
+    client: kube::Client,
+}
+
+impl std::fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCluster")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The kubeconfig YAML of a server URL (no credentials: the server accepts everyone).
+pub fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: nodewright-sim\n  cluster:\n    server: {url}\ncontexts:\n- name: nodewright-sim\n  context:\n    cluster: nodewright-sim\n    user: nodewright-sim\n    namespace: default\ncurrent-context: nodewright-sim\nusers:\n- name: nodewright-sim\n  user: {{}}\n"
+    )
+}
+
+impl TestCluster {
+    /// Starts a cluster with default settings on 127.0.0.1 and a free port.
+    pub async fn start() -> Result<Self, TestError> {
+        Self::start_with(StoreConfig::default(), ServerConfig::default()).await
+    }
+
+    /// Starts a cluster with the given settings.
+    pub async fn start_with(store: StoreConfig, server: ServerConfig) -> Result<Self, TestError> {
+        let state = AppState::with_config(store, server);
+        let server = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), state).await?;
+        let url = format!("http://{}", server.addr());
+        let uri: kube::config::Config = kube::Config::new(
+            url.parse()
+                .map_err(|e: axum::http::uri::InvalidUri| TestError::Client(e.to_string()))?,
+        );
+        let client = kube::Client::try_from(uri).map_err(|e| TestError::Client(e.to_string()))?;
+        Ok(Self { server, client })
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.addr())
+    }
+
+    /// A kube-rs client for the cluster.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The store, fault injector and settings.
+    pub fn state(&self) -> &AppState {
+        self.server.state()
+    }
+
+    /// Drops every connection and serves again with the same objects.
+    pub async fn restart(&mut self) -> Result<(), TestError> {
+        Ok(self.server.restart().await?)
+    }
+
+    /// Writes a kubeconfig pointing at the cluster.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), TestError> {
+        Ok(std::fs::write(path, kubeconfig_yaml(&self.url()))?)
+    }
+
+    /// Applies every document of a YAML stream (server-side apply as manager `test-support`,
+    /// forced), in order, returning the stored objects.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<Vec<Value>, TestError> {
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(yaml).map_err(|e| TestError::Yaml(e.to_string()))?;
+        let store = &self.state().store;
+        let mut out = Vec::new();
+        for doc in docs.into_iter().filter(Value::is_object) {
+            let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            let info = store
+                .registry()
+                .by_kind(group, kind)
+                .ok_or_else(|| TestError::UnknownKind(format!("{api_version} {kind}")))?;
+            let name = crate::meta::meta_str(&doc, "name").unwrap_or_default().to_owned();
+            let ns = if info.namespaced {
+                crate::meta::meta_str(&doc, "namespace")
+                    .unwrap_or("default")
+                    .to_owned()
+            } else {
+                String::new()
+            };
+            let opts = WriteOptions {
+                field_manager: Some("test-support".into()),
+                operation: Operation::Apply,
+                ..WriteOptions::default()
+            };
+            let now = store.config().clock.now_rfc3339();
+            let (obj, _) = store.update(&info, &ns, &name, Subresource::Main, &opts, &mut |current| {
+                let mut merged = apply::apply(
+                    &info,
+                    current,
+                    &doc,
+                    "test-support",
+                    true,
+                    Subresource::Main,
+                    &now,
+                )?;
+                if current.is_none() {
+                    crate::meta::metadata_mut(&mut merged).insert("name".into(), name.clone().into());
+                }
+                Ok(merged)
+            })?;
+            out.push(obj.value());
+        }
+        Ok(out)
+    }
+
+    /// Polls `check` every 20 ms until it returns true, for at most `timeout`.
+    pub async fn wait_until<F, Fut>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: F,
+    ) -> Result<(), TestError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check().await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TestError::Timeout(timeout, what.to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until an object exists and satisfies `condition`, returning it.
+    pub async fn wait_for_object(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+        condition: impl Fn(&Value) -> bool,
+    ) -> Result<Value, TestError> {
+        let store = self.state().store.clone();
+        let what = format!("{resource}.{group} {namespace}/{name}");
+        let mut found = None;
+        self.wait_until(timeout, &what, || {
+            let value = store
+                .registry()
+                .get(group, resource)
+                .and_then(|info| store.get(&info, namespace, name).ok())
+                .map(|o| o.value());
+            let ok = value.as_ref().is_some_and(&condition);
+            if ok {
+                found = value;
+            }
+            std::future::ready(ok)
+        })
+        .await?;
+        found.ok_or(TestError::Timeout(timeout, what))
+    }
+}
