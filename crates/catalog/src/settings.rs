@@ -106,6 +106,104 @@ impl NodeSettings {
         }
     }
 
+    /// The settings an EC2NodeClass gives its nodes, as Karpenter's AWS provider reads them:
+    ///
+    /// - the AMI family from the alias or `spec.amiFamily` (neither: `Custom`, Karpenter's fallback);
+    /// - `kubelet.maxPods` and `kubelet.podsPerCore` when they are non-negative integers (a CEL
+    ///   `maxPods` string is left unset, so the computed count applies);
+    /// - `kubelet.kubeReserved` / `systemReserved` `cpu`, `memory` and `ephemeral-storage` when they
+    ///   are quantities (CEL expressions and `pid` are left unset);
+    /// - `kubelet.evictionHard` `memory.available` and `nodefs.available`, as a percentage or a
+    ///   quantity;
+    /// - the root volume size: the `rootVolume: true` mapping's `volumeSize`; for `Custom` the last
+    ///   mapping's; otherwise the mapping on the family's ephemeral device (`/dev/xvda` on
+    ///   AL2/AL2023, `/dev/xvdb` on Bottlerocket, `/dev/sda1` on Windows); else the family default;
+    /// - `instanceStorePolicy: RAID0`.
+    ///
+    /// Controller options (`vm_memory_overhead_percent`, `reserved_enis`) keep their defaults. Values
+    /// the class's `validate()` would reject are ignored rather than guessed at.
+    pub fn from_node_class(class: &nodewright_api::EC2NodeClass) -> NodeSettings {
+        use nodewright_api::{ec2nodeclass::InstanceStorePolicy, quantity};
+        use serde_json::Value;
+
+        let ami_family = class.ami_family().unwrap_or(AmiFamily::Custom);
+        let kubelet = class.spec.kubelet.as_ref();
+        let field = |name: &str| kubelet.and_then(|k| k.get(name));
+        let count = |name: &str| {
+            field(name)
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        let amount = |value: &Value, milli: bool| -> Option<i64> {
+            let parsed = match value {
+                Value::String(text) if milli => quantity::parse_milli(text).ok()?,
+                Value::String(text) => quantity::parse_value(text).ok()?,
+                Value::Number(n) => i128::from(n.as_i64()?) * if milli { 1000 } else { 1 },
+                _ => return None,
+            };
+            i64::try_from(parsed).ok().filter(|v| *v >= 0)
+        };
+        let reserved = |name: &str| {
+            let map = field(name).and_then(Value::as_object);
+            let get = |resource: &str, milli: bool| {
+                map.and_then(|m| m.get(resource)).and_then(|v| amount(v, milli))
+            };
+            ReservedResources {
+                cpu_millis: get("cpu", true),
+                memory_bytes: get("memory", false),
+                ephemeral_storage_bytes: get("ephemeral-storage", false),
+            }
+        };
+        let eviction = |signal: &str| {
+            let text = field("evictionHard")?.get(signal)?.as_str()?;
+            match text.strip_suffix('%') {
+                Some(percent) => percent
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .map(EvictionThreshold::Percent),
+                None => amount(&Value::String(text.to_owned()), false).map(EvictionThreshold::Bytes),
+            }
+        };
+
+        let mappings = &class.spec.block_device_mappings;
+        let size_of = |m: &nodewright_api::ec2nodeclass::BlockDeviceMapping| {
+            let size = m.ebs.as_ref()?.volume_size.as_ref()?;
+            i64::try_from(quantity::parse_value(&size.0).ok()?).ok()
+        };
+        let ephemeral_device = match ami_family {
+            AmiFamily::AL2 | AmiFamily::AL2023 => Some("/dev/xvda"),
+            AmiFamily::Bottlerocket => Some("/dev/xvdb"),
+            AmiFamily::Windows2019 | AmiFamily::Windows2022 | AmiFamily::Windows2025 => Some("/dev/sda1"),
+            AmiFamily::Custom => None,
+        };
+        let root_volume_bytes = mappings
+            .iter()
+            .find(|m| m.root_volume)
+            .and_then(size_of)
+            .or_else(|| match ephemeral_device {
+                None => mappings.last().and_then(size_of),
+                Some(device) => mappings
+                    .iter()
+                    .find(|m| m.device_name.as_deref() == Some(device))
+                    .and_then(size_of),
+            });
+
+        NodeSettings {
+            ami_family,
+            max_pods: count("maxPods"),
+            pods_per_core: count("podsPerCore"),
+            kube_reserved: reserved("kubeReserved"),
+            system_reserved: reserved("systemReserved"),
+            eviction_hard_memory: eviction("memory.available"),
+            eviction_hard_nodefs: eviction("nodefs.available"),
+            root_volume_bytes,
+            instance_store_raid0: class.spec.instance_store_policy == Some(InstanceStorePolicy::RAID0),
+            ..NodeSettings::default()
+        }
+    }
+
     pub(crate) fn family(&self) -> FamilyFlags {
         FamilyFlags::of(self.ami_family)
     }
