@@ -2,7 +2,11 @@
 //! vectors, pod classes (identical pods share one), instance types with DaemonSet overhead taken
 //! off their allocatable, and the topology groups pods count into.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 use nodewright_api::{labels, quantity};
@@ -37,7 +41,8 @@ pub(crate) struct OfferingC {
 /// An instance type within one NodePool.
 #[derive(Debug, Clone)]
 pub(crate) struct TypeC {
-    pub name: String,
+    /// Shared, so listing a type on thousands of planned nodes costs no allocation.
+    pub name: std::sync::Arc<str>,
     /// Single-valued labels, sorted by key.
     pub labels: Vec<(Sym, Sym)>,
     /// Available offerings, cheapest first.
@@ -169,11 +174,37 @@ pub(crate) struct Compiled {
     pub universes: HashMap<Sym, Vec<Sym>>,
     /// Classes of each family.
     pub families: Vec<Vec<usize>>,
+    /// Per (pool, node requirements): the pool's types those requirements allow, cheapest allowed
+    /// offering first. Nodes with equal requirements share one list.
+    type_lists: RefCell<HashMap<(usize, Requirements), Arc<[u32]>>>,
 }
 
 impl Compiled {
     pub fn is_well_known(&self, key: Sym) -> bool {
         self.well_known.binary_search(&key).is_ok()
+    }
+
+    /// The types of `pool` that nodes with `requirements` may use, cheapest allowed offering first.
+    pub fn allowed_types(&self, pool: usize, requirements: &Requirements) -> Arc<[u32]> {
+        let key = (pool, requirements.clone());
+        if let Some(list) = self.type_lists.borrow().get(&key) {
+            return Arc::clone(list);
+        }
+        let p = &self.pools[pool];
+        let mut priced: Vec<(Price, u32)> = (0..p.types.len())
+            .filter_map(|t| {
+                let ty = &p.types[t];
+                if !crate::place::type_allowed(self, p, ty, requirements) {
+                    return None;
+                }
+                let price = crate::place::allowed_offering(self, ty, requirements)?.price;
+                Some((price, u32::try_from(t).ok()?))
+            })
+            .collect();
+        priced.sort_unstable();
+        let list: Arc<[u32]> = priced.into_iter().map(|(_, t)| t).collect();
+        self.type_lists.borrow_mut().insert(key, Arc::clone(&list));
+        list
     }
 }
 
@@ -245,9 +276,9 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
     // Pod classes.
     let ignore_preferences = problem.options.preference_policy == PreferencePolicy::Ignore;
     let mut classes: Vec<Class> = Vec::new();
-    let mut class_index: HashMap<ClassKey, usize> = HashMap::new();
+    let mut class_index: HashMap<ClassKey<'_>, usize> = HashMap::new();
     for (index, pod) in facts.iter().enumerate() {
-        let key = ClassKey::of(pod);
+        let key = ClassKey(pod);
         if let Some(&c) = class_index.get(&key) {
             classes[c].pods.push(index);
             continue;
@@ -435,6 +466,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
         pod_count: problem.pods.len(),
         universes: HashMap::new(),
         families,
+        type_lists: RefCell::new(HashMap::new()),
     };
     let topology_keys: Vec<Sym> = compiled
         .classes
@@ -677,7 +709,7 @@ fn compile_pool(
             continue;
         }
         types.push(TypeC {
-            name: it.name.clone(),
+            name: it.name.as_str().into(),
             labels: type_labels,
             offerings,
             alloc,
@@ -703,45 +735,38 @@ fn compile_pool(
     }
 }
 
-/// The facts that decide how a pod schedules; pods with equal keys form one class.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct ClassKey {
-    requests: Resources,
-    namespace: String,
-    labels: BTreeMap<String, String>,
-    required: Vec<Vec<Term>>,
-    preferred: Vec<(i32, Vec<Term>)>,
-    tolerations: Vec<(Option<String>, Option<String>, Option<String>, Option<String>)>,
-    spread: Vec<crate::pod::Spread>,
-    affinity: Vec<AffinityTerm>,
-    host_ports: Vec<HostPort>,
-    problems: Vec<String>,
+/// The facts that decide how a pod schedules: everything but its name. Pods with equal keys
+/// form one class. Borrows the facts, so building the key copies nothing.
+#[derive(Debug)]
+struct ClassKey<'a>(&'a PodFacts);
+
+impl PartialEq for ClassKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.0, other.0);
+        a.requests == b.requests
+            && a.namespace == b.namespace
+            && a.labels == b.labels
+            && a.required_terms == b.required_terms
+            && a.preferred_terms == b.preferred_terms
+            && a.tolerations == b.tolerations
+            && a.spread == b.spread
+            && a.affinity == b.affinity
+            && a.host_ports == b.host_ports
+            && a.problems == b.problems
+    }
 }
 
-impl ClassKey {
-    fn of(pod: &PodFacts) -> Self {
-        Self {
-            requests: pod.requests.clone(),
-            namespace: pod.namespace.clone(),
-            labels: pod.labels.clone(),
-            required: pod.required_terms.clone(),
-            preferred: pod.preferred_terms.clone(),
-            tolerations: pod
-                .tolerations
-                .iter()
-                .map(|t| {
-                    (
-                        t.key.clone(),
-                        t.operator.clone(),
-                        t.value.clone(),
-                        t.effect.clone(),
-                    )
-                })
-                .collect(),
-            spread: pod.spread.clone(),
-            affinity: pod.affinity.clone(),
-            host_ports: pod.host_ports.clone(),
-            problems: pod.problems.clone(),
-        }
+impl Eq for ClassKey<'_> {}
+
+impl std::hash::Hash for ClassKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Tolerations (no Hash in k8s-openapi) only refine equality; the rest spreads the keys.
+        let p = self.0;
+        p.requests.hash(state);
+        p.namespace.hash(state);
+        p.labels.hash(state);
+        p.required_terms.hash(state);
+        p.spread.hash(state);
+        p.affinity.hash(state);
     }
 }

@@ -11,7 +11,7 @@ use crate::{
     compile::Compiled,
     intern::Sym,
     lower_bound::solve_dual,
-    place::{allowed_offering, type_allowed},
+    place::allowed_offering,
     plan::{NodeClaimPlan, Plan, Unschedulable},
     problem::Options,
     requirements::Requirements,
@@ -28,38 +28,58 @@ struct Choice {
     capacity_type: Sym,
 }
 
-/// The cheapest (type, offering) that holds `used` under `requirements` within `remaining` limits.
-fn cheapest(
+/// The cheapest (type, offering) that holds the bin's pods within `remaining` limits, using only
+/// offerings `usable` accepts. The bin's types are sorted by their cheapest allowed offering, so
+/// the scan stops once no later type can be cheaper.
+fn cheapest_usable(
     compiled: &Compiled,
-    pool: usize,
-    types: &[u32],
-    requirements: &Requirements,
-    used: &Res,
+    bin: &Bin,
     remaining: &[Option<i64>],
+    usable: &dyn Fn(&crate::compile::OfferingC) -> bool,
 ) -> Option<Choice> {
-    let p = &compiled.pools[pool];
-    types
-        .iter()
-        .filter_map(|t| {
-            let ty = &p.types[*t as usize];
-            if !used.fits_in(&ty.alloc)
-                || !ty
-                    .capacity
-                    .0
-                    .iter()
-                    .zip(remaining)
-                    .all(|(need, left)| left.is_none_or(|l| *need <= l))
-            {
-                return None;
-            }
-            allowed_offering(compiled, ty, requirements).map(|o| Choice {
-                ty: *t,
+    let pool = &compiled.pools[bin.pool];
+    let zone = bin.requirements.get(compiled.keys.zone);
+    let capacity_type = bin.requirements.get(compiled.keys.capacity_type);
+    let mut best: Option<Choice> = None;
+    for &t in bin.types.iter() {
+        let ty = &pool.types[t as usize];
+        let floor = allowed_offering(compiled, ty, &bin.requirements).map_or(Price(u64::MAX), |o| o.price);
+        if best.as_ref().is_some_and(|b| floor >= b.price) {
+            break;
+        }
+        if !bin.used.fits_in(&ty.alloc)
+            || !ty
+                .capacity
+                .0
+                .iter()
+                .zip(remaining)
+                .all(|(need, left)| left.is_none_or(|l| *need <= l))
+        {
+            continue;
+        }
+        let offering = ty.offerings.iter().find(|o| {
+            zone.is_none_or(|r| r.has(o.zone, &compiled.interner))
+                && capacity_type.is_none_or(|r| r.has(o.capacity_type, &compiled.interner))
+                && usable(o)
+        });
+        if let Some(o) = offering
+            && best.as_ref().is_none_or(|b| o.price < b.price)
+        {
+            best = Some(Choice {
+                ty: t,
                 price: o.price,
                 zone: o.zone,
                 capacity_type: o.capacity_type,
-            })
-        })
-        .min_by_key(|c| (c.price, c.ty))
+            });
+        }
+    }
+    best
+}
+
+/// The cheapest choice with no limits and every offering usable.
+fn cheapest(compiled: &Compiled, bin: &Bin) -> Option<Choice> {
+    let unlimited = vec![None; compiled.dims.len()];
+    cheapest_usable(compiled, bin, &unlimited, &|_| true)
 }
 
 fn only_unconstrained(compiled: &Compiled, bin: &Bin) -> bool {
@@ -70,19 +90,8 @@ fn only_unconstrained(compiled: &Compiled, bin: &Bin) -> bool {
 /// the spare room of the others, or merge two nodes into one cheaper node. A move is kept only if
 /// the total price drops. `rounds` bounds the work, so results are deterministic.
 fn improve(compiled: &Compiled, state: &mut State, rounds: u32) {
-    let unlimited: Vec<Option<i64>> = vec![None; compiled.dims.len()];
-    let price_of = |state: &State, b: usize| {
-        let bin = &state.bins[b];
-        cheapest(
-            compiled,
-            bin.pool,
-            &bin.types,
-            &bin.requirements,
-            &bin.used,
-            &unlimited,
-        )
-        .map_or(Price(u64::MAX), |c| c.price)
-    };
+    let price_of =
+        |state: &State, b: usize| cheapest(compiled, &state.bins[b]).map_or(Price(u64::MAX), |c| c.price);
     for _ in 0..rounds {
         let mut improved = false;
         // Merge pairs of lightly used nodes of the same pool: only nodes whose pods fill less than
@@ -91,14 +100,7 @@ fn improve(compiled: &Compiled, state: &mut State, rounds: u32) {
             .filter(|b| !state.bins[*b].pods.is_empty() && only_unconstrained(compiled, &state.bins[*b]))
             .filter_map(|b| {
                 let bin = &state.bins[b];
-                let choice = cheapest(
-                    compiled,
-                    bin.pool,
-                    &bin.types,
-                    &bin.requirements,
-                    &bin.used,
-                    &unlimited,
-                )?;
+                let choice = cheapest(compiled, bin)?;
                 let alloc = &compiled.pools[bin.pool].types[choice.ty as usize].alloc;
                 let half_empty = bin
                     .used
@@ -125,25 +127,16 @@ fn improve(compiled: &Compiled, state: &mut State, rounds: u32) {
                 if requirements.has_empty().is_some() {
                     continue;
                 }
-                let pool = &compiled.pools[state.bins[a].pool];
                 let mut used = state.bins[a].used.clone();
                 used.add(&state.bins[b].used);
-                // Both nodes' type lists are sorted indices; a merged node can use types in both.
-                let types: Vec<u32> = state.bins[a]
-                    .types
-                    .iter()
-                    .copied()
-                    .filter(|t| state.bins[b].types.binary_search(t).is_ok())
-                    .filter(|t| type_allowed(compiled, pool, &pool.types[*t as usize], &requirements))
-                    .collect();
-                let Some(merged) = cheapest(
-                    compiled,
-                    state.bins[a].pool,
-                    &types,
-                    &requirements,
-                    &used,
-                    &unlimited,
-                ) else {
+                let types = compiled.allowed_types(state.bins[a].pool, &requirements);
+                let trial = Bin {
+                    requirements: requirements.clone(),
+                    types: types.clone(),
+                    used: used.clone(),
+                    ..state.bins[a].clone()
+                };
+                let Some(merged) = cheapest(compiled, &trial) else {
                     continue;
                 };
                 let before = price_of(state, a).0.saturating_add(price_of(state, b).0);
@@ -171,29 +164,41 @@ fn improve(compiled: &Compiled, state: &mut State, rounds: u32) {
     }
 }
 
-/// Chooses every bin's type and offering, improves the set, and builds the plan.
-pub(crate) fn finish(compiled: &Compiled, state: &mut State, options: &Options) -> Plan {
+/// Every new node's final type and offering, and what the plan would cost.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    choices: Vec<Option<Choice>>,
+    pub total: Price,
+    pub unplaced: usize,
+    pub nodes: usize,
+}
+
+/// Improves the node set, then gives every node its cheapest type and offering within the pool's
+/// limits and the capacity of reservations. Pods on a node that no type can serve within limits
+/// become unschedulable.
+pub(crate) fn choose(compiled: &Compiled, state: &mut State, options: &Options) -> Outcome {
     improve(compiled, state, options.improvement_rounds);
     let mut remaining: Vec<Vec<Option<i64>>> = compiled.pools.iter().map(|p| p.remaining.clone()).collect();
-    let mut reservations: HashMap<String, u32> = HashMap::new();
-    let mut plan = Plan::default();
-    let mut new_node_of_bin: Vec<Option<usize>> = vec![None; state.bins.len()];
+    let mut reserved: HashMap<&str, u32> = HashMap::new();
+    let mut choices = vec![None; state.bins.len()];
+    let mut total = Price::ZERO;
+    let mut nodes = 0;
     for (b, bin) in state.bins.iter().enumerate() {
         if bin.pods.is_empty() {
             continue;
         }
         let pool = &compiled.pools[bin.pool];
-        let Some(choice) = cheapest(
-            compiled,
-            bin.pool,
-            &bin.types,
-            &bin.requirements,
-            &bin.used,
-            &remaining[bin.pool],
-        ) else {
+        let usable = |o: &crate::compile::OfferingC| {
+            o.reservation
+                .as_ref()
+                .is_none_or(|(id, capacity)| reserved.get(id.as_str()).copied().unwrap_or(0) < *capacity)
+        };
+        let Some(choice) = cheapest_usable(compiled, bin, &remaining[bin.pool], &usable) else {
             for pod in &bin.pods {
-                state.placements[*pod] =
-                    Placement::Unschedulable(vec![format!("nodepool {}: limits reached", pool.name)]);
+                state.placements[*pod] = Placement::Unschedulable(vec![format!(
+                    "nodepool {}: limits reached (no instance type that holds the pods fits the remaining limits)",
+                    pool.name
+                )]);
             }
             continue;
         };
@@ -207,13 +212,35 @@ pub(crate) fn finish(compiled: &Compiled, state: &mut State, options: &Options) 
             .offerings
             .iter()
             .find(|o| o.zone == choice.zone && o.capacity_type == choice.capacity_type);
-        if let Some((id, capacity)) = offering.and_then(|o| o.reservation.clone()) {
-            let used = reservations.entry(id).or_insert(0);
-            *used += 1;
-            let _ = capacity;
+        if let Some((id, _)) = offering.and_then(|o| o.reservation.as_ref()) {
+            *reserved.entry(id.as_str()).or_insert(0) += 1;
         }
-        new_node_of_bin[b] = Some(plan.new_nodes.len());
-        plan.new_nodes.push(node_claim(compiled, bin, &choice, options));
+        total = total.saturating_add(choice.price);
+        nodes += 1;
+        choices[b] = Some(choice);
+    }
+    let unplaced = state
+        .placements
+        .iter()
+        .filter(|p| matches!(p, Placement::Unschedulable(_) | Placement::Pending))
+        .count();
+    Outcome {
+        choices,
+        total,
+        unplaced,
+        nodes,
+    }
+}
+
+/// Turns the chosen node set into a [`Plan`].
+pub(crate) fn build_plan(compiled: &Compiled, state: &State, outcome: &Outcome, options: &Options) -> Plan {
+    let mut plan = Plan::default();
+    let mut new_node_of_bin: Vec<Option<usize>> = vec![None; state.bins.len()];
+    for (b, bin) in state.bins.iter().enumerate() {
+        if let Some(choice) = &outcome.choices[b] {
+            new_node_of_bin[b] = Some(plan.new_nodes.len());
+            plan.new_nodes.push(node_claim(compiled, bin, choice, options));
+        }
     }
     for (pod, placement) in state.placements.iter().enumerate() {
         match placement {
@@ -235,10 +262,7 @@ pub(crate) fn finish(compiled: &Compiled, state: &mut State, options: &Options) 
             }),
         }
     }
-    for node in &mut plan.new_nodes {
-        node.pods.sort_unstable();
-    }
-    plan.total_price = plan.new_nodes.iter().map(|n| n.price).sum();
+    plan.total_price = outcome.total;
     plan.lower_bound = lower_bound(compiled, state);
     plan
 }
@@ -247,20 +271,15 @@ fn node_claim(compiled: &Compiled, bin: &Bin, choice: &Choice, options: &Options
     let pool = &compiled.pools[bin.pool];
     let interner = &compiled.interner;
     // Every type that holds the pods, cheapest first: the cloud provider may fall back to them.
-    let mut fitting: Vec<(Price, &str)> = bin
+    // The bin's types are already cheapest first.
+    let instance_types: Vec<std::sync::Arc<str>> = bin
         .types
         .iter()
-        .filter_map(|t| {
-            let ty = &pool.types[*t as usize];
-            if !bin.used.fits_in(&ty.alloc) {
-                return None;
-            }
-            allowed_offering(compiled, ty, &bin.requirements).map(|o| (o.price, ty.name.as_str()))
-        })
+        .map(|t| &pool.types[*t as usize])
+        .filter(|ty| bin.used.fits_in(&ty.alloc))
+        .take(options.max_instance_types.max(1))
+        .map(|ty| ty.name.clone())
         .collect();
-    fitting.sort();
-    fitting.truncate(options.max_instance_types.max(1));
-    let instance_types: Vec<String> = fitting.iter().map(|(_, n)| (*n).to_owned()).collect();
     let mut requirements: Vec<NodeSelectorRequirementWithMinValues> = Vec::new();
     for (key, requirement) in bin.requirements.iter() {
         if key == compiled.keys.hostname || key == compiled.keys.instance_type {
@@ -284,7 +303,7 @@ fn node_claim(compiled: &Compiled, bin: &Bin, choice: &Choice, options: &Options
     let mut types = NodeSelectorRequirementWithMinValues::new(
         labels::INSTANCE_TYPE,
         Operator::In,
-        instance_types.clone(),
+        instance_types.iter().map(ToString::to_string),
     );
     types.min_values = bin
         .requirements
@@ -299,7 +318,7 @@ fn node_claim(compiled: &Compiled, bin: &Bin, choice: &Choice, options: &Options
         nodepool: pool.name.clone(),
         requirements,
         instance_types,
-        instance_type: ty.name.clone(),
+        instance_type: ty.name.to_string(),
         zone: interner.resolve(choice.zone).to_owned(),
         capacity_type: CapacityType::from_label(interner.resolve(choice.capacity_type))
             .unwrap_or(CapacityType::OnDemand),

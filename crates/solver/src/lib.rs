@@ -15,10 +15,12 @@ mod finalize;
 pub mod intern;
 mod lookahead;
 mod lower_bound;
+pub mod manifests;
 mod place;
 pub mod plan;
 pub mod pod;
 pub mod problem;
+pub mod report;
 pub mod requirements;
 pub mod resources;
 mod state;
@@ -33,7 +35,7 @@ pub use problem::{ExistingNode, MinValuesPolicy, Options, PoolInput, PreferenceP
 /// plan that places more pods, then costs less, then uses fewer nodes wins.
 pub fn solve(problem: &Problem) -> Plan {
     let compiled = compile::compile(problem);
-    let candidates = [state::Shaping::LookAhead, state::Shaping::Largest].map(|shaping| {
+    let runs = [state::Shaping::LookAhead, state::Shaping::Largest].map(|shaping| {
         let mut compiled = compiled.clone();
         let mut state = state::State::new(&compiled, shaping);
         let mut weights = lookahead::ShapeWeights::default();
@@ -44,15 +46,17 @@ pub fn solve(problem: &Problem) -> Plan {
                 state.class_left[class] -= 1;
             }
         }
-        finalize::finish(&compiled, &mut state, &problem.options)
+        let outcome = finalize::choose(&compiled, &mut state, &problem.options);
+        (compiled, state, outcome)
     });
-    let [look_ahead, largest] = candidates;
-    let rank = |p: &Plan| (p.unschedulable.len(), p.total_price, p.new_nodes.len());
-    if rank(&largest) < rank(&look_ahead) {
+    let rank = |o: &finalize::Outcome| (o.unplaced, o.total, o.nodes);
+    let [look_ahead, largest] = runs;
+    let (compiled, state, outcome) = if rank(&largest.2) < rank(&look_ahead.2) {
         largest
     } else {
         look_ahead
-    }
+    };
+    finalize::build_plan(&compiled, &state, &outcome, &problem.options)
 }
 
 /// Constrained classes first (they have fewer places to go), then larger pods first.

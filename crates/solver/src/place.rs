@@ -28,6 +28,16 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
+    /// The first attempt, with every preference honoured.
+    fn is_default(&self) -> bool {
+        self.term == 0
+            && self.preferred == 0
+            && !self.drop_preferred_affinity
+            && !self.drop_preferred_anti_affinity
+            && !self.drop_soft_spread
+            && !self.tolerate_prefer_no_schedule
+    }
+
     /// Drops one preference, in Karpenter's order; false when nothing is left to relax.
     fn relax(&mut self, class: &Class, prefer_no_schedule_exists: bool) -> bool {
         if self.term + 1 < class.terms.len() {
@@ -61,8 +71,34 @@ impl Attempt {
 /// What a successful check decided.
 struct Fit {
     requirements: Requirements,
-    types: Vec<u32>,
+    /// `None` when the candidate types did not change.
+    types: Option<std::sync::Arc<[u32]>>,
     target: u32,
+}
+
+/// Why a node refused a pod, and whether it will refuse every later pod of the class too (nodes
+/// only fill up, narrow and gain topology members, so resource, taint, port, requirement and
+/// hostname-count refusals stand).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub permanent: bool,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            permanent: true,
+            reason: reason.into(),
+        }
+    }
+
+    fn passing(reason: impl Into<String>) -> Self {
+        Self {
+            permanent: false,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// A node that can take pods, seen uniformly by the topology checks.
@@ -112,42 +148,50 @@ fn try_place(
     attempt: &Attempt,
 ) -> bool {
     let requirements = attempt.requirements(&compiled.classes[class], compiled);
-    // Unconstrained classes skip nodes that already refused them: nodes only fill up and narrow,
-    // so a refusal stands for the rest of the solve.
-    let monotone = !compiled.classes[class].constrained() && attempt.term == 0 && attempt.preferred == 0;
+    // Nodes that refused a class for good are skipped by its later pods. Only the unrelaxed
+    // attempt records this: relaxed attempts ask for different things.
+    let record_refusals = attempt.is_default();
     // Existing nodes: their capacity is already paid for.
-    let first = if monotone { state.first_existing[class] } else { 0 };
+    let mut skipping = record_refusals;
+    let first = if record_refusals {
+        state.first_existing[class]
+    } else {
+        0
+    };
     for node in first..compiled.existing.len() {
-        if check_existing(compiled, state, class, attempt, &requirements, node).is_ok() {
-            if monotone {
-                state.first_existing[class] = node;
+        match check_existing(compiled, state, class, attempt, &requirements, node) {
+            Ok(()) => {
+                commit_existing(compiled, state, class, pod, attempt, node);
+                return true;
             }
-            commit_existing(compiled, state, class, pod, attempt, node);
-            return true;
+            Err(refusal) => {
+                skipping &= refusal.permanent;
+                if skipping {
+                    state.first_existing[class] = node + 1;
+                }
+            }
         }
     }
-    if monotone {
-        state.first_existing[class] = compiled.existing.len();
-    }
     // Nodes being built in this solve.
-    let start = if monotone { state.first_bin[class] } else { 0 };
-    let mut first_refusal = None;
-    for b in start..state.bins.len() {
+    let mut skipping = record_refusals;
+    let first = if record_refusals {
+        state.first_bin[class]
+    } else {
+        0
+    };
+    for b in first..state.bins.len() {
         match check_bin(compiled, state, class, attempt, &requirements, b) {
-            Some(fit) => {
-                if monotone && first_refusal.is_none() {
-                    state.first_bin[class] = b;
-                }
+            Ok(fit) => {
                 commit_bin(compiled, state, class, pod, attempt, b, fit);
                 return true;
             }
-            None => {
-                first_refusal.get_or_insert(b);
+            Err(permanent) => {
+                skipping &= permanent;
+                if skipping {
+                    state.first_bin[class] = b + 1;
+                }
             }
         }
-    }
-    if monotone {
-        state.first_bin[class] = state.bins.len();
     }
     // A new node, from the highest-weight NodePool that can take the pod.
     let mut order: Vec<usize> = (0..compiled.pools.len()).collect();
@@ -194,21 +238,21 @@ fn check_existing(
     attempt: &Attempt,
     requirements: &Requirements,
     node: usize,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let c = &compiled.classes[class];
     let e = &compiled.existing[node];
     if !c.requests.fits_in(&state.existing_remaining[node]) {
-        return Err("not enough free resources".into());
+        return Err(Refusal::permanent("not enough free resources"));
     }
     if let Some(reason) = taint_blocks(&e.taints, c, attempt) {
-        return Err(reason);
+        return Err(Refusal::permanent(reason));
     }
     if ports_conflict(&state.existing_ports[node], &c.host_ports) {
-        return Err("host port conflict".into());
+        return Err(Refusal::permanent("host port conflict"));
     }
     e.requirements
         .compatible(requirements, &|_| false, &compiled.interner)
-        .map_err(|i| i.describe(&compiled.interner))?;
+        .map_err(|i| Refusal::permanent(i.describe(&compiled.interner)))?;
     let mut unused = Requirements::new();
     topology(compiled, state, class, attempt, Node::Existing(node), &mut unused)
 }
@@ -220,26 +264,30 @@ fn check_bin(
     attempt: &Attempt,
     requirements: &Requirements,
     b: usize,
-) -> Option<Fit> {
+) -> Result<Fit, bool> {
     let c = &compiled.classes[class];
     let bin = &state.bins[b];
     let pool = &compiled.pools[bin.pool];
     let target = &pool.types[bin.target as usize];
     let grows_within_target = bin.used.fits_with(&c.requests, &target.alloc);
     if !grows_within_target {
-        return None;
+        return Err(true);
     }
     if taint_blocks(&pool.taints, c, attempt).is_some() || ports_conflict(&bin.host_ports, &c.host_ports) {
-        return None;
+        return Err(true);
     }
     let well_known = |k: Sym| compiled.is_well_known(k);
-    bin.requirements
+    if bin
+        .requirements
         .compatible(requirements, &well_known, &compiled.interner)
-        .ok()?;
+        .is_err()
+    {
+        return Err(true);
+    }
     let mut merged = bin.requirements.clone();
     merged.add_all(requirements, &compiled.interner);
     if merged.has_empty().is_some() {
-        return None;
+        return Err(true);
     }
     topology(
         compiled,
@@ -252,24 +300,26 @@ fn check_bin(
         },
         &mut merged,
     )
-    .ok()?;
+    .map_err(|refusal| refusal.permanent)?;
     if merged == bin.requirements {
-        return Some(Fit {
+        return Ok(Fit {
             requirements: merged,
-            types: bin.types.clone(),
+            types: None,
             target: bin.target,
         });
     }
     let mut needed = bin.used.clone();
     needed.add(&c.requests);
-    let types: Vec<u32> = bin
-        .types
-        .iter()
-        .copied()
-        .filter(|t| type_allowed(compiled, pool, &pool.types[*t as usize], &merged))
-        .collect();
-    if !min_values_hold(compiled, pool, &types, &merged) {
-        return None;
+    let types = compiled.allowed_types(bin.pool, &merged);
+    if has_min_values(&merged) {
+        let fitting: Vec<u32> = types
+            .iter()
+            .copied()
+            .filter(|t| needed.fits_in(&pool.types[*t as usize].alloc))
+            .collect();
+        if !min_values_hold(compiled, pool, &fitting, &merged) {
+            return Err(false);
+        }
     }
     let target = if types.contains(&bin.target) {
         bin.target
@@ -278,13 +328,18 @@ fn check_bin(
         // remaining type that holds what the bin will carry.
         *types
             .iter()
-            .find(|t| needed.fits_in(&pool.types[**t as usize].alloc))?
+            .find(|t| needed.fits_in(&pool.types[**t as usize].alloc))
+            .ok_or(false)?
     };
-    Some(Fit {
+    Ok(Fit {
         requirements: merged,
-        types,
+        types: Some(types),
         target,
     })
+}
+
+fn has_min_values(requirements: &Requirements) -> bool {
+    requirements.iter().any(|(_, r)| r.min_values.is_some())
 }
 
 fn check_new(
@@ -330,27 +385,28 @@ fn check_new(
             requirements: &merged.clone(),
         },
         &mut merged,
-    )?;
+    )
+    .map_err(|refusal| refusal.reason)?;
     let remaining = &state.pool_remaining[p];
-    let types: Vec<u32> = (0..pool.types.len())
+    let list = compiled.allowed_types(p, &merged);
+    let candidates: Vec<u32> = list
+        .iter()
+        .copied()
         .filter(|t| {
-            let ty = &pool.types[*t];
-            c.requests.fits_in(&ty.alloc)
-                && within_limits(&ty.capacity, remaining)
-                && type_allowed(compiled, pool, ty, &merged)
+            let ty = &pool.types[*t as usize];
+            c.requests.fits_in(&ty.alloc) && within_limits(&ty.capacity, remaining)
         })
-        .map(|t| u32::try_from(t).unwrap_or(u32::MAX))
         .collect();
-    if types.is_empty() {
+    if candidates.is_empty() {
         return Err(no_type_reason(compiled, pool, c, &merged, remaining));
     }
-    if !min_values_hold(compiled, pool, &types, &merged) {
+    if has_min_values(&merged) && !min_values_hold(compiled, pool, &candidates, &merged) {
         return Err("minValues cannot be met by the instance types that fit".into());
     }
-    let target = choose_target(compiled, state, weights, p, &types, class);
+    let target = choose_target(compiled, state, weights, p, &candidates, class);
     Ok(Fit {
         requirements: merged,
-        types,
+        types: Some(list),
         target,
     })
 }
@@ -477,7 +533,7 @@ fn topology(
     attempt: &Attempt,
     node: Node<'_>,
     requirements: &mut Requirements,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let c = &compiled.classes[class];
     let interner = &compiled.interner;
     let pod_requirements = attempt.requirements(c, compiled);
@@ -490,10 +546,11 @@ fn topology(
         if spread.key == compiled.keys.hostname {
             let domain = domain_of(compiled, node, spread.key).unwrap_or(Sym(u32::MAX));
             if state.count(spread.group, domain) + 1 > spread.max_skew {
-                return Err(format!(
+                // Counts on a node only grow: this node stays closed to the class.
+                return Err(Refusal::permanent(format!(
                     "topology spread on {key_name} (maxSkew {}) would be exceeded",
                     spread.max_skew
-                ));
+                )));
             }
             continue;
         }
@@ -522,10 +579,10 @@ fn topology(
             Node::Existing(_) => {
                 let domain = domain_of(compiled, node, spread.key);
                 if !domain.is_some_and(|d| eligible.contains(&d) && allowed(d)) {
-                    return Err(format!(
+                    return Err(Refusal::passing(format!(
                         "topology spread on {key_name} (maxSkew {}) would be exceeded",
                         spread.max_skew
-                    ));
+                    )));
                 }
             }
             Node::Building { .. } => {
@@ -536,10 +593,10 @@ fn topology(
                     .filter(|d| current.as_ref().is_none_or(|r| r.has(*d, interner)) && allowed(*d))
                     .min_by_key(|d| (state.count(spread.group, *d), *d))
                     .ok_or_else(|| {
-                        format!(
+                        Refusal::passing(format!(
                             "topology spread on {key_name} (maxSkew {}) cannot be satisfied",
                             spread.max_skew
-                        )
+                        ))
                     })?;
                 requirements.add(spread.key, Requirement::one_of(vec![best]), interner);
             }
@@ -569,7 +626,13 @@ fn topology(
             (Node::Existing(_), _) | (Node::Building { .. }, true) => {
                 let domain = domain_of(compiled, node, term.key);
                 if !domain.is_some_and(ok) {
-                    return Err(format!("{kind} on {key_name} cannot be satisfied"));
+                    // Anti-affinity counts only grow; affinity may be met later.
+                    let refusal = if term.anti {
+                        Refusal::permanent
+                    } else {
+                        Refusal::passing
+                    };
+                    return Err(refusal(format!("{kind} on {key_name} cannot be satisfied")));
                 }
             }
             (Node::Building { .. }, false) => {
@@ -579,7 +642,7 @@ fn topology(
                     .copied()
                     .filter(|d| current.as_ref().is_none_or(|r| r.has(*d, interner)) && ok(*d))
                     .min_by_key(|d| (std::cmp::Reverse(state.count(term.group, *d)), *d))
-                    .ok_or_else(|| format!("{kind} on {key_name} cannot be satisfied"))?;
+                    .ok_or_else(|| Refusal::passing(format!("{kind} on {key_name} cannot be satisfied")))?;
                 requirements.add(term.key, Requirement::one_of(vec![best]), interner);
             }
         }
@@ -587,17 +650,22 @@ fn topology(
     // Required anti-affinity of pods already placed keeps their selected pods out of their domains.
     for &group in &state.memberships[class] {
         let key = compiled.groups[group].key;
+        if let (Node::Existing(_), _) | (Node::Building { .. }, true) = (node, key == compiled.keys.hostname)
+        {
+            if let Some(domain) = domain_of(compiled, node, key)
+                && state.forbidden[group].contains(&domain)
+            {
+                return Err(Refusal::permanent(format!(
+                    "pod anti-affinity of a pod in {} {}",
+                    interner.resolve(key),
+                    interner.resolve(domain)
+                )));
+            }
+            continue;
+        }
         for &forbidden in &state.forbidden[group] {
             match (node, key == compiled.keys.hostname) {
-                (Node::Existing(_), _) | (Node::Building { .. }, true) => {
-                    if domain_of(compiled, node, key) == Some(forbidden) {
-                        return Err(format!(
-                            "pod anti-affinity of a pod in {} {}",
-                            interner.resolve(key),
-                            interner.resolve(forbidden)
-                        ));
-                    }
-                }
+                (Node::Existing(_), _) | (Node::Building { .. }, true) => {}
                 (Node::Building { .. }, false) => {
                     requirements.add(
                         key,
@@ -605,10 +673,10 @@ fn topology(
                         interner,
                     );
                     if requirements.get(key).is_some_and(Requirement::is_empty) {
-                        return Err(format!(
+                        return Err(Refusal::permanent(format!(
                             "pod anti-affinity of pods in every {}",
                             interner.resolve(key)
-                        ));
+                        )));
                     }
                 }
             }
@@ -651,7 +719,7 @@ fn record(compiled: &Compiled, state: &mut State, class: usize, attempt: &Attemp
         .filter(|a| a.anti && (a.required || !attempt.drop_preferred_anti_affinity))
     {
         if let Some(domain) = domain_of(compiled, node, term.key) {
-            state.forbidden[term.group].push(domain);
+            state.forbidden[term.group].insert(domain);
         }
     }
 }
@@ -684,7 +752,9 @@ fn commit_bin(
     let bin = &mut state.bins[b];
     bin.used.add(&c.requests);
     bin.requirements = fit.requirements;
-    bin.types = fit.types;
+    if let Some(types) = fit.types {
+        bin.types = types;
+    }
     bin.target = fit.target;
     bin.pods.push(pod);
     bin.classes.push(class);
@@ -726,7 +796,10 @@ fn open_bin(
     state.bins.push(Bin {
         pool,
         requirements: fit.requirements.clone(),
-        types: fit.types.clone(),
+        types: fit
+            .types
+            .clone()
+            .unwrap_or_else(|| std::sync::Arc::from(Vec::new())),
         target: fit.target,
         used: Res::zero(compiled.dims.len()),
         pods: Vec::new(),

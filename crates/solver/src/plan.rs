@@ -12,7 +12,7 @@ pub struct NodeClaimPlan {
     /// type, and the allowed instance types cheapest first.
     pub requirements: Vec<NodeSelectorRequirementWithMinValues>,
     /// Instance types that hold the pods, cheapest first (at most `max_instance_types`).
-    pub instance_types: Vec<String>,
+    pub instance_types: Vec<std::sync::Arc<str>>,
     /// The cheapest choice, which the price is for.
     pub instance_type: String,
     pub zone: String,

@@ -146,20 +146,21 @@ pub struct PodFacts {
 
 impl PodFacts {
     pub fn from_pod(pod: &Pod) -> Self {
-        let spec = pod.spec.clone().unwrap_or_default();
+        let default_spec = PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&default_spec);
         let mut problems = Vec::new();
-        let (required_terms, preferred_terms) = node_terms(&spec, &mut problems);
+        let (required_terms, preferred_terms) = node_terms(spec, &mut problems);
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         Self {
             namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
             name: pod.metadata.name.clone().unwrap_or_default(),
-            requests: pod_requests(&spec, &mut problems),
+            requests: pod_requests(spec, &mut problems),
             required_terms,
             preferred_terms,
             tolerations: spec.tolerations.clone().unwrap_or_default(),
-            spread: spread_constraints(&spec, &labels),
-            affinity: affinity_terms(&spec),
-            host_ports: host_ports(&spec),
+            spread: spread_constraints(spec, &labels),
+            affinity: affinity_terms(spec),
+            host_ports: host_ports(spec),
             priority: spec.priority.unwrap_or(0),
             labels,
             problems,

@@ -1,7 +1,7 @@
 //! The solver's working state: nodes being built ("bins"), what remains on existing nodes, and
 //! the topology counts that spread and (anti-)affinity read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::{
     compile::{Compiled, Existing},
@@ -16,8 +16,8 @@ use crate::{
 pub(crate) struct Bin {
     pub pool: usize,
     pub requirements: Requirements,
-    /// Indices into the pool's types still compatible with `requirements`.
-    pub types: Vec<u32>,
+    /// The pool's types `requirements` allow, cheapest first (shared between equal nodes).
+    pub types: std::sync::Arc<[u32]>,
     /// The type whose allocatable caps this bin (chosen by price efficiency when it opened).
     pub target: u32,
     pub used: Res,
@@ -57,7 +57,7 @@ pub(crate) struct State {
     /// Members per group, over all domains.
     pub totals: Vec<i64>,
     /// Per group, domains its pods may not go to (required anti-affinity of a pod already there).
-    pub forbidden: Vec<Vec<Sym>>,
+    pub forbidden: Vec<BTreeSet<Sym>>,
     /// For each class, the groups its pods count in.
     pub memberships: Vec<Vec<usize>>,
     pub placements: Vec<Placement>,
@@ -88,9 +88,9 @@ impl State {
                     .collect()
             })
             .collect();
-        let mut forbidden = vec![Vec::new(); compiled.groups.len()];
+        let mut forbidden = vec![BTreeSet::new(); compiled.groups.len()];
         for (group, domain) in &compiled.existing_anti {
-            forbidden[*group].push(*domain);
+            forbidden[*group].insert(*domain);
         }
         let mut totals = vec![0; compiled.groups.len()];
         for ((group, _), count) in &compiled.initial_counts {
