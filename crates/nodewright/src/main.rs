@@ -8,8 +8,13 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use nodewright_api::{crds, parse_objects};
+use nodewright_catalog::{Catalog, NodeSettings};
+use nodewright_solver::{
+    manifests::{Manifest, problem_from_manifests},
+    report::PlanReport,
+};
 
 /// Just-in-time node provisioning for Kubernetes, speaking Karpenter's v1 API.
 #[derive(Debug, Parser)]
@@ -26,6 +31,14 @@ enum Command {
     /// Check NodePool, NodeClaim, EC2NodeClass, NodeOverlay and CapacityBuffer manifests the way
     /// the API server and the controllers would, reporting every problem with its field.
     Validate(ValidateArgs),
+    /// Plan the nodes pending pods need: a dry run, no cluster or cloud account needed.
+    ///
+    /// Reads NodePools, EC2NodeClasses, Pods, Deployments, ReplicaSets, StatefulSets, Jobs and
+    /// DaemonSets (and Nodes with --existing), and prints the nodes to launch (NodePool, instance
+    /// type, capacity type, zone, pods, $/h), the totals, the cost lower bound and gap, and why
+    /// any pod cannot run. Exits 0 whenever a plan was made, even with unschedulable pods;
+    /// non-zero, naming file, object and field, on bad input.
+    Plan(PlanArgs),
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +53,27 @@ struct ValidateArgs {
     /// Manifest files or directories (searched for .yaml, .yml and .json files).
     #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// Manifest files or directories (searched recursively for .yaml, .yml and .json files).
+    #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Nodes that already exist, and pods bound to them (`kubectl get nodes,pods -A -o yaml`);
+    /// pending pods go there first. May be repeated; directories are searched too.
+    #[arg(long, value_name = "FILE")]
+    existing: Vec<PathBuf>,
+    /// Output format; `json` and `yaml` follow the schema in docs/plan-output.md.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanFormat::Table)]
+    output: PlanFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Table,
+    Json,
+    Yaml,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +100,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Crds(args) => print_crds(&args).map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => validate(&args),
+        Command::Plan(args) => plan(&args).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -126,6 +161,48 @@ fn validate(args: &ValidateArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn plan(args: &PlanArgs) -> Result<()> {
+    let mut files = Vec::new();
+    for path in args.paths.iter().chain(&args.existing) {
+        let before = files.len();
+        collect_manifests(path, &mut files)?;
+        if files.len() == before {
+            bail!("no .yaml, .yml or .json files found in {}", path.display());
+        }
+    }
+    let mut manifests = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let source_name = file.display().to_string();
+        match parse_objects(&text, &source_name) {
+            Ok(objects) => manifests.push(Manifest { source_name, objects }),
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    let catalog =
+        Catalog::us_east_1(&NodeSettings::default()).context("loading the instance-type catalogue")?;
+    let input = problem_from_manifests(&manifests, &catalog).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let plan = nodewright_solver::solve(&input.problem);
+    let report = PlanReport::new(&input, &plan);
+    let text = match args.output {
+        PlanFormat::Table => report.to_table(),
+        PlanFormat::Json => {
+            let mut json = serde_json::to_string_pretty(&report).context("rendering the plan as JSON")?;
+            json.push('\n');
+            json
+        }
+        PlanFormat::Yaml => serde_saphyr::to_string(&report).context("rendering the plan as YAML")?,
+    };
+    io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("writing the plan")
 }
 
 fn collect_manifests(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
