@@ -207,7 +207,8 @@ fn plan(args: &PlanArgs) -> Result<()> {
 
 fn collect_manifests(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let metadata = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if metadata.is_file() {
+    // Anything but a directory is read as given, so `-f <(kubectl get ... -o yaml)` works.
+    if !metadata.is_dir() {
         out.push(path.to_path_buf());
         return Ok(());
     }
