@@ -144,17 +144,6 @@ fn check_against_schema(
     }
 }
 
-/// KNOWN DEFECT, tolerated only until it is fixed: the NodeClaim requirements the solver emits
-/// (`crates/solver/src/finalize.rs`) drop the bound of a `Gt`/`Lt` requirement, so the default
-/// NodePool's `instance-generation Gt 2` comes out as `Gt []` and the verifier rightly flags it.
-/// Every other violation still fails the test. Delete this filter once the bound is kept.
-fn without_known_defects(violations: Vec<String>) -> Vec<String> {
-    violations
-        .into_iter()
-        .filter(|v| !(v.contains("its own requirement") && (v.contains(" Gt []") || v.contains(" Lt []"))))
-        .collect()
-}
-
 #[test]
 fn json_plan_of_the_examples_follows_the_documented_schema_and_passes_the_verifier() {
     let dir = temp_dir("json");
@@ -232,7 +221,7 @@ fn json_plan_of_the_examples_follows_the_documented_schema_and_passes_the_verifi
     let catalog = Catalog::us_east_1(&NodeSettings::default()).unwrap();
     let input = problem_from_manifests(&manifests, &catalog).unwrap();
     let plan = solve(&input.problem);
-    let violations = without_known_defects(verify(&input.problem, &plan));
+    let violations = verify(&input.problem, &plan);
     assert!(violations.is_empty(), "{violations:#?}");
     let expected = serde_json::to_string_pretty(&PlanReport::new(&input, &plan)).unwrap() + "\n";
     assert_eq!(text, expected, "the binary printed the verified plan");

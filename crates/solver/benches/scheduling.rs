@@ -10,13 +10,20 @@
 //!
 //! Run: `cargo bench -p nodewright-solver --bench scheduling` (add `-- --quick` for small sizes).
 
+// A benchmark program: it fails loudly, converts between counts and floats for reporting, and
+// reads best as one main that runs the workloads in order.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::cast_precision_loss,
     clippy::cast_possible_truncation,
-    clippy::cast_sign_loss
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::needless_pass_by_value,
+    clippy::items_after_statements,
+    clippy::too_many_lines,
+    clippy::type_complexity
 )]
 
 use std::{collections::BTreeMap, time::Instant};
@@ -237,6 +244,14 @@ fn measure(problem: &Problem) -> (f64, nodewright_solver::Plan) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--only NAME` runs one benchmark (diverse, cost or existing-fleet), e.g. under a profiler.
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let types = synthetic_types();
     assert_eq!(types.len(), 400);
 
@@ -246,7 +261,7 @@ fn main() {
     } else {
         &[1, 50, 100, 500, 1000, 2000, 5000, 10_000, 20_000]
     };
-    for &count in sizes {
+    for &count in sizes.iter().filter(|_| runs("diverse")) {
         let mut rng = Rng(0x5eed + count as u64);
         let problem = Problem {
             pods: diverse_pods(count, &mut rng),
@@ -281,7 +296,7 @@ fn main() {
             t
         })
         .collect();
-    for (name, size) in &workloads {
+    for (name, size) in workloads.iter().filter(|_| runs("cost")) {
         for count in [200usize, 2000] {
             let mut rng = Rng(0xc0 + count as u64);
             let sizes: Vec<(u64, u64)> = (0..count).map(|_| size(&mut rng)).collect();
@@ -308,6 +323,9 @@ fn main() {
     }
 
     // 3. Pending pods against a large existing fleet (Karpenter took 27 minutes on this).
+    if !runs("existing-fleet") {
+        return;
+    }
     let (pending, existing) = if quick { (2000, 1000) } else { (20_000, 10_000) };
     let mut rng = Rng(0xfee7);
     let existing_nodes: Vec<ExistingNode> = (0..existing)

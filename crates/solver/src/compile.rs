@@ -54,7 +54,7 @@ pub(crate) struct TypeC {
 }
 
 impl TypeC {
-    pub fn label(&self, key: Sym) -> Option<Sym> {
+    pub(crate) fn label(&self, key: Sym) -> Option<Sym> {
         self.labels
             .binary_search_by_key(&key, |(k, _)| *k)
             .ok()
@@ -72,7 +72,6 @@ pub(crate) struct Pool {
     /// Limits per dimension (`None`: unlimited), after subtracting what the pool already has.
     pub remaining: Vec<Option<i64>>,
     pub remaining_nodes: Option<i64>,
-    pub input: usize,
 }
 
 /// A topology spread constraint, compiled.
@@ -84,7 +83,6 @@ pub(crate) struct SpreadC {
     pub required: bool,
     pub min_domains: Option<i64>,
     pub honor_node_affinity: bool,
-    pub honor_node_taints: bool,
 }
 
 /// A pod (anti-)affinity term, compiled.
@@ -94,7 +92,6 @@ pub(crate) struct AffinityC {
     pub key: Sym,
     pub anti: bool,
     pub required: bool,
-    pub weight: i32,
 }
 
 /// Pods that schedule alike; a pod class.
@@ -120,7 +117,7 @@ pub(crate) struct Class {
 }
 
 impl Class {
-    pub fn constrained(&self) -> bool {
+    pub(crate) fn constrained(&self) -> bool {
         !self.spread.is_empty() || !self.affinity.is_empty() || !self.host_ports.is_empty()
     }
 }
@@ -135,7 +132,7 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    pub fn counts(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+    pub(crate) fn counts(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
         self.namespaces
             .as_ref()
             .is_none_or(|ns| ns.iter().any(|n| n == namespace))
@@ -176,16 +173,18 @@ pub(crate) struct Compiled {
     pub families: Vec<Vec<usize>>,
     /// Per (pool, node requirements): the pool's types those requirements allow, cheapest allowed
     /// offering first. Nodes with equal requirements share one list.
-    type_lists: RefCell<HashMap<(usize, Requirements), Arc<[u32]>>>,
+    type_lists: RefCell<HashMap<TypeListKey, Arc<[u32]>>>,
 }
 
+type TypeListKey = (usize, Requirements);
+
 impl Compiled {
-    pub fn is_well_known(&self, key: Sym) -> bool {
+    pub(crate) fn is_well_known(&self, key: Sym) -> bool {
         self.well_known.binary_search(&key).is_ok()
     }
 
     /// The types of `pool` that nodes with `requirements` may use, cheapest allowed offering first.
-    pub fn allowed_types(&self, pool: usize, requirements: &Requirements) -> Arc<[u32]> {
+    pub(crate) fn allowed_types(&self, pool: usize, requirements: &Requirements) -> Arc<[u32]> {
         let key = (pool, requirements.clone());
         if let Some(list) = self.type_lists.borrow().get(&key) {
             return Arc::clone(list);
@@ -307,7 +306,6 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
                 required: s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule,
                 min_domains: s.min_domains,
                 honor_node_affinity: s.honor_node_affinity,
-                honor_node_taints: s.honor_node_taints,
             })
             .collect();
         let affinity = pod
@@ -333,7 +331,6 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
                     key: interner.intern(labels::normalize_label_key(&a.topology_key)),
                     anti: a.anti,
                     required: a.weight.is_none(),
-                    weight: a.weight.unwrap_or(i32::MAX),
                 }
             })
             .collect();
@@ -372,18 +369,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
     let pools = problem
         .nodepools
         .iter()
-        .enumerate()
-        .map(|(input, pool)| {
-            compile_pool(
-                input,
-                pool,
-                &daemon_facts,
-                &dims,
-                &keys,
-                &mut interner,
-                &well_known,
-            )
-        })
+        .map(|pool| compile_pool(pool, &daemon_facts, &dims, &keys, &mut interner, &well_known))
         .collect();
 
     let mut initial_counts: HashMap<(usize, Sym), i64> = HashMap::new();
@@ -543,13 +529,12 @@ fn assign_families(classes: &mut [Class]) {
                     (&x.key, &x.operator, &x.value, &x.effect) == (&y.key, &y.operator, &y.value, &y.effect)
                 })
         };
-        match representatives.iter().find(|&&r| same(&classes[r], &classes[i])) {
-            Some(&r) => classes[i].family = classes[r].family,
-            None => {
-                classes[i].family = next;
-                next += 1;
-                representatives.push(i);
-            }
+        if let Some(&r) = representatives.iter().find(|&&r| same(&classes[r], &classes[i])) {
+            classes[i].family = classes[r].family;
+        } else {
+            classes[i].family = next;
+            next += 1;
+            representatives.push(i);
         }
     }
 }
@@ -598,7 +583,6 @@ fn domain_of_labels(
 
 #[allow(clippy::too_many_arguments)]
 fn compile_pool(
-    input: usize,
     pool: &crate::problem::PoolInput,
     daemons: &[PodFacts],
     dims: &Dimensions,
@@ -643,80 +627,22 @@ fn compile_pool(
         .then(|| limits.get("nodes").saturating_sub(in_use.get("nodes")));
 
     let taints = template.spec.taints.clone();
-    let well_known_fn = |k: Sym| well_known.binary_search(&k).is_ok();
-    let mut types = Vec::new();
-    for it in &pool.instance_types {
-        let mut type_labels: Vec<(Sym, Sym)> = it
-            .labels
-            .iter()
-            .map(|(k, v)| {
-                (
-                    interner.intern(labels::normalize_label_key(k)),
-                    interner.intern(v),
-                )
-            })
-            .collect();
-        type_labels.sort_unstable();
-        type_labels.dedup_by_key(|(k, _)| *k);
-        // Only offerings the pool's own requirements allow: prices everywhere below (shape choice,
-        // lower bound) are then prices the pool can actually pay.
-        let zone_allowed = requirements.get(keys.zone).cloned();
-        let capacity_type_allowed = requirements.get(keys.capacity_type).cloned();
-        let interned: Vec<OfferingC> = it
-            .offerings
-            .iter()
-            .filter(|o| o.available)
-            .map(|o| OfferingC {
-                zone: interner.intern(&o.zone),
-                capacity_type: interner.intern(o.capacity_type.label()),
-                price: o.price,
-                reservation: o.reservation.as_ref().map(|r| (r.id.clone(), r.capacity)),
-            })
-            .collect();
-        let mut offerings: Vec<OfferingC> = interned
-            .into_iter()
-            .filter(|o| {
-                zone_allowed.as_ref().is_none_or(|r| r.has(o.zone, interner))
-                    && capacity_type_allowed
-                        .as_ref()
-                        .is_none_or(|r| r.has(o.capacity_type, interner))
-            })
-            .collect();
-        offerings.sort_by_key(|o| (o.price, o.zone, o.capacity_type));
-        let (capacity, _) = dims.dense(&it.capacity);
-        let (mut alloc, _) = dims.dense(&it.allocatable());
-        // DaemonSet pods that would run on this type take their requests off its allocatable.
-        let mut daemon = Res::zero(dims.len());
-        let mut type_reqs = Requirements::new();
-        for (k, v) in &type_labels {
-            type_reqs.add(*k, Requirement::one_of(vec![*v]), interner);
-        }
-        for d in daemons {
-            let tolerated = taints
-                .iter()
-                .all(|t| t.effect == "PreferNoSchedule" || tolerates(&d.tolerations, t));
-            let compatible = d.required_terms.iter().any(|term| {
-                let reqs = requirements_of(term, interner);
-                requirements.compatible(&reqs, &well_known_fn, interner).is_ok()
-                    && type_reqs.intersects(&reqs, interner).is_ok()
-            });
-            if tolerated && compatible {
-                daemon.add(&dims.dense(&d.requests).0);
-            }
-        }
-        alloc.sub(&daemon);
-        if offerings.is_empty() || alloc.0.iter().any(|v| *v < 0) {
-            continue;
-        }
-        types.push(TypeC {
-            name: it.name.as_str().into(),
-            labels: type_labels,
-            offerings,
-            alloc,
-            capacity,
-            daemon,
-        });
-    }
+    let mut types: Vec<TypeC> = pool
+        .instance_types
+        .iter()
+        .filter_map(|it| {
+            compile_type(
+                it,
+                &requirements,
+                &taints,
+                daemons,
+                dims,
+                keys,
+                interner,
+                well_known,
+            )
+        })
+        .collect();
     types.sort_by(|a, b| {
         a.offerings[0]
             .price
@@ -731,8 +657,94 @@ fn compile_pool(
         types,
         remaining,
         remaining_nodes,
-        input,
     }
+}
+
+/// One instance type as a pool sees it: interned labels, the offerings the pool's requirements
+/// allow (cheapest first), and allocatable after the DaemonSets that would run on it. `None` when
+/// the pool cannot buy it or its DaemonSets alone would not fit.
+#[allow(clippy::too_many_arguments)]
+fn compile_type(
+    it: &nodewright_catalog::InstanceType,
+    requirements: &Requirements,
+    taints: &[Taint],
+    daemons: &[PodFacts],
+    dims: &Dimensions,
+    keys: &Keys,
+    interner: &mut Interner,
+    well_known: &[Sym],
+) -> Option<TypeC> {
+    let well_known_fn = |k: Sym| well_known.binary_search(&k).is_ok();
+    let mut type_labels: Vec<(Sym, Sym)> = it
+        .labels
+        .iter()
+        .map(|(k, v)| {
+            (
+                interner.intern(labels::normalize_label_key(k)),
+                interner.intern(v),
+            )
+        })
+        .collect();
+    type_labels.sort_unstable();
+    type_labels.dedup_by_key(|(k, _)| *k);
+    // Only offerings the pool's own requirements allow: prices everywhere below (shape choice,
+    // lower bound) are then prices the pool can actually pay.
+    let zone_allowed = requirements.get(keys.zone).cloned();
+    let capacity_type_allowed = requirements.get(keys.capacity_type).cloned();
+    let all_offerings: Vec<OfferingC> = it
+        .offerings
+        .iter()
+        .filter(|o| o.available)
+        .map(|o| OfferingC {
+            zone: interner.intern(&o.zone),
+            capacity_type: interner.intern(o.capacity_type.label()),
+            price: o.price,
+            reservation: o.reservation.as_ref().map(|r| (r.id.clone(), r.capacity)),
+        })
+        .collect();
+    let mut offerings: Vec<OfferingC> = all_offerings
+        .into_iter()
+        .filter(|o| {
+            zone_allowed.as_ref().is_none_or(|r| r.has(o.zone, interner))
+                && capacity_type_allowed
+                    .as_ref()
+                    .is_none_or(|r| r.has(o.capacity_type, interner))
+        })
+        .collect();
+    offerings.sort_by_key(|o| (o.price, o.zone, o.capacity_type));
+    let (capacity, _) = dims.dense(&it.capacity);
+    let (mut alloc, _) = dims.dense(&it.allocatable());
+    // DaemonSet pods that would run on this type take their requests off its allocatable.
+    let mut daemon = Res::zero(dims.len());
+    let mut type_reqs = Requirements::new();
+    for (k, v) in &type_labels {
+        type_reqs.add(*k, Requirement::one_of(vec![*v]), interner);
+    }
+    for d in daemons {
+        let tolerated = taints
+            .iter()
+            .all(|t| t.effect == "PreferNoSchedule" || tolerates(&d.tolerations, t));
+        let compatible = d.required_terms.iter().any(|term| {
+            let reqs = requirements_of(term, interner);
+            requirements.compatible(&reqs, &well_known_fn, interner).is_ok()
+                && type_reqs.intersects(&reqs, interner).is_ok()
+        });
+        if tolerated && compatible {
+            daemon.add(&dims.dense(&d.requests).0);
+        }
+    }
+    alloc.sub(&daemon);
+    if offerings.is_empty() || alloc.0.iter().any(|v| *v < 0) {
+        return None;
+    }
+    Some(TypeC {
+        name: it.name.as_str().into(),
+        labels: type_labels,
+        offerings,
+        alloc,
+        capacity,
+        daemon,
+    })
 }
 
 /// The facts that decide how a pod schedules: everything but its name. Pods with equal keys

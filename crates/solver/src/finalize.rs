@@ -14,7 +14,6 @@ use crate::{
     place::allowed_offering,
     plan::{NodeClaimPlan, Plan, Unschedulable},
     problem::Options,
-    requirements::Requirements,
     resources::Res,
     state::{Bin, Placement, State},
 };
@@ -271,13 +270,19 @@ fn node_claim(compiled: &Compiled, bin: &Bin, choice: &Choice, options: &Options
     let pool = &compiled.pools[bin.pool];
     let interner = &compiled.interner;
     // Every type that holds the pods, cheapest first: the cloud provider may fall back to them.
+    let min_values = bin
+        .requirements
+        .get(compiled.keys.instance_type)
+        .and_then(|r| r.min_values)
+        .map_or(0, |m| m as usize);
+    let listed = options.max_instance_types.max(min_values).max(1);
     // The bin's types are already cheapest first.
     let instance_types: Vec<std::sync::Arc<str>> = bin
         .types
         .iter()
         .map(|t| &pool.types[*t as usize])
         .filter(|ty| bin.used.fits_in(&ty.alloc))
-        .take(options.max_instance_types.max(1))
+        .take(listed)
         .map(|ty| ty.name.clone())
         .collect();
     let mut requirements: Vec<NodeSelectorRequirementWithMinValues> = Vec::new();
@@ -285,20 +290,11 @@ fn node_claim(compiled: &Compiled, bin: &Bin, choice: &Choice, options: &Options
         if key == compiled.keys.hostname || key == compiled.keys.instance_type {
             continue;
         }
-        let mut r = NodeSelectorRequirementWithMinValues::new(
-            interner.resolve(key),
-            requirement.operator(),
-            requirement
-                .values()
-                .unwrap_or_default()
-                .iter()
-                .map(|v| interner.resolve(*v).to_owned()),
-        );
-        if requirement.values().is_none() && matches!(requirement.operator(), Operator::NotIn) {
-            r.values = Vec::new();
+        for (operator, values) in requirement.to_terms(interner) {
+            let mut r = NodeSelectorRequirementWithMinValues::new(interner.resolve(key), operator, values);
+            r.min_values = requirement.min_values.map(i64::from);
+            requirements.push(r);
         }
-        r.min_values = requirement.min_values.map(i64::from);
-        requirements.push(r);
     }
     let mut types = NodeSelectorRequirementWithMinValues::new(
         labels::INSTANCE_TYPE,
@@ -338,11 +334,14 @@ fn lower_bound(compiled: &Compiled, state: &State) -> Price {
     if demand.is_zero() {
         return Price::ZERO;
     }
-    let mut types: Vec<(&Res, f64)> = compiled
-        .pools
-        .iter()
-        .flat_map(|p| p.types.iter().map(|t| (&t.alloc, t.offerings[0].price.as_usd())))
-        .collect();
+    // Each pool's types as its own requirements allow them (and at the prices it can pay).
+    let mut types: Vec<(&Res, f64)> = Vec::new();
+    for (p, pool) in compiled.pools.iter().enumerate() {
+        for t in compiled.allowed_types(p, &pool.requirements).iter() {
+            let ty = &pool.types[*t as usize];
+            types.push((&ty.alloc, ty.offerings[0].price.as_usd()));
+        }
+    }
     // Dominated types (no more of anything, for no less money) never bind; dropping them keeps
     // the LP small.
     types.sort_by(|a, b| a.1.total_cmp(&b.1));

@@ -35,23 +35,23 @@ pub use problem::{ExistingNode, MinValuesPolicy, Options, PoolInput, PreferenceP
 /// plan that places more pods, then costs less, then uses fewer nodes wins.
 pub fn solve(problem: &Problem) -> Plan {
     let compiled = compile::compile(problem);
-    let runs = [state::Shaping::LookAhead, state::Shaping::Largest].map(|shaping| {
-        let mut compiled = compiled.clone();
+    let order = placement_order(&compiled);
+    let run = |shaping| {
         let mut state = state::State::new(&compiled, shaping);
         let mut weights = lookahead::ShapeWeights::default();
-        for class in placement_order(&compiled) {
-            let pods = compiled.classes[class].pods.clone();
-            for pod in pods {
-                place::place_pod(&mut compiled, &mut state, &mut weights, class, pod);
+        for &class in &order {
+            for &pod in &compiled.classes[class].pods {
+                place::place_pod(&compiled, &mut state, &mut weights, class, pod);
                 state.class_left[class] -= 1;
             }
         }
         let outcome = finalize::choose(&compiled, &mut state, &problem.options);
-        (compiled, state, outcome)
-    });
+        (state, outcome)
+    };
+    let look_ahead = run(state::Shaping::LookAhead);
+    let largest = run(state::Shaping::Largest);
     let rank = |o: &finalize::Outcome| (o.unplaced, o.total, o.nodes);
-    let [look_ahead, largest] = runs;
-    let (compiled, state, outcome) = if rank(&largest.2) < rank(&look_ahead.2) {
+    let (state, outcome) = if rank(&largest.1) < rank(&look_ahead.1) {
         largest
     } else {
         look_ahead

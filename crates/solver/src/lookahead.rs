@@ -12,6 +12,9 @@ use crate::{compile::Compiled, lower_bound::shadow_prices, resources::Res, state
 #[derive(Debug, Default)]
 pub(crate) struct ShapeWeights {
     cache: HashMap<(usize, usize), Vec<f64>>,
+    /// Shapes chosen for classes whose nodes hold a fixed number of their pods (hostname spread or
+    /// anti-affinity): while more pods wait than a node holds, the choice cannot change.
+    pub(crate) fixed_shapes: HashMap<(usize, crate::requirements::Requirements, usize), u32>,
 }
 
 /// Drops types another type dominates (at least as much of every resource for no more money):
@@ -57,6 +60,43 @@ pub(crate) fn per_node_cap(compiled: &Compiled, state: &State, class: usize) -> 
     cap
 }
 
+/// How many of the most efficient types (when full) the look-ahead tries per new node.
+const MOST_EFFICIENT: usize = 12;
+
+/// Shadow prices for weighing resources: from the waiting demand of the family (or of every class,
+/// for constrained classes) over the candidate types of the pool.
+fn family_weights(
+    compiled: &Compiled,
+    state: &State,
+    all_classes: bool,
+    members: &[usize],
+    pool: usize,
+    candidates: &[u32],
+) -> Vec<f64> {
+    let types = &compiled.pools[pool].types;
+    let mut demand = Res::zero(compiled.dims.len());
+    let counted: Box<dyn Iterator<Item = usize>> = if all_classes {
+        Box::new(0..compiled.classes.len())
+    } else {
+        Box::new(members.iter().copied())
+    };
+    for m in counted {
+        demand.add(
+            &compiled.classes[m]
+                .requests
+                .scaled(i64::try_from(state.class_left[m]).unwrap_or(i64::MAX)),
+        );
+    }
+    let allocs: Vec<(&Res, f64)> = candidates
+        .iter()
+        .map(|t| {
+            let ty = &types[*t as usize];
+            (&ty.alloc, ty.offerings[0].price.as_usd())
+        })
+        .collect();
+    shadow_prices(&demand, &pareto(&allocs))
+}
+
 /// The type a new node for `class` in `pool` is shaped as: the best price per weighted unit of the
 /// pods it would hold if filled from the waiting pods of the class's family.
 pub(crate) fn choose_target(
@@ -81,29 +121,10 @@ pub(crate) fn choose_target(
     } else {
         (family, pool)
     };
-    let y = weights.cache.entry(key).or_insert_with(|| {
-        let mut demand = Res::zero(compiled.dims.len());
-        let counted: Box<dyn Iterator<Item = usize>> = if key.0 == usize::MAX {
-            Box::new(0..compiled.classes.len())
-        } else {
-            Box::new(members.iter().copied())
-        };
-        for m in counted {
-            demand.add(
-                &compiled.classes[m]
-                    .requests
-                    .scaled(i64::try_from(state.class_left[m]).unwrap_or(i64::MAX)),
-            );
-        }
-        let allocs: Vec<(&Res, f64)> = candidates
-            .iter()
-            .map(|t| {
-                let ty = &types[*t as usize];
-                (&ty.alloc, ty.offerings[0].price.as_usd())
-            })
-            .collect();
-        shadow_prices(&demand, &pareto(&allocs))
-    });
+    let y = weights
+        .cache
+        .entry(key)
+        .or_insert_with(|| family_weights(compiled, state, key.0 == usize::MAX, &members, pool, candidates));
     let value = |packed: &Res| -> f64 {
         #[allow(clippy::cast_precision_loss)] // scores only rank candidates
         packed
@@ -125,8 +146,14 @@ pub(crate) fn choose_target(
     // Consider the types that are most efficient when full, plus the cheapest ones (for the tail
     // of a batch, where a small node beats a half-empty big one).
     let mut ranked: Vec<(f64, u32)> = candidates.iter().map(|t| (efficiency(*t), *t)).collect();
-    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut shortlist: Vec<u32> = ranked.iter().take(12).map(|(_, t)| *t).collect();
+    let by_efficiency = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    if ranked.len() > MOST_EFFICIENT {
+        // Only the best few are needed: a partial selection, not a full sort, per new node.
+        ranked.select_nth_unstable_by(MOST_EFFICIENT - 1, by_efficiency);
+        ranked.truncate(MOST_EFFICIENT);
+    }
+    ranked.sort_by(by_efficiency);
+    let mut shortlist: Vec<u32> = ranked.iter().map(|(_, t)| *t).collect();
     shortlist.extend(candidates.iter().take(6).copied());
     shortlist.sort_unstable();
     shortlist.dedup();

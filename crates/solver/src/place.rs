@@ -15,6 +15,8 @@ use crate::{
 };
 
 /// Which preferences are still honoured for one placement attempt.
+// One flag per relaxation step of Karpenter's fixed order; a state machine would hide the order.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Attempt {
     /// Index of the required node-selector term in use.
@@ -112,7 +114,7 @@ enum Node<'a> {
 }
 
 pub(crate) fn place_pod(
-    compiled: &mut Compiled,
+    compiled: &Compiled,
     state: &mut State,
     weights: &mut ShapeWeights,
     class: usize,
@@ -140,7 +142,7 @@ pub(crate) fn place_pod(
 }
 
 fn try_place(
-    compiled: &mut Compiled,
+    compiled: &Compiled,
     state: &mut State,
     weights: &mut ShapeWeights,
     class: usize,
@@ -214,8 +216,8 @@ fn taint_blocks(taints: &[Taint], class: &Class, attempt: &Attempt) -> Option<St
     taints
         .iter()
         .find(|t| {
-            !(t.effect == "PreferNoSchedule" && attempt.tolerate_prefer_no_schedule)
-                && !tolerates(&class.tolerations, t)
+            let relaxed = t.effect == "PreferNoSchedule" && attempt.tolerate_prefer_no_schedule;
+            !relaxed && !tolerates(&class.tolerations, t)
         })
         .map(|t| {
             format!(
@@ -389,6 +391,20 @@ fn check_new(
     .map_err(|refusal| refusal.reason)?;
     let remaining = &state.pool_remaining[p];
     let list = compiled.allowed_types(p, &merged);
+    // A class whose nodes hold a fixed number of its pods gets the same shape every time while
+    // more pods wait than one node holds (and limits cannot intervene).
+    let cap = crate::lookahead::per_node_cap(compiled, state, class);
+    let fixed = cap < i64::MAX
+        && i64::try_from(state.class_left[class]).is_ok_and(|left| left > cap)
+        && state.pool_remaining[p].iter().all(Option::is_none)
+        && !has_min_values(&merged);
+    if fixed && let Some(&target) = weights.fixed_shapes.get(&(p, merged.clone(), class)) {
+        return Ok(Fit {
+            requirements: merged,
+            types: Some(list),
+            target,
+        });
+    }
     let candidates: Vec<u32> = list
         .iter()
         .copied()
@@ -404,6 +420,9 @@ fn check_new(
         return Err("minValues cannot be met by the instance types that fit".into());
     }
     let target = choose_target(compiled, state, weights, p, &candidates, class);
+    if fixed {
+        weights.fixed_shapes.insert((p, merged.clone(), class), target);
+    }
     Ok(Fit {
         requirements: merged,
         types: Some(list),
@@ -534,6 +553,20 @@ fn topology(
     node: Node<'_>,
     requirements: &mut Requirements,
 ) -> Result<(), Refusal> {
+    spread(compiled, state, class, attempt, node, requirements)?;
+    pod_affinity(compiled, state, class, attempt, node, requirements)?;
+    inverse_anti_affinity(compiled, state, class, node, requirements)
+}
+
+/// Topology spread constraints of the pod.
+fn spread(
+    compiled: &Compiled,
+    state: &State,
+    class: usize,
+    attempt: &Attempt,
+    node: Node<'_>,
+    requirements: &mut Requirements,
+) -> Result<(), Refusal> {
     let c = &compiled.classes[class];
     let interner = &compiled.interner;
     let pod_requirements = attempt.requirements(c, compiled);
@@ -564,7 +597,9 @@ fn topology(
                         .is_none_or(|r| r.has(*d, interner))
             })
             .collect();
-        let too_few = spread.min_domains.is_some_and(|m| (eligible.len() as i64) < m);
+        let too_few = spread
+            .min_domains
+            .is_some_and(|m| i64::try_from(eligible.len()).is_ok_and(|n| n < m));
         let min = if too_few {
             0
         } else {
@@ -602,6 +637,20 @@ fn topology(
             }
         }
     }
+    Ok(())
+}
+
+/// The pod's own affinity and anti-affinity terms.
+fn pod_affinity(
+    compiled: &Compiled,
+    state: &State,
+    class: usize,
+    attempt: &Attempt,
+    node: Node<'_>,
+    requirements: &mut Requirements,
+) -> Result<(), Refusal> {
+    let c = &compiled.classes[class];
+    let interner = &compiled.interner;
     for term in c.affinity.iter().filter(|a| {
         a.required
             || (a.anti && !attempt.drop_preferred_anti_affinity)
@@ -647,7 +696,18 @@ fn topology(
             }
         }
     }
-    // Required anti-affinity of pods already placed keeps their selected pods out of their domains.
+    Ok(())
+}
+
+/// Required anti-affinity of pods already placed keeps the pods they select out of their domains.
+fn inverse_anti_affinity(
+    compiled: &Compiled,
+    state: &State,
+    class: usize,
+    node: Node<'_>,
+    requirements: &mut Requirements,
+) -> Result<(), Refusal> {
+    let interner = &compiled.interner;
     for &group in &state.memberships[class] {
         let key = compiled.groups[group].key;
         if let (Node::Existing(_), _) | (Node::Building { .. }, true) = (node, key == compiled.keys.hostname)
@@ -775,7 +835,7 @@ fn commit_bin(
 }
 
 fn open_bin(
-    compiled: &mut Compiled,
+    compiled: &Compiled,
     state: &mut State,
     class: usize,
     pod: usize,
@@ -783,7 +843,7 @@ fn open_bin(
     pool: usize,
     fit: Fit,
 ) {
-    let hostname = state.new_hostname(compiled);
+    let hostname = state.new_hostname();
     let target = &compiled.pools[pool].types[fit.target as usize];
     for (left, need) in state.pool_remaining[pool].iter_mut().zip(&target.capacity.0) {
         if let Some(left) = left {

@@ -248,7 +248,10 @@ fn max_each(a: &Resources, b: &Resources) -> Resources {
     out
 }
 
-fn node_terms(spec: &PodSpec, problems: &mut Vec<String>) -> (Vec<Vec<Term>>, Vec<(i32, Vec<Term>)>) {
+/// OR'ed required terms, and weighted preferred terms.
+type NodeTerms = (Vec<Vec<Term>>, Vec<(i32, Vec<Term>)>);
+
+fn node_terms(spec: &PodSpec, problems: &mut Vec<String>) -> NodeTerms {
     let selector: Vec<Term> = spec
         .node_selector
         .iter()
@@ -441,6 +444,7 @@ mod tests {
 
     use super::*;
 
+    #[allow(clippy::needless_pass_by_value)] // json! literals read best passed by value
     fn pod(spec: serde_json::Value) -> Pod {
         serde_json::from_value(
             json!({ "metadata": { "name": "p", "labels": { "app": "web" } }, "spec": spec }),

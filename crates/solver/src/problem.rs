@@ -69,7 +69,9 @@ pub enum MinValuesPolicy {
 pub struct Options {
     pub preference_policy: PreferencePolicy,
     pub min_values_policy: MinValuesPolicy,
-    /// Instance types listed per NodeClaim, cheapest first (Karpenter's 600).
+    /// Instance types listed per NodeClaim, cheapest first, raised where `minValues` on the
+    /// instance-type key needs more. 60 by default: EC2 CreateFleet takes at most 60 overrides,
+    /// so a longer list is never used at launch (Karpenter lists up to 600).
     pub max_instance_types: usize,
     /// Rounds of the local search that merges and empties new nodes. A count, not a time, so the
     /// same input always gives the same plan.
@@ -81,7 +83,7 @@ impl Default for Options {
         Self {
             preference_policy: PreferencePolicy::Respect,
             min_values_policy: MinValuesPolicy::Strict,
-            max_instance_types: 600,
+            max_instance_types: 60,
             improvement_rounds: 4,
         }
     }

@@ -194,6 +194,39 @@ impl Requirement {
         }
     }
 
+    /// The requirement as API terms (`operator`, values): `In`/`NotIn` with their values, `Gt`/`Lt`
+    /// with their bound, `Exists`, `DoesNotExist`. A bounded set that also excludes values gives
+    /// several terms, which together mean the same.
+    pub fn to_terms(&self, interner: &Interner) -> Vec<(Operator, Vec<String>)> {
+        let values = || {
+            self.values
+                .iter()
+                .map(|v| interner.resolve(*v).to_owned())
+                .collect::<Vec<_>>()
+        };
+        if !self.complement {
+            return vec![if self.values.is_empty() {
+                (Operator::DoesNotExist, Vec::new())
+            } else {
+                (Operator::In, values())
+            }];
+        }
+        let mut terms = Vec::new();
+        if let Some(gt) = self.greater_than {
+            terms.push((Operator::Gt, vec![gt.to_string()]));
+        }
+        if let Some(lt) = self.less_than {
+            terms.push((Operator::Lt, vec![lt.to_string()]));
+        }
+        if !self.values.is_empty() {
+            terms.push((Operator::NotIn, values()));
+        }
+        if terms.is_empty() {
+            terms.push((Operator::Exists, Vec::new()));
+        }
+        terms
+    }
+
     /// Renders like `In [a b]` for messages.
     pub fn display<'a>(&'a self, interner: &'a Interner) -> impl fmt::Display + 'a {
         DisplayRequirement {
@@ -370,7 +403,7 @@ impl Requirements {
     /// Karpenter's `Intersects`: every key both constrain must have a common value, except that a
     /// `NotIn`/`DoesNotExist` pod requirement against a `NotIn`/`DoesNotExist` node requirement is
     /// fine (both say "not these").
-    pub fn intersects(&self, pod: &Requirements, interner: &Interner) -> Result<(), Incompatible> {
+    pub fn intersects(&self, pod: &Requirements, interner: &Interner) -> Result<(), Box<Incompatible>> {
         let (mut i, mut j) = (0, 0);
         while i < self.entries.len() && j < pod.entries.len() {
             let (node_key, offered) = &self.entries[i];
@@ -384,11 +417,11 @@ impl Requirements {
                             matches!(r.operator(), Operator::NotIn | Operator::DoesNotExist)
                         };
                         if !(negative(wanted) && negative(offered)) {
-                            return Err(Incompatible::Disjoint {
+                            return Err(Box::new(Incompatible::Disjoint {
                                 key: *pod_key,
                                 wanted: wanted.clone(),
                                 offered: offered.clone(),
-                            });
+                            }));
                         }
                     }
                     i += 1;
@@ -406,16 +439,16 @@ impl Requirements {
         pod: &Requirements,
         well_known: &dyn Fn(Sym) -> bool,
         interner: &Interner,
-    ) -> Result<(), Incompatible> {
+    ) -> Result<(), Box<Incompatible>> {
         for (key, wanted) in pod.iter() {
             if self.get(key).is_none()
                 && !well_known(key)
                 && !matches!(wanted.operator(), Operator::NotIn | Operator::DoesNotExist)
             {
-                return Err(Incompatible::Undefined {
+                return Err(Box::new(Incompatible::Undefined {
                     key,
                     wanted: wanted.clone(),
-                });
+                }));
             }
         }
         self.intersects(pod, interner)
@@ -510,6 +543,20 @@ mod tests {
         );
         assert!(contradictory.is_empty(), "x > 3 and x < 4 has no integer");
         assert_eq!(gt.display(&interner).to_string(), "> 3");
+        assert_eq!(gt.to_terms(&interner), [(Operator::Gt, vec!["3".to_owned()])]);
+        assert_eq!(
+            lte.to_terms(&interner),
+            [(Operator::Lt, vec!["4".to_owned()])],
+            "Lte 3 is Lt 4 on integers"
+        );
+        let not_in = Requirement::from_operator(Operator::NotIn, &[u[9]], &interner);
+        assert_eq!(
+            not_in.to_terms(&interner),
+            [(Operator::NotIn, vec!["b".to_owned()])],
+            "u[9] is the word b"
+        );
+        assert_eq!(exists.to_terms(&interner), [(Operator::Exists, vec![])]);
+        assert_eq!(dne.to_terms(&interner), [(Operator::DoesNotExist, vec![])]);
     }
 
     #[test]
@@ -534,10 +581,8 @@ mod tests {
 
         let mut custom = Requirements::new();
         custom.add(team, Requirement::one_of(vec![a]), &interner);
-        assert!(matches!(
-            node.compatible(&custom, &well_known, &interner),
-            Err(Incompatible::Undefined { .. })
-        ));
+        let undefined = node.compatible(&custom, &well_known, &interner).unwrap_err();
+        assert!(matches!(*undefined, Incompatible::Undefined { .. }));
         let mut negative = Requirements::new();
         negative.add(
             team,

@@ -116,6 +116,7 @@ impl Res {
         }
     }
 
+    #[must_use]
     pub fn scaled(&self, factor: i64) -> Res {
         Res(self.0.iter().map(|v| v.saturating_mul(factor)).collect())
     }

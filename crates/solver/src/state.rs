@@ -74,7 +74,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(compiled: &Compiled, shaping: Shaping) -> Self {
+    pub(crate) fn new(compiled: &Compiled, shaping: Shaping) -> Self {
         let memberships = compiled
             .classes
             .iter()
@@ -115,20 +115,19 @@ impl State {
         }
     }
 
-    pub fn count(&self, group: usize, domain: Sym) -> i64 {
+    pub(crate) fn count(&self, group: usize, domain: Sym) -> i64 {
         self.counts.get(&(group, domain)).copied().unwrap_or(0)
     }
 
-    /// A fresh placeholder hostname for a new node.
-    pub fn new_hostname(&mut self, compiled: &mut Compiled) -> Sym {
+    /// A fresh placeholder hostname for a new node: a symbol above every interned string, so
+    /// nodes get distinct hostname domains without touching the shared interner.
+    pub(crate) fn new_hostname(&mut self) -> Sym {
         self.next_hostname += 1;
-        compiled
-            .interner
-            .intern(&format!("hostname-placeholder-{:04}", self.next_hostname))
+        Sym(u32::MAX / 2 + self.next_hostname)
     }
 
     /// The domain a node has for `key`, when decided.
-    pub fn existing_domain(compiled: &Compiled, node: &Existing, key: Sym) -> Option<Sym> {
+    pub(crate) fn existing_domain(compiled: &Compiled, node: &Existing, key: Sym) -> Option<Sym> {
         if key == compiled.keys.hostname {
             return Some(node.hostname);
         }

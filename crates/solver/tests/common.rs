@@ -1,5 +1,8 @@
 //! Fixtures for solver tests: synthetic instance types, NodePools and pods.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support fails loudly
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// test support fails loudly
+// Fixtures take json! literals by value and price synthetic types from small integers.
+#![allow(clippy::needless_pass_by_value, clippy::cast_precision_loss)]
 
 use std::collections::BTreeMap;
 
@@ -9,12 +12,12 @@ use nodewright_catalog::{CapacityType, InstanceType, Offering, Overhead, Price, 
 use nodewright_solver::{PoolInput, Problem};
 use serde_json::{Value, json};
 
-pub const GIB: i64 = 1 << 30;
-pub const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+pub(crate) const GIB: i64 = 1 << 30;
+pub(crate) const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
 /// A type with `cpu` cores and `memory_gib`, no overhead, offered on-demand in every zone at `usd`/h
 /// and as spot at 40% of that.
-pub fn instance_type(name: &str, cpu: i64, memory_gib: i64, usd: f64) -> InstanceType {
+pub(crate) fn instance_type(name: &str, cpu: i64, memory_gib: i64, usd: f64) -> InstanceType {
     let family = name.split('.').next().unwrap_or(name);
     let labels = BTreeMap::from([
         ("node.kubernetes.io/instance-type".to_owned(), name.to_owned()),
@@ -58,7 +61,7 @@ pub fn instance_type(name: &str, cpu: i64, memory_gib: i64, usd: f64) -> Instanc
 }
 
 /// c-, m- and r-like families in three sizes each, priced like AWS (m: 0.048/vCPU·h).
-pub fn small_catalog() -> Vec<InstanceType> {
+pub(crate) fn small_catalog() -> Vec<InstanceType> {
     let mut types = Vec::new();
     for (size, cpu) in [("large", 2), ("xlarge", 4), ("2xlarge", 8), ("4xlarge", 16)] {
         types.push(instance_type(
@@ -83,7 +86,7 @@ pub fn small_catalog() -> Vec<InstanceType> {
     types
 }
 
-pub fn nodepool(name: &str, spec: Value) -> NodePool {
+pub(crate) fn nodepool(name: &str, spec: Value) -> NodePool {
     let mut spec = spec;
     let template = spec
         .as_object_mut()
@@ -102,7 +105,7 @@ pub fn nodepool(name: &str, spec: Value) -> NodePool {
     serde_json::from_value(json!({ "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": { "name": name }, "spec": spec })).unwrap()
 }
 
-pub fn pool(name: &str, spec: Value, types: Vec<InstanceType>) -> PoolInput {
+pub(crate) fn pool(name: &str, spec: Value, types: Vec<InstanceType>) -> PoolInput {
     PoolInput {
         nodepool: nodepool(name, spec),
         instance_types: types,
@@ -111,7 +114,7 @@ pub fn pool(name: &str, spec: Value, types: Vec<InstanceType>) -> PoolInput {
 }
 
 /// A pod requesting `cpu` (e.g. "500m") and `memory` (e.g. "1Gi"), with extra spec fields.
-pub fn pod(name: &str, cpu: &str, memory: &str, labels: Value, extra: Value) -> Pod {
+pub(crate) fn pod(name: &str, cpu: &str, memory: &str, labels: Value, extra: Value) -> Pod {
     let mut spec = json!({ "containers": [{ "name": "app", "image": "app", "resources": { "requests": { "cpu": cpu, "memory": memory } } }] });
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
@@ -124,7 +127,14 @@ pub fn pod(name: &str, cpu: &str, memory: &str, labels: Value, extra: Value) -> 
     .unwrap()
 }
 
-pub fn pods(prefix: &str, count: usize, cpu: &str, memory: &str, labels: Value, extra: Value) -> Vec<Pod> {
+pub(crate) fn pods(
+    prefix: &str,
+    count: usize,
+    cpu: &str,
+    memory: &str,
+    labels: Value,
+    extra: Value,
+) -> Vec<Pod> {
     (0..count)
         .map(|i| {
             pod(
@@ -138,7 +148,7 @@ pub fn pods(prefix: &str, count: usize, cpu: &str, memory: &str, labels: Value, 
         .collect()
 }
 
-pub fn problem(pods: Vec<Pod>, pools: Vec<PoolInput>) -> Problem {
+pub(crate) fn problem(pods: Vec<Pod>, pools: Vec<PoolInput>) -> Problem {
     Problem {
         pods,
         nodepools: pools,

@@ -51,17 +51,6 @@ spec:
         name: default
 ";
 
-/// KNOWN DEFECT, tolerated only until it is fixed: the NodeClaim requirements the solver emits
-/// (`finalize.rs`) drop the bound of a `Gt`/`Lt` requirement, so the default NodePool's
-/// `instance-generation Gt 2` comes out as `Gt []` and the verifier rightly flags it. Every other
-/// violation still fails the test. Delete this filter once the bound is kept.
-fn without_known_defects(violations: Vec<String>) -> Vec<String> {
-    violations
-        .into_iter()
-        .filter(|v| !(v.contains("its own requirement") && (v.contains(" Gt []") || v.contains(" Lt []"))))
-        .collect()
-}
-
 /// The plan in brief, for failure messages.
 fn summary(plan: &nodewright_solver::Plan) -> String {
     let nodes: Vec<String> = plan
@@ -608,7 +597,7 @@ fn the_examples_plan_places_every_inflate_pod() {
     assert!(input.warnings.is_empty(), "{:#?}", input.warnings);
     assert_eq!(input.problem.pods.len(), 5);
     let plan = solve(&input.problem);
-    let violations = without_known_defects(verify(&input.problem, &plan));
+    let violations = verify(&input.problem, &plan);
     assert!(violations.is_empty(), "{violations:#?}\n{}", summary(&plan));
     assert!(plan.unschedulable.is_empty());
     let report = PlanReport::new(&input, &plan);
