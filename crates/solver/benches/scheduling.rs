@@ -322,6 +322,92 @@ fn main() {
         }
     }
 
+    // 2b. The real catalogue: every us-east-1 type (spot and on-demand; spot prices modelled) in a
+    // three-zone cluster, with a realistic mix: web pods spread over zones, APIs, batch workers, memory-heavy
+    // caches one per node, and GPU pods on a tainted GPU pool.
+    if runs("catalogue") {
+        let catalog =
+            nodewright_catalog::Catalog::us_east_1(&nodewright_catalog::NodeSettings::default()).unwrap();
+        let all_types: Vec<InstanceType> = catalog.instance_types().to_vec();
+        let general: nodewright_api::NodePool = serde_json::from_value(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": { "name": "general" },
+            "spec": { "template": { "spec": {
+                "requirements": [
+                    { "key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-east-1a", "us-east-1b", "us-east-1c"] },
+                    { "key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m", "r"] },
+                    { "key": "karpenter.k8s.aws/instance-generation", "operator": "Gt", "values": ["4"] }
+                ],
+                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" }
+            } } }
+        }))
+        .unwrap();
+        let gpu: nodewright_api::NodePool = serde_json::from_value(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": { "name": "gpu" },
+            "spec": { "template": { "spec": {
+                "requirements": [
+                    { "key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-east-1a", "us-east-1b", "us-east-1c"] },
+                    { "key": "karpenter.k8s.aws/instance-gpu-manufacturer", "operator": "In", "values": ["nvidia"] }
+                ],
+                "taints": [{ "key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule" }],
+                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" }
+            } } }
+        }))
+        .unwrap();
+        for count in [1000usize, 5000] {
+            let mut rng = Rng(0xa55 + count as u64);
+            let pods: Vec<Pod> = (0..count)
+                .map(|i| {
+                    let name = format!("p{i}");
+                    match i % 10 {
+                        0..=3 => pod(&name, 500, 1024, json!({ "app": "web" }), json!({ "topologySpreadConstraints": [{ "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": { "matchLabels": { "app": "web" } } }] })),
+                        4..=6 => { let (c, m) = random_size(&mut rng); pod(&name, c * 2, m * 2, json!({ "app": "api" }), json!({})) }
+                        7 => pod(&name, 4000, 8192, json!({ "app": "batch" }), json!({})),
+                        8 => pod(&name, 1000, 16_384, json!({ "app": "cache" }), json!({ "affinity": { "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{ "topologyKey": "kubernetes.io/hostname", "labelSelector": { "matchLabels": { "app": "cache" } } }] } } })),
+                        _ => {
+                            let mut p = pod(&name, 4000, 16_384, json!({ "app": "train" }), json!({ "tolerations": [{ "key": "nvidia.com/gpu", "operator": "Exists" }] }));
+                            let container = &mut p.spec.as_mut().unwrap().containers[0];
+                            container.resources.as_mut().unwrap().limits = Some([("nvidia.com/gpu".to_owned(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".into()))].into());
+                            p
+                        }
+                    }
+                })
+                .collect();
+            let problem = Problem {
+                pods,
+                nodepools: vec![
+                    PoolInput {
+                        nodepool: general.clone(),
+                        instance_types: all_types.clone(),
+                        in_use: Resources::default(),
+                    },
+                    PoolInput {
+                        nodepool: gpu.clone(),
+                        instance_types: all_types.clone(),
+                        in_use: Resources::default(),
+                    },
+                ],
+                ..Problem::default()
+            };
+            let (seconds, plan) = measure(&problem);
+            if std::env::var_os("SHOW_UNSCHEDULABLE").is_some() {
+                for u in plan.unschedulable.iter().take(3) {
+                    eprintln!(
+                        "{}: {}",
+                        problem.pods[u.pod].metadata.labels.as_ref().unwrap()["app"],
+                        u.message()
+                    );
+                }
+            }
+            println!(
+                "{}",
+                json!({ "benchmark": "catalogue", "instance_types": all_types.len(), "pods": count, "seconds": seconds,
+                        "pods_per_second": count as f64 / seconds, "placed": count - plan.unschedulable.len(),
+                        "nodes": plan.new_nodes.len(), "usd_per_hour": plan.total_price.as_usd(),
+                        "lower_bound_usd_per_hour": plan.lower_bound.as_usd(), "gap_to_lower_bound": plan.optimality_gap() })
+            );
+        }
+    }
+
     // 3. Pending pods against a large existing fleet (Karpenter took 27 minutes on this).
     if !runs("existing-fleet") {
         return;

@@ -478,13 +478,15 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
 /// and from existing nodes.
 fn universe(compiled: &Compiled, key: Sym) -> Vec<Sym> {
     let mut values = Vec::new();
-    for pool in &compiled.pools {
+    for (p, pool) in compiled.pools.iter().enumerate() {
         let allowed = pool.requirements.get(key);
         let mut of_pool: Vec<Sym> = allowed
             .and_then(crate::requirements::Requirement::values)
             .map(<[Sym]>::to_vec)
             .unwrap_or_default();
-        for ty in &pool.types {
+        // Only types the pool's requirements allow create domains (Karpenter's domain groups).
+        let allowed_types = compiled.allowed_types(p, &pool.requirements);
+        for ty in allowed_types.iter().map(|t| &pool.types[*t as usize]) {
             if key == compiled.keys.zone {
                 of_pool.extend(ty.offerings.iter().map(|o| o.zone));
             } else if key == compiled.keys.capacity_type {
