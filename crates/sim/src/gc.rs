@@ -126,7 +126,8 @@ impl Store {
         let has = |f: &str| obj.finalizers.iter().any(|x| &**x == f);
         if has(ORPHAN) {
             let uid = obj.uid.to_string();
-            for dep in self.lock().dependents_of(&uid) {
+            let dependents = self.lock().dependents_of(&uid);
+            for dep in dependents {
                 self.edit_at(&dep, &|v| remove_owner(v, &uid));
             }
             self.edit_at(location, &|v| remove_finalizer(v, ORPHAN));

@@ -77,11 +77,14 @@ impl TestCluster {
         let state = AppState::with_config(store, server);
         let server = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), state).await?;
         let url = format!("http://{}", server.addr());
-        let uri: kube::config::Config = kube::Config::new(
+        let mut config = kube::Config::new(
             url.parse()
                 .map_err(|e: axum::http::uri::InvalidUri| TestError::Client(e.to_string()))?,
         );
-        let client = kube::Client::try_from(uri).map_err(|e| TestError::Client(e.to_string()))?;
+        // Tests must see every 429 and 503 (evictions refused by a budget, injected faults)
+        // rather than have the client retry them for minutes.
+        config.default_retry = false;
+        let client = kube::Client::try_from(config).map_err(|e| TestError::Client(e.to_string()))?;
         Ok(Self { server, client })
     }
 
@@ -90,7 +93,8 @@ impl TestCluster {
         format!("http://{}", self.server.addr())
     }
 
-    /// A kube-rs client for the cluster.
+    /// A kube-rs client for the cluster. Its retry of 429 and 503 responses is off, so a test
+    /// sees each refusal; build one from [`Self::url`] to get kube's default retries.
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }

@@ -72,9 +72,20 @@ fn prune_at(schema: &Value, value: &mut Value, path: &FieldPath, root: bool, unk
     }
 }
 
-/// Fills in schema defaults.
+/// Fills in schema defaults, including defaults nested inside a defaulted value (a defaulted
+/// `disruption: {}` then gets its `budgets` default), as the API server's defaulting walks into
+/// what it just set.
 pub fn default(schema: &Value, value: &Value) -> Value {
-    kube_cel::apply_defaults(schema, value)
+    let mut current = kube_cel::apply_defaults(schema, value);
+    // Each pass can only add fields one level deeper; schemas are far shallower than this bound.
+    for _ in 0..32 {
+        let next = kube_cel::apply_defaults(schema, &current);
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
 }
 
 /// Every validation failure of an object against its schema (empty when valid).
@@ -382,6 +393,8 @@ mod tests {
     fn defaults_then_bounds_then_cel() {
         let v = default(&schema(), &json!({"spec": {"name": "abc"}}));
         assert_eq!(v["spec"]["weight"], 10);
+        let nested = json!({"properties": {"a": {"type": "object", "default": {}, "properties": {"b": {"type": "integer", "default": 3}}}}});
+        assert_eq!(default(&nested, &json!({})), json!({"a": {"b": 3}}));
         assert!(validate(&schema(), &v, None).is_empty());
 
         let bad = json!({"spec": {"name": "ABCDEFG", "weight": 0, "tags": ["a", "a", "b"]}});
