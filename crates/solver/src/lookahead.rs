@@ -106,7 +106,7 @@ pub(crate) fn choose_target(
     pool: usize,
     candidates: &[u32],
     class: usize,
-) -> u32 {
+) -> Shape {
     let family = compiled.classes[class].family;
     let members: Vec<usize> = compiled.families[family]
         .iter()
@@ -159,7 +159,7 @@ pub(crate) fn choose_target(
     shortlist.dedup();
 
     if state.shaping == crate::state::Shaping::Largest {
-        return candidates
+        let target = candidates
             .iter()
             .copied()
             .max_by(|a, b| {
@@ -168,42 +168,146 @@ pub(crate) fn choose_target(
                     .then(b.cmp(a))
             })
             .unwrap_or(candidates[0]);
+        return Shape {
+            target,
+            pattern: Vec::new(),
+        };
     }
     let cap = per_node_cap(compiled, state, class);
     let opening = &compiled.classes[class].requests;
-    let mut best = (f64::INFINITY, candidates[0]);
-    for t in shortlist {
-        let ty = &types[t as usize];
-        let mut room = ty.alloc.clone();
-        room.sub(opening);
-        let mut packed = opening.clone();
-        for &m in &members {
-            let waiting = state.class_left[m] - usize::from(m == class);
+    // Pods of each member class not yet promised to another node.
+    let waiting: Vec<(usize, i64)> = members
+        .iter()
+        .map(|&m| {
+            let free = state.class_left[m]
+                .saturating_sub(state.reserved[m])
+                .saturating_sub(usize::from(m == class));
             let limit = if m == class {
                 cap.saturating_sub(1)
             } else {
                 i64::MAX
             };
-            let request = &compiled.classes[m].requests;
-            let k = i64::try_from(waiting)
-                .unwrap_or(i64::MAX)
-                .min(request.copies_in(&room))
-                .min(limit);
-            if k > 0 {
-                let taken = request.scaled(k);
-                room.sub(&taken);
-                packed.add(&taken);
-            }
-        }
-        let v = value(&packed);
-        let score = if v > 0.0 {
-            ty.offerings[0].price.as_usd() / v
-        } else {
-            ty.offerings[0].price.as_usd() * 1e12
-        };
+            (m, i64::try_from(free).unwrap_or(i64::MAX).min(limit))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let mut best = (
+        f64::INFINITY,
+        Shape {
+            target: candidates[0],
+            pattern: Vec::new(),
+        },
+    );
+    for t in shortlist {
+        let ty = &types[t as usize];
+        let mut start = ty.alloc.clone();
+        start.sub(opening);
+        // Two greedy fills, keep the one that packs more value: by value per unit of the scarcest
+        // room, and by how well a pod's shape matches the room that is left.
+        let (v, pattern) = [Greedy::Density, Greedy::Alignment]
+            .into_iter()
+            .map(|greedy| {
+                let mut room = start.clone();
+                let pattern = fill(compiled, &waiting, &mut room, &value, &ty.alloc, greedy);
+                let mut packed = ty.alloc.clone();
+                packed.sub(&room);
+                (value(&packed), pattern)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap_or((0.0, Vec::new()));
+        let price = ty.offerings[0].price.as_usd();
+        let score = if v > 0.0 { price / v } else { price * 1e12 };
         if score < best.0 {
-            best = (score, t);
+            best = (score, Shape { target: t, pattern });
         }
     }
-    best.1
+    let mut shape = best.1;
+    if compiled.classes[class].constrained() {
+        // Topology decides where a constrained class's pods go; only the type is chosen here.
+        shape.pattern.clear();
+    }
+    shape
+}
+
+/// A node shape: the type, and how many pods of each class it is meant to hold besides the one
+/// that opened it (promised to those classes when the node opens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub target: u32,
+    pub pattern: Vec<(usize, i64)>,
+}
+
+/// How [`fill`] picks the next pod.
+#[derive(Debug, Clone, Copy)]
+enum Greedy {
+    /// Most value per unit of the scarcest remaining resource.
+    Density,
+    /// The pod whose shape best matches the room left (uses what is plentiful), so complementary
+    /// pods (CPU-heavy with memory-heavy) share a node.
+    Alignment,
+}
+
+/// Fills `room` from the waiting pods greedily. Returns the counts per class and leaves what is
+/// unused in `room`.
+fn fill(
+    compiled: &Compiled,
+    waiting: &[(usize, i64)],
+    room: &mut Res,
+    value: &dyn Fn(&Res) -> f64,
+    alloc: &Res,
+    greedy: Greedy,
+) -> Vec<(usize, i64)> {
+    let mut left: Vec<(usize, i64)> = waiting.to_vec();
+    let mut taken: Vec<(usize, i64)> = Vec::new();
+    loop {
+        let mut best: Option<(f64, usize)> = None;
+        for (i, (class, count)) in left.iter().enumerate() {
+            let request = &compiled.classes[*class].requests;
+            if *count <= 0 || !request.fits_in(room) {
+                continue;
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let density = match greedy {
+                Greedy::Density => {
+                    // The share of the tightest remaining resource one pod uses.
+                    let tightest = request
+                        .0
+                        .iter()
+                        .zip(&room.0)
+                        .filter(|(need, _)| **need > 0)
+                        .map(|(need, have)| *need as f64 / (*have).max(1) as f64)
+                        .fold(0.0_f64, f64::max);
+                    if tightest > 0.0 {
+                        value(request) / tightest
+                    } else {
+                        f64::INFINITY
+                    }
+                }
+                Greedy::Alignment => request
+                    .0
+                    .iter()
+                    .zip(&room.0)
+                    .zip(&alloc.0)
+                    .filter(|((need, _), size)| **need > 0 && **size > 0)
+                    .map(|((need, have), size)| (*need as f64 / *size as f64) * (*have as f64 / *size as f64))
+                    .sum(),
+            };
+            if best.is_none_or(|(d, _)| density > d) {
+                best = Some((density, i));
+            }
+        }
+        let Some((_, i)) = best else { break };
+        let (class, count) = left[i];
+        let request = &compiled.classes[class].requests;
+        // Take a quarter of what still fits at once: fewer rounds, while the room's shape is
+        // still followed as it shrinks.
+        let k = count.min((request.copies_in(room) / 4).max(1));
+        room.sub(&request.scaled(k));
+        left[i].1 -= k;
+        match taken.iter_mut().find(|(c, _)| *c == class) {
+            Some(entry) => entry.1 += k,
+            None => taken.push((class, k)),
+        }
+    }
+    taken
 }

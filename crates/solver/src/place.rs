@@ -72,6 +72,8 @@ impl Attempt {
 
 /// What a successful check decided.
 struct Fit {
+    /// Pods of other classes a new node is shaped to hold (empty for existing bins).
+    pattern: Vec<(usize, i64)>,
     requirements: Requirements,
     /// `None` when the candidate types did not change.
     types: Option<std::sync::Arc<[u32]>>,
@@ -131,12 +133,37 @@ pub(crate) fn place_pod(
     let mut attempt = Attempt::default();
     loop {
         if try_place(compiled, state, weights, class, pod, &attempt) {
+            release_unneeded(compiled, state, class);
             return;
         }
         if !attempt.relax(&compiled.classes[class], prefer_no_schedule) {
             let reasons = explain(compiled, state, class, &Attempt::default());
             state.placements[pod] = Placement::Unschedulable(reasons);
+            release_unneeded(compiled, state, class);
             return;
+        }
+    }
+}
+
+/// Once a pod of `class` is handled, reservations for the class beyond the pods still to come
+/// (counting this one as handled) are freed, so promised room never stays empty for pods that
+/// went elsewhere.
+fn release_unneeded(compiled: &Compiled, state: &mut State, class: usize) {
+    let still_to_come = state.class_left[class].saturating_sub(1);
+    while state.reserved[class] > still_to_come {
+        let Some(&b) = state.reserved_bins[class].last() else {
+            break;
+        };
+        let bin = &mut state.bins[b];
+        match bin.reservations.iter_mut().find(|(k, n)| *k == class && *n > 0) {
+            Some(entry) => {
+                entry.1 -= 1;
+                bin.reserved_room.sub(&compiled.classes[class].requests);
+                state.reserved[class] -= 1;
+            }
+            None => {
+                state.reserved_bins[class].pop();
+            }
         }
     }
 }
@@ -174,6 +201,22 @@ fn try_place(
             }
         }
     }
+    // Nodes shaped for this class, holding a reservation for it.
+    if record_refusals {
+        let mut i = 0;
+        while i < state.reserved_bins[class].len() {
+            let b = state.reserved_bins[class][i];
+            if state.bins[b].reservation(class) <= 0 {
+                state.reserved_bins[class].swap_remove(i);
+                continue;
+            }
+            if let Ok(fit) = check_bin(compiled, state, class, attempt, &requirements, b, true) {
+                commit_bin(compiled, state, class, pod, attempt, b, fit, true);
+                return true;
+            }
+            i += 1;
+        }
+    }
     // Nodes being built in this solve.
     let mut skipping = record_refusals;
     let first = if record_refusals {
@@ -182,9 +225,9 @@ fn try_place(
         0
     };
     for b in first..state.bins.len() {
-        match check_bin(compiled, state, class, attempt, &requirements, b) {
+        match check_bin(compiled, state, class, attempt, &requirements, b, false) {
             Ok(fit) => {
-                commit_bin(compiled, state, class, pod, attempt, b, fit);
+                commit_bin(compiled, state, class, pod, attempt, b, fit, false);
                 return true;
             }
             Err(permanent) => {
@@ -266,12 +309,17 @@ fn check_bin(
     attempt: &Attempt,
     requirements: &Requirements,
     b: usize,
+    reserved: bool,
 ) -> Result<Fit, bool> {
     let c = &compiled.classes[class];
     let bin = &state.bins[b];
     let pool = &compiled.pools[bin.pool];
     let target = &pool.types[bin.target as usize];
-    let grows_within_target = bin.used.fits_with(&c.requests, &target.alloc);
+    // Room promised to other classes is not free; a pod using its own reservation takes room
+    // already counted.
+    let mut committed = bin.used.clone();
+    committed.add(&bin.reserved_room);
+    let grows_within_target = reserved || committed.fits_with(&c.requests, &target.alloc);
     if !grows_within_target {
         return Err(true);
     }
@@ -305,13 +353,16 @@ fn check_bin(
     .map_err(|refusal| refusal.permanent)?;
     if merged == bin.requirements {
         return Ok(Fit {
+            pattern: Vec::new(),
             requirements: merged,
             types: None,
             target: bin.target,
         });
     }
-    let mut needed = bin.used.clone();
-    needed.add(&c.requests);
+    let mut needed = committed;
+    if !reserved {
+        needed.add(&c.requests);
+    }
     let types = compiled.allowed_types(bin.pool, &merged);
     if has_min_values(&merged) {
         let fitting: Vec<u32> = types
@@ -334,6 +385,7 @@ fn check_bin(
             .ok_or(false)?
     };
     Ok(Fit {
+        pattern: Vec::new(),
         requirements: merged,
         types: Some(types),
         target,
@@ -400,6 +452,7 @@ fn check_new(
         && !has_min_values(&merged);
     if fixed && let Some(&target) = weights.fixed_shapes.get(&(p, merged.clone(), class)) {
         return Ok(Fit {
+            pattern: Vec::new(),
             requirements: merged,
             types: Some(list),
             target,
@@ -419,11 +472,17 @@ fn check_new(
     if has_min_values(&merged) && !min_values_hold(compiled, pool, &candidates, &merged) {
         return Err("minValues cannot be met by the instance types that fit".into());
     }
-    let target = choose_target(compiled, state, weights, p, &candidates, class);
+    let shape = choose_target(compiled, state, weights, p, &candidates, class);
+    let target = shape.target;
     if fixed {
         weights.fixed_shapes.insert((p, merged.clone(), class), target);
     }
     Ok(Fit {
+        pattern: if attempt.is_default() {
+            shape.pattern
+        } else {
+            Vec::new()
+        },
         requirements: merged,
         types: Some(list),
         target,
@@ -799,6 +858,7 @@ fn commit_existing(
     record(compiled, state, class, attempt, Node::Existing(node));
 }
 
+#[allow(clippy::too_many_arguments)]
 fn commit_bin(
     compiled: &Compiled,
     state: &mut State,
@@ -807,10 +867,19 @@ fn commit_bin(
     attempt: &Attempt,
     b: usize,
     fit: Fit,
+    reserved: bool,
 ) {
     let c = &compiled.classes[class];
     let bin = &mut state.bins[b];
     bin.used.add(&c.requests);
+    if reserved {
+        if let Some(entry) = bin.reservations.iter_mut().find(|(k, _)| *k == class) {
+            entry.1 -= 1;
+        }
+        bin.reserved_room.sub(&c.requests);
+        state.reserved[class] = state.reserved[class].saturating_sub(1);
+    }
+    let bin = &mut state.bins[b];
     bin.requirements = fit.requirements;
     if let Some(types) = fit.types {
         bin.types = types;
@@ -820,6 +889,14 @@ fn commit_bin(
     bin.classes.push(class);
     bin.host_ports.extend(c.host_ports.iter().cloned());
     state.placements[pod] = Placement::Bin(b);
+    for (promised, count) in fit.pattern {
+        let room = compiled.classes[promised].requests.scaled(count);
+        let bin = &mut state.bins[b];
+        bin.reserved_room.add(&room);
+        bin.reservations.push((promised, count));
+        state.reserved[promised] += usize::try_from(count).unwrap_or(0);
+        state.reserved_bins[promised].push(b);
+    }
     let requirements = state.bins[b].requirements.clone();
     let hostname = state.bins[b].hostname;
     record(
@@ -866,9 +943,11 @@ fn open_bin(
         classes: Vec::new(),
         host_ports: Vec::new(),
         hostname,
+        reservations: Vec::new(),
+        reserved_room: Res::zero(compiled.dims.len()),
     });
     let b = state.bins.len() - 1;
-    commit_bin(compiled, state, class, pod, attempt, b, fit);
+    commit_bin(compiled, state, class, pod, attempt, b, fit, false);
 }
 
 /// One reason per NodePool for a pod that nothing can take.

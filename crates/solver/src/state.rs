@@ -25,6 +25,19 @@ pub(crate) struct Bin {
     pub classes: Vec<usize>,
     pub host_ports: Vec<HostPort>,
     pub hostname: Sym,
+    /// Pods of other classes this node was shaped for and keeps room for, per class.
+    pub reservations: Vec<(usize, i64)>,
+    /// The resources `reservations` hold.
+    pub reserved_room: Res,
+}
+
+impl Bin {
+    pub(crate) fn reservation(&self, class: usize) -> i64 {
+        self.reservations
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 /// Where a pod went.
@@ -70,6 +83,10 @@ pub(crate) struct State {
     pub first_existing: Vec<usize>,
     /// Pods of each class not yet handled.
     pub class_left: Vec<usize>,
+    /// Pods of each class promised to nodes that were shaped for them.
+    pub reserved: Vec<usize>,
+    /// Nodes holding reservations, per class (may list nodes whose reservation is used up).
+    pub reserved_bins: Vec<Vec<usize>>,
     next_hostname: u32,
 }
 
@@ -111,6 +128,8 @@ impl State {
             first_bin: vec![0; compiled.classes.len()],
             first_existing: vec![0; compiled.classes.len()],
             class_left: compiled.classes.iter().map(|c| c.pods.len()).collect(),
+            reserved: vec![0; compiled.classes.len()],
+            reserved_bins: vec![Vec::new(); compiled.classes.len()],
             next_hostname: 0,
         }
     }
