@@ -143,21 +143,7 @@ pub(crate) fn choose_target(
             f64::INFINITY
         }
     };
-    // Consider the types that are most efficient when full, plus the cheapest ones (for the tail
-    // of a batch, where a small node beats a half-empty big one).
-    let mut ranked: Vec<(f64, u32)> = candidates.iter().map(|t| (efficiency(*t), *t)).collect();
-    let by_efficiency = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-    if ranked.len() > MOST_EFFICIENT {
-        // Only the best few are needed: a partial selection, not a full sort, per new node.
-        ranked.select_nth_unstable_by(MOST_EFFICIENT - 1, by_efficiency);
-        ranked.truncate(MOST_EFFICIENT);
-    }
-    ranked.sort_by(by_efficiency);
-    let mut shortlist: Vec<u32> = ranked.iter().map(|(_, t)| *t).collect();
-    shortlist.extend(candidates.iter().take(6).copied());
-    shortlist.sort_unstable();
-    shortlist.dedup();
-
+    let shortlist = shortlist(candidates, &efficiency);
     if state.shaping == crate::state::Shaping::Largest {
         let target = candidates
             .iter()
@@ -227,6 +213,23 @@ pub(crate) fn choose_target(
         shape.pattern.clear();
     }
     shape
+}
+
+/// The types worth simulating for a new node: the most efficient when full, plus the cheapest
+/// ones (for the tail of a batch, where a small node beats a half-empty big one).
+fn shortlist(candidates: &[u32], efficiency: &dyn Fn(u32) -> f64) -> Vec<u32> {
+    let mut ranked: Vec<(f64, u32)> = candidates.iter().map(|t| (efficiency(*t), *t)).collect();
+    let by_efficiency = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    if ranked.len() > MOST_EFFICIENT {
+        // Only the best few are needed: a partial selection, not a full sort, per new node.
+        ranked.select_nth_unstable_by(MOST_EFFICIENT - 1, by_efficiency);
+        ranked.truncate(MOST_EFFICIENT);
+    }
+    let mut shortlist: Vec<u32> = ranked.iter().map(|(_, t)| *t).collect();
+    shortlist.extend(candidates.iter().take(6).copied());
+    shortlist.sort_unstable();
+    shortlist.dedup();
+    shortlist
 }
 
 /// A node shape: the type, and how many pods of each class it is meant to hold besides the one
