@@ -20,7 +20,7 @@ pub struct Budget {
 impl Budget {
     /// Disruptions the budget allows now.
     pub fn disruptions_allowed(&self) -> i64 {
-        (self.healthy - self.desired_healthy).max(0)
+        self.healthy.saturating_sub(self.desired_healthy).max(0)
     }
 }
 
@@ -55,7 +55,11 @@ fn scaled(value: &Value, total: i64) -> Option<i64> {
     match value {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => match s.strip_suffix('%') {
-            Some(p) => p.trim().parse::<i64>().ok().map(|p| (p * total + 99) / 100),
+            Some(p) => p
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .map(|p| p.saturating_mul(total).saturating_add(99) / 100),
             None => s.parse().ok(),
         },
         _ => None,
@@ -71,7 +75,7 @@ pub fn budget(pdb: &Value, matching_pods: &[Value]) -> Budget {
     let desired_healthy = if let Some(min) = spec.and_then(|s| s.get("minAvailable")) {
         scaled(min, expected).unwrap_or(0)
     } else if let Some(max) = spec.and_then(|s| s.get("maxUnavailable")) {
-        (expected - scaled(max, expected).unwrap_or(0)).max(0)
+        expected.saturating_sub(scaled(max, expected).unwrap_or(0)).max(0)
     } else {
         // Neither set: the API server defaults minAvailable to 1.
         1

@@ -652,6 +652,15 @@ async fn owner_references_are_garbage_collected() {
     .await
     .unwrap();
     assert!(team.get_opt("inside").await.unwrap().is_none());
+    assert_eq!(
+        code(
+            &namespaces
+                .delete("default", &DeleteParams::default())
+                .await
+                .unwrap_err()
+        ),
+        Some(403)
+    );
     let elsewhere = Api::<ConfigMap>::namespaced(c.client(), "missing")
         .create(&pp, &cm("x"))
         .await
@@ -826,4 +835,145 @@ async fn malformed_requests_get_status_errors() {
         code(&client.request::<ConfigMap>(not_allowed).await.unwrap_err()),
         Some(405)
     );
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one table of cases
+async fn odd_requests_get_status_errors_and_the_server_survives() {
+    let c = cluster().await;
+    let client = c.client();
+    let pods = "/api/v1/namespaces/default/pods";
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let deploy = "/apis/apps/v1/namespaces/default/deployments";
+    Api::<Deployment>::default_namespaced(c.client())
+        .create(&PostParams::default(), &deployment("web", 1))
+        .await
+        .unwrap();
+    let pdb = json!({"metadata": {"name": "huge"}, "spec": {"minAvailable": "9223372036854775807%", "selector": {}}});
+    Api::<PodDisruptionBudget>::default_namespaced(c.client())
+        .create(&PostParams::default(), &serde_json::from_value(pdb).unwrap())
+        .await
+        .unwrap();
+    Api::<Pod>::default_namespaced(c.client())
+        .create(&PostParams::default(), &pod("p", &json!({}), None))
+        .await
+        .unwrap();
+    let cases: Vec<(&str, String, &str, &[u8], u16)> = vec![
+        ("POST", cms.into(), "application/json", b"[]", 400),
+        (
+            "POST",
+            cms.into(),
+            "application/json",
+            br#"{"metadata": "x"}"#,
+            422,
+        ),
+        (
+            "POST",
+            cms.into(),
+            "application/json",
+            br#"{"metadata": {"name": "a%2Fb/c"}}"#,
+            422,
+        ),
+        ("GET", format!("{pods}?limit=abc"), "", b"", 400),
+        ("GET", format!("{pods}?labelSelector=a%20in%20b"), "", b"", 400),
+        ("GET", format!("{pods}?continue=zz"), "", b"", 400),
+        (
+            "GET",
+            format!("{pods}?watch=true&resourceVersion=abc"),
+            "",
+            b"",
+            400,
+        ),
+        ("GET", format!("{pods}?dryRun=Some"), "", b"", 200),
+        (
+            "POST",
+            format!("{cms}?dryRun=Some"),
+            "application/json",
+            br#"{"metadata": {"name": "d"}}"#,
+            400,
+        ),
+        (
+            "POST",
+            format!("{cms}?fieldValidation=Bad"),
+            "application/json",
+            br#"{"metadata": {"name": "d"}}"#,
+            400,
+        ),
+        ("PATCH", format!("{deploy}/web"), "text/plain", b"{}", 415),
+        (
+            "PATCH",
+            format!("{deploy}/web"),
+            "application/json-patch+json",
+            br#"[{"op": "jump"}]"#,
+            400,
+        ),
+        (
+            "PATCH",
+            format!("{deploy}/web"),
+            "application/strategic-merge-patch+json",
+            b"[1]",
+            400,
+        ),
+        (
+            "PATCH",
+            format!("{deploy}/web?fieldManager=x"),
+            "application/apply-patch+yaml",
+            b"- a\n- b\n",
+            400,
+        ),
+        (
+            "PATCH",
+            format!("{deploy}/web/scale"),
+            "application/merge-patch+json",
+            br#"{"spec": {"replicas": -1}}"#,
+            422,
+        ),
+        (
+            "DELETE",
+            format!("{cms}/nothing"),
+            "application/json",
+            b"{garbage",
+            400,
+        ),
+        (
+            "POST",
+            format!("{pods}/p/eviction"),
+            "application/json",
+            b"nope",
+            400,
+        ),
+        (
+            "POST",
+            format!("{pods}/p/binding"),
+            "application/json",
+            b"{}",
+            400,
+        ),
+        ("GET", format!("{pods}/p/log"), "", b"", 404),
+        ("GET", "/apis/apps".into(), "", b"", 200),
+        ("DELETE", "/version".into(), "", b"", 405),
+    ];
+    for (method, path, content_type, body, expected) in cases {
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", c.url()));
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        let request = request.body(body.to_vec()).unwrap();
+        let result = client.request_text(request).await;
+        match (result, expected) {
+            (Ok(_), 200) => {}
+            (Err(err), code_wanted) => assert_eq!(code(&err), Some(code_wanted), "{method} {path}: {err:?}"),
+            (Ok(text), _) => panic!("{method} {path}: expected {expected}, got success {text}"),
+        }
+    }
+    // An eviction against an absurd budget is refused, not a crash.
+    let eviction = axum::http::Request::post(format!("{}{pods}/p/eviction", c.url()))
+        .header("content-type", "application/json")
+        .body(br#"{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}}"#.to_vec())
+        .unwrap();
+    assert_eq!(code(&client.request_text(eviction).await.unwrap_err()), Some(429));
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(version.major, "1");
 }

@@ -320,7 +320,9 @@ pub(super) fn watch(
     let timeout = query
         .int("timeoutSeconds")?
         .and_then(|t| u64::try_from(t).ok())
-        .map_or(state.config.default_watch_timeout, Duration::from_secs);
+        .map_or(state.config.default_watch_timeout, Duration::from_secs)
+        // Far-future deadlines would overflow the clock; no watch needs more than a day.
+        .min(Duration::from_hours(24));
     let bookmark_every = query
         .flag("allowWatchBookmarks")
         .then_some(state.config.bookmark_interval);

@@ -213,6 +213,19 @@ fn prepare_create(store: &Store, info: &ResourceInfo, ns: &str, value: &mut Valu
             format!("{prefix}{}", meta::random_suffix(5)).into(),
         );
     }
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+    if let Some(problem) = name_problem(name) {
+        let name = name.to_owned();
+        return Err(invalid(
+            info,
+            &name,
+            vec![Cause::new(
+                "FieldValueInvalid",
+                format!("Invalid value: {name:?}: {problem}"),
+                "metadata.name",
+            )],
+        ));
+    }
     if info.namespaced {
         match meta.get("namespace").and_then(Value::as_str) {
             Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
@@ -354,6 +367,19 @@ fn prepare_update(
     Ok(())
 }
 
+/// Why a name cannot be used in a URL path segment, if it cannot.
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.len() > 253 {
+        Some("must be no more than 253 characters")
+    } else if name == "." || name == ".." {
+        Some("may not be '.' or '..'")
+    } else if name.contains(['/', '%', '\0']) {
+        Some("may not contain '/', '%' or NUL")
+    } else {
+        None
+    }
+}
+
 /// Whether a terminating object may now leave the store: no finalizers, no grace period left and
 /// (for namespaces) no `spec.finalizers`.
 fn ready_to_remove(obj: &Obj, value: &Value) -> bool {
@@ -492,6 +518,14 @@ impl Store {
         name: &str,
         opts: &DeleteOptions,
     ) -> ApiResult<Deleted> {
+        if info.group.is_empty()
+            && info.plural == "namespaces"
+            && matches!(name, "default" | "kube-system" | "kube-public")
+        {
+            return Err(ApiError::Forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
         let now = self.config().clock.now();
         let mut inner = self.lock();
         let current = inner
