@@ -213,10 +213,17 @@ async fn server_side_apply_with_two_managers() {
         .await
         .unwrap();
 
-    // Same value: shared ownership, no conflict.
-    api.patch("web", &bob, &Patch::Apply(deployment("web", 2)))
+    // Same value: shared ownership, no conflict, and the new owner is recorded.
+    let shared = api
+        .patch("web", &bob, &Patch::Apply(deployment("web", 2)))
         .await
         .unwrap();
+    let owners: Vec<String> = shared
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(owners, ["alice", "bob"]);
     // Different value on a field alice owns: conflict.
     let err = api
         .patch("web", &bob, &Patch::Apply(deployment("web", 3)))
@@ -976,4 +983,107 @@ async fn odd_requests_get_status_errors_and_the_server_survives() {
     assert_eq!(code(&client.request_text(eviction).await.unwrap_err()), Some(429));
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.major, "1");
+}
+
+#[tokio::test]
+async fn selector_watches_see_objects_enter_and_leave() {
+    let c = cluster().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client());
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().labels("team=a").timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm("m")).await.unwrap();
+    let label = |team: &str| Patch::Merge(json!({"metadata": {"labels": {"team": team}}}));
+    api.patch("m", &PatchParams::default(), &label("a"))
+        .await
+        .unwrap();
+    api.patch("m", &PatchParams::default(), &label("b"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(WAIT, stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Added(o) => seen.push(format!("ADDED {}", o.labels()["team"])),
+            WatchEvent::Deleted(o) => seen.push(format!("DELETED {}", o.labels()["team"])),
+            WatchEvent::Modified(o) => seen.push(format!("MODIFIED {}", o.labels()["team"])),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("{e:?}"),
+        }
+    }
+    // Entering the selection is ADDED, leaving it is DELETED (carrying the new state).
+    assert_eq!(seen, ["ADDED a", "DELETED b"]);
+}
+
+#[tokio::test]
+async fn streaming_list_and_metadata_watchers() {
+    let c = cluster().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client());
+    for name in ["s1", "s2"] {
+        api.create(&PostParams::default(), &cm(name)).await.unwrap();
+    }
+    // sendInitialEvents: the objects arrive on the watch itself, then the initial-events-end
+    // bookmark completes the initial list.
+    let streaming = watcher(api.clone(), watcher::Config::default().streaming_lists());
+    let mut streaming = std::pin::pin!(streaming);
+    let mut listed = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, streaming.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitApply(o) => listed.push(o.name_any()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, ["s1", "s2"]);
+
+    // Metadata-only watchers get PartialObjectMetadata.
+    let meta = kube::runtime::metadata_watcher(api.clone(), watcher::Config::default());
+    let mut meta = std::pin::pin!(meta);
+    let mut names = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, meta.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitApply(o) => names.push(o.name_any()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["s1", "s2"]);
+    api.create(&PostParams::default(), &cm("s3")).await.unwrap();
+    loop {
+        if let watcher::Event::Apply(o) = tokio::time::timeout(WAIT, meta.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            && o.name_any() == "s3"
+        {
+            assert!(o.metadata.uid.is_some());
+            break;
+        }
+    }
 }

@@ -175,13 +175,22 @@ fn spec_part(info: &ResourceInfo, value: &Value) -> Map<String, Value> {
     map
 }
 
-/// The value without `metadata.managedFields` and `metadata.resourceVersion`, to detect no-op
-/// writes.
+/// The value without `metadata.resourceVersion` and managedFields timestamps, to detect no-op
+/// writes (a change of ownership alone is stored; a new timestamp alone is not).
 fn comparable(value: &Value) -> Value {
     let mut v = value.clone();
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
         meta.remove("resourceVersion");
+        for entry in meta
+            .get_mut("managedFields")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(e) = entry.as_object_mut() {
+                e.remove("time");
+            }
+        }
     }
     v
 }
