@@ -1056,7 +1056,8 @@ async fn streaming_list_and_metadata_watchers() {
     assert_eq!(listed, ["s1", "s2"]);
 
     // Metadata-only watchers get PartialObjectMetadata.
-    let meta = kube::runtime::metadata_watcher(api.clone(), watcher::Config::default());
+    let partial: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::default_namespaced(c.client());
+    let meta = watcher(partial, watcher::Config::default());
     let mut meta = std::pin::pin!(meta);
     let mut names = Vec::new();
     loop {
