@@ -255,7 +255,12 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
         .collect();
     well_known.sort_unstable();
 
-    let facts: Vec<PodFacts> = problem.pods.iter().map(PodFacts::from_pod).collect();
+    let volume_index = crate::volumes::VolumeIndex::new(&problem.volumes);
+    let facts: Vec<PodFacts> = problem
+        .pods
+        .iter()
+        .map(|p| PodFacts::from_pod_with_volumes(p, &volume_index))
+        .collect();
     let daemon_facts: Vec<PodFacts> = problem.daemonset_pods.iter().map(PodFacts::from_pod).collect();
     let extended = facts
         .iter()

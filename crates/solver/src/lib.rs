@@ -25,6 +25,7 @@ pub mod requirements;
 pub mod resources;
 mod state;
 pub mod verify;
+pub mod volumes;
 
 pub use plan::{NodeClaimPlan, Plan, Unschedulable};
 pub use problem::{ExistingNode, MinValuesPolicy, Options, PoolInput, PreferencePolicy, Problem};

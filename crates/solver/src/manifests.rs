@@ -11,6 +11,7 @@
 //! | Job (`batch/v1`) | `spec.parallelism` (default 1, at most `spec.completions`; none when suspended) pods |
 //! | DaemonSet (`apps/v1`) | its template, reserved on every new node it fits ([`Problem::daemonset_pods`]) |
 //! | Node (`v1`) | an [`ExistingNode`] (name, labels, taints, `status.allocatable`) |
+//! | PersistentVolumeClaim, PersistentVolume (`v1`), StorageClass (`storage.k8s.io/v1`) | the volume topology of pods that use them ([`Problem::volumes`]); a StatefulSet's `volumeClaimTemplates` become unbound claims for its pods unless the claims are given |
 //! | List (`v1`, as `kubectl get -o yaml` prints) | its items, each as above |
 //!
 //! Every other kind is ignored with a warning. Problems in a manifest are errors naming the file,
@@ -23,7 +24,8 @@ use std::fmt;
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
     batch::v1::Job,
-    core::v1::{Node, Pod, PodSpec, PodTemplateSpec, Taint},
+    core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, PodTemplateSpec, Taint, Volume},
+    storage::v1::StorageClass,
 };
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta};
 use nodewright_api::{
@@ -160,6 +162,9 @@ struct Builder {
     bound: Vec<(Pod, String, String)>,
     daemonset_pods: Vec<Pod>,
     nodes: Vec<Node>,
+    volumes: crate::volumes::Volumes,
+    /// Claims a StatefulSet's pods would get, added unless given among the inputs.
+    template_claims: Vec<PersistentVolumeClaim>,
 }
 
 impl Builder {
@@ -243,7 +248,28 @@ impl Builder {
                 if let Some(s) = self.decode::<StatefulSet>(value, kind, at) {
                     let spec = s.spec.unwrap_or_default();
                     let replicas = self.count(spec.replicas, "spec.replicas", kind, &name, at);
+                    let first = self.pods.len();
                     self.add_workload(kind, &s.metadata, &spec.template, replicas, at);
+                    self.add_claim_templates(
+                        &s.metadata,
+                        spec.volume_claim_templates.as_deref().unwrap_or_default(),
+                        first,
+                    );
+                }
+            }
+            ("v1", "PersistentVolumeClaim") => {
+                if let Some(claim) = self.decode::<PersistentVolumeClaim>(value, kind, at) {
+                    self.volumes.claims.push(claim);
+                }
+            }
+            ("v1", "PersistentVolume") => {
+                if let Some(volume) = self.decode::<PersistentVolume>(value, kind, at) {
+                    self.volumes.volumes.push(volume);
+                }
+            }
+            ("storage.k8s.io/v1", "StorageClass") => {
+                if let Some(class) = self.decode::<StorageClass>(value, kind, at) {
+                    self.volumes.storage_classes.push(class);
                 }
             }
             ("batch/v1", "Job") => {
@@ -258,6 +284,42 @@ impl Builder {
             }
             ("v1", list) if list == "List" || list.ends_with("List") => self.add_list(&value, &described, at),
             _ => self.ignore(api_version, kind, &described, at),
+        }
+    }
+
+    /// A StatefulSet pod `<set>-<i>` mounts claim `<template>-<set>-<i>` for each claim template;
+    /// the claims are created unbound from the template when the pod is.
+    fn add_claim_templates(
+        &mut self,
+        metadata: &ObjectMeta,
+        templates: &[PersistentVolumeClaim],
+        first_pod: usize,
+    ) {
+        let namespace = namespace_of(metadata);
+        for pod in &mut self.pods[first_pod..] {
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            let spec = pod.spec.get_or_insert_with(PodSpec::default);
+            for template in templates {
+                let template_name = template.metadata.name.clone().unwrap_or_default();
+                let claim_name = format!("{template_name}-{pod_name}");
+                let volumes = spec.volumes.get_or_insert_with(Vec::new);
+                if !volumes.iter().any(|v| v.name == template_name) {
+                    volumes.push(Volume {
+                        name: template_name.clone(),
+                        persistent_volume_claim: Some(
+                            k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                                claim_name: claim_name.clone(),
+                                read_only: None,
+                            },
+                        ),
+                        ..Volume::default()
+                    });
+                }
+                let mut claim = template.clone();
+                claim.metadata.name = Some(claim_name);
+                claim.metadata.namespace = Some(namespace.clone());
+                self.template_claims.push(claim);
+            }
         }
     }
 
@@ -308,7 +370,8 @@ impl Builder {
 
     fn ignore(&mut self, api_version: &str, kind: &str, described: &str, at: At<'_>) {
         let supported = match kind {
-            "Pod" | "Node" => Some("v1"),
+            "Pod" | "Node" | "PersistentVolumeClaim" | "PersistentVolume" => Some("v1"),
+            "StorageClass" => Some("storage.k8s.io/v1"),
             "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => Some("apps/v1"),
             "Job" => Some("batch/v1"),
             _ => None,
@@ -604,6 +667,35 @@ impl Builder {
         }
         problem.pods = self.pods;
         problem.daemonset_pods = self.daemonset_pods;
+        // Claims given among the inputs win over the ones a StatefulSet would create; a template
+        // claim without a storage class gets the default class, as the API server would.
+        let default_class = self
+            .volumes
+            .storage_classes
+            .iter()
+            .find(|c| {
+                c.metadata.annotations.as_ref().is_some_and(|a| {
+                    a.get("storageclass.kubernetes.io/is-default-class")
+                        .map(String::as_str)
+                        == Some("true")
+                })
+            })
+            .and_then(|c| c.metadata.name.clone());
+        for mut claim in self.template_claims {
+            let exists = self.volumes.claims.iter().any(|c| {
+                c.metadata.name == claim.metadata.name && c.metadata.namespace == claim.metadata.namespace
+            });
+            if exists {
+                continue;
+            }
+            if let Some(spec) = claim.spec.as_mut()
+                && spec.storage_class_name.is_none()
+            {
+                spec.storage_class_name.clone_from(&default_class);
+            }
+            self.volumes.claims.push(claim);
+        }
+        problem.volumes = self.volumes;
         Ok(PlanInput {
             problem,
             pods: self.origins,

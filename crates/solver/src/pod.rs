@@ -145,6 +145,37 @@ pub struct PodFacts {
 }
 
 impl PodFacts {
+    /// The pod's facts with its persistent volumes' topology folded into its node terms.
+    pub(crate) fn from_pod_with_volumes(pod: &Pod, volumes: &crate::volumes::VolumeIndex<'_>) -> Self {
+        let mut facts = Self::from_pod(pod);
+        let has_claims = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(|v| v.persistent_volume_claim.is_some());
+        if !has_claims {
+            return facts;
+        }
+        match volumes.terms(pod) {
+            Ok(alternatives) if alternatives.iter().all(Vec::is_empty) => {}
+            Ok(alternatives) => {
+                let own = std::mem::take(&mut facts.required_terms);
+                facts.required_terms = own
+                    .iter()
+                    .flat_map(|term| {
+                        alternatives.iter().map(move |alternative| {
+                            let mut combined = term.clone();
+                            combined.extend(alternative.iter().cloned());
+                            combined
+                        })
+                    })
+                    .collect();
+            }
+            Err(reason) => facts.problems.push(reason),
+        }
+        facts
+    }
+
     pub fn from_pod(pod: &Pod) -> Self {
         let default_spec = PodSpec::default();
         let spec = pod.spec.as_ref().unwrap_or(&default_spec);

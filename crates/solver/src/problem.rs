@@ -18,6 +18,8 @@ pub struct Problem {
     pub existing_nodes: Vec<ExistingNode>,
     /// One pod per DaemonSet (its template): their requests are reserved on every node they fit.
     pub daemonset_pods: Vec<Pod>,
+    /// Claims, volumes and storage classes the pods' persistent volumes are looked up in.
+    pub volumes: crate::volumes::Volumes,
     pub options: Options,
 }
 

@@ -54,7 +54,12 @@ fn domain(node: &NodeView, key: &str) -> Option<String> {
 #[allow(clippy::too_many_lines)] // a flat list of checks reads best in one place
 pub fn verify(problem: &Problem, plan: &Plan) -> Vec<String> {
     let mut violations = Vec::new();
-    let facts: Vec<PodFacts> = problem.pods.iter().map(PodFacts::from_pod).collect();
+    let volume_index = crate::volumes::VolumeIndex::new(&problem.volumes);
+    let facts: Vec<PodFacts> = problem
+        .pods
+        .iter()
+        .map(|p| PodFacts::from_pod_with_volumes(p, &volume_index))
+        .collect();
     let daemons: Vec<PodFacts> = problem.daemonset_pods.iter().map(PodFacts::from_pod).collect();
     let mut seen = vec![0usize; facts.len()];
 

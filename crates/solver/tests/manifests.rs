@@ -612,3 +612,41 @@ fn the_examples_plan_places_every_inflate_pod() {
     assert!(report.totals.price_per_hour > 0.0);
     assert!(report.totals.lower_bound_per_hour <= report.totals.price_per_hour);
 }
+
+#[test]
+fn statefulset_claim_templates_follow_the_default_storage_class_topology() {
+    let storage = "apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: gp3
+  annotations: {storageclass.kubernetes.io/is-default-class: \"true\"}
+provisioner: ebs.csi.aws.com
+volumeBindingMode: WaitForFirstConsumer
+allowedTopologies:
+- matchLabelExpressions:
+  - key: topology.kubernetes.io/zone
+    values: [us-east-1a]
+";
+    let spec = format!(
+        "  replicas: 3\n  serviceName: db\n{TEMPLATE}  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources: {{requests: {{storage: 10Gi}}}}\n"
+    );
+    let db = workload("StatefulSet", "apps/v1", "db", &spec);
+    let input = build(&[
+        pools(),
+        manifest("storage.yaml", storage),
+        manifest("db.yaml", &db),
+    ]);
+    assert_eq!(
+        input.problem.volumes.claims.len(),
+        3,
+        "one claim per replica from the template"
+    );
+    let plan = solve(&input.problem);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+    assert!(
+        plan.new_nodes.iter().all(|n| n.zone == "us-east-1a"),
+        "{}",
+        summary(&plan)
+    );
+    assert!(verify(&input.problem, &plan).is_empty());
+}

@@ -304,3 +304,53 @@ fn generic_pods_pack_close_to_the_lower_bound() {
         plan.lower_bound
     );
 }
+
+#[test]
+fn volumes_pin_pods_to_their_zones() {
+    use nodewright_solver::volumes::Volumes;
+    let claim = |name: &str, spec: serde_json::Value| {
+        serde_json::from_value(json!({ "metadata": { "name": name, "namespace": "default" }, "spec": spec }))
+            .unwrap()
+    };
+    let volumes = Volumes {
+        claims: vec![
+            claim("data-db-0", json!({ "volumeName": "pv-db-0", "storageClassName": "gp3" })),
+            claim("data-db-1", json!({ "storageClassName": "gp3" })),
+            claim("data-db-2", json!({ "storageClassName": "eager" })),
+        ],
+        volumes: vec![serde_json::from_value(json!({ "metadata": { "name": "pv-db-0" }, "spec": { "nodeAffinity": { "required": { "nodeSelectorTerms": [
+            { "matchExpressions": [{ "key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-east-1b"] }] }
+        ] } } } }))
+        .unwrap()],
+        storage_classes: vec![
+            serde_json::from_value(json!({ "metadata": { "name": "gp3" }, "provisioner": "ebs.csi.aws.com", "volumeBindingMode": "WaitForFirstConsumer",
+                "allowedTopologies": [{ "matchLabelExpressions": [{ "key": "topology.kubernetes.io/zone", "values": ["us-east-1c"] }] }] }))
+            .unwrap(),
+            serde_json::from_value(json!({ "metadata": { "name": "eager" }, "provisioner": "ebs.csi.aws.com", "volumeBindingMode": "Immediate" })).unwrap(),
+        ],
+    };
+    let pods = (0..3)
+        .map(|i| {
+            let volume = json!({ "volumes": [{ "name": "data", "persistentVolumeClaim": { "claimName": format!("data-db-{i}") } }] });
+            pod(&format!("db-{i}"), "1", "1Gi", json!({ "app": "db" }), volume)
+        })
+        .collect();
+    let mut problem = problem(pods, vec![pool("default", json!({}), small_catalog())]);
+    problem.volumes = volumes;
+    let plan = solve_checked(&problem);
+    let zone_of = |pod: usize| {
+        plan.new_nodes
+            .iter()
+            .find(|n| n.pods.contains(&pod))
+            .map(|n| n.zone.as_str())
+    };
+    assert_eq!(zone_of(0), Some("us-east-1b"), "bound volume's zone");
+    assert_eq!(zone_of(1), Some("us-east-1c"), "storage class's allowed zone");
+    let reasons = plan
+        .unschedulable
+        .iter()
+        .find(|u| u.pod == 2)
+        .expect("the immediate-binding claim blocks db-2")
+        .message();
+    assert!(reasons.contains("binds immediately"), "{reasons}");
+}
