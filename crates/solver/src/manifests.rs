@@ -323,6 +323,37 @@ impl Builder {
         }
     }
 
+    /// Claims given among the inputs win over the ones a StatefulSet would create; a template
+    /// claim without a storage class gets the default class, as the API server would.
+    fn add_template_claims(&mut self) {
+        let default_class = self
+            .volumes
+            .storage_classes
+            .iter()
+            .find(|c| {
+                c.metadata.annotations.as_ref().is_some_and(|a| {
+                    a.get("storageclass.kubernetes.io/is-default-class")
+                        .map(String::as_str)
+                        == Some("true")
+                })
+            })
+            .and_then(|c| c.metadata.name.clone());
+        for mut claim in std::mem::take(&mut self.template_claims) {
+            let exists = self.volumes.claims.iter().any(|c| {
+                c.metadata.name == claim.metadata.name && c.metadata.namespace == claim.metadata.namespace
+            });
+            if exists {
+                continue;
+            }
+            if let Some(spec) = claim.spec.as_mut()
+                && spec.storage_class_name.is_none()
+            {
+                spec.storage_class_name.clone_from(&default_class);
+            }
+            self.volumes.claims.push(claim);
+        }
+    }
+
     fn add_job(&mut self, job: Job, at: At<'_>) {
         let name = job.metadata.name.clone().unwrap_or_default();
         let spec = job.spec.unwrap_or_default();
@@ -667,35 +698,8 @@ impl Builder {
         }
         problem.pods = self.pods;
         problem.daemonset_pods = self.daemonset_pods;
-        // Claims given among the inputs win over the ones a StatefulSet would create; a template
-        // claim without a storage class gets the default class, as the API server would.
-        let default_class = self
-            .volumes
-            .storage_classes
-            .iter()
-            .find(|c| {
-                c.metadata.annotations.as_ref().is_some_and(|a| {
-                    a.get("storageclass.kubernetes.io/is-default-class")
-                        .map(String::as_str)
-                        == Some("true")
-                })
-            })
-            .and_then(|c| c.metadata.name.clone());
-        for mut claim in self.template_claims {
-            let exists = self.volumes.claims.iter().any(|c| {
-                c.metadata.name == claim.metadata.name && c.metadata.namespace == claim.metadata.namespace
-            });
-            if exists {
-                continue;
-            }
-            if let Some(spec) = claim.spec.as_mut()
-                && spec.storage_class_name.is_none()
-            {
-                spec.storage_class_name.clone_from(&default_class);
-            }
-            self.volumes.claims.push(claim);
-        }
-        problem.volumes = self.volumes;
+        self.add_template_claims();
+        problem.volumes = std::mem::take(&mut self.volumes);
         Ok(PlanInput {
             problem,
             pods: self.origins,
