@@ -55,6 +55,7 @@ pub fn admit(
         let registry = store.registry();
         crd::prepare(info, |g, p| registry.get(g, p).is_some(), new, old)?;
     }
+    validate_metadata(info, new)?;
     validate_builtin(info, new)?;
     if opts.operation == Operation::Update {
         let manager = opts.field_manager.as_deref().unwrap_or("unknown");
@@ -73,6 +74,76 @@ fn invalid(info: &ResourceInfo, value: &Value, causes: Vec<Cause>) -> ApiError {
             name: meta_str(value, "name").unwrap_or_default().to_owned(),
         }),
         causes,
+    }
+}
+
+/// Label and annotation syntax for every object, and DNS-1123 names for built-in kinds (custom
+/// resources only need names that are path segments, checked before admission).
+fn validate_metadata(info: &ResourceInfo, value: &Value) -> ApiResult<()> {
+    use nodewright_api::validation::syntax::{is_dns1123_subdomain, label_value, qualified_name};
+    let mut causes = Vec::new();
+    let meta = value.get("metadata");
+    let name = meta_str(value, "name").unwrap_or_default();
+    if info.crd.is_none() && !is_dns1123_subdomain(name) {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            format!(
+                "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+            ),
+            "metadata.name",
+        ));
+    }
+    let entries = |key: &str| {
+        meta.and_then(|m| m.get(key))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+    };
+    for (key, v) in entries("labels") {
+        if let Some(problem) = qualified_name(key) {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                format!("Invalid value: {key:?}: {problem}"),
+                "metadata.labels",
+            ));
+        }
+        match v.as_str() {
+            Some(text) => {
+                if let Some(problem) = label_value(text) {
+                    causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        format!("Invalid value: {text:?}: {problem}"),
+                        "metadata.labels",
+                    ));
+                }
+            }
+            None => causes.push(Cause::new(
+                "FieldValueInvalid",
+                "Invalid value: label values must be strings",
+                "metadata.labels",
+            )),
+        }
+    }
+    for (key, v) in entries("annotations") {
+        if let Some(problem) = qualified_name(&key.to_lowercase()) {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                format!("Invalid value: {key:?}: {problem}"),
+                "metadata.annotations",
+            ));
+        }
+        if !v.is_string() {
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                "Invalid value: annotation values must be strings",
+                "metadata.annotations",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(info, value, causes))
     }
 }
 

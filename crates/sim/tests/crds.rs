@@ -207,3 +207,177 @@ async fn example_manifests_apply_server_side() {
         );
     }
 }
+
+const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
+    selectableFields:
+    - jsonPath: .spec.color
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: "self.replicas <= 10"
+              message: at most ten
+            properties:
+              replicas: {type: integer, default: 1}
+              color: {type: string, enum: [red, blue]}
+              parts:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    size: {type: integer}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+              selector: {type: string}
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#;
+
+#[tokio::test]
+async fn custom_resources_get_scale_selectable_fields_versions_and_list_maps() {
+    let c = cluster().await;
+    c.apply_yaml(WIDGET_CRD).unwrap();
+    let v1 = ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"));
+    let widgets: Api<DynamicObject> = Api::default_namespaced_with(c.client(), &v1);
+    let widget = |name: &str, color: &str| -> DynamicObject {
+        serde_json::from_value(
+            json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name},
+            "spec": {"color": color, "parts": [{"name": "a", "size": 1}]}}),
+        )
+        .unwrap()
+    };
+    let created = widgets
+        .create(&PostParams::default(), &widget("w1", "red"))
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["replicas"], 1);
+    widgets
+        .create(&PostParams::default(), &widget("w2", "blue"))
+        .await
+        .unwrap();
+
+    // Selectable fields.
+    let reds = widgets
+        .list(&kube::api::ListParams::default().fields("spec.color=red"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reds.items.iter().map(ResourceExt::name_any).collect::<Vec<_>>(),
+        ["w1"]
+    );
+
+    // Scale subresource on the CRD's paths; the CEL rule still guards spec.replicas.
+    let scaled = widgets
+        .patch_scale(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scaled.spec.unwrap().replicas, Some(4));
+    let too_many = widgets
+        .patch_scale(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 11}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&too_many), Some(422));
+
+    // Server-side apply merges x-kubernetes-list-type=map lists by key across managers.
+    let part = |manager: &str, name: &str, size: i64| {
+        let obj: DynamicObject =
+            serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w1"}, "spec": {"parts": [{"name": name, "size": size}]}}))
+            .unwrap();
+        (PatchParams::apply(manager), obj)
+    };
+    let (pp, obj) = part("one", "b", 2);
+    widgets.patch("w1", &pp, &Patch::Apply(&obj)).await.unwrap();
+    let (pp, obj) = part("two", "c", 3);
+    let merged = widgets.patch("w1", &pp, &Patch::Apply(&obj)).await.unwrap();
+    let names: Vec<&str> = merged.data["spec"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+
+    // Another served version sees the same object under its own apiVersion.
+    let beta = ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1beta1", "Widget"));
+    let beta_widgets: Api<DynamicObject> = Api::default_namespaced_with(c.client(), &beta);
+    let seen = beta_widgets.get("w1").await.unwrap();
+    assert_eq!(seen.types.unwrap().api_version, "example.com/v1beta1");
+    assert_eq!(
+        widgets.get("w1").await.unwrap().types.unwrap().api_version,
+        "example.com/v1"
+    );
+
+    // Invalid enum values are refused with the field named.
+    let bad = widgets
+        .create(&PostParams::default(), &widget("w3", "green"))
+        .await
+        .unwrap_err();
+    assert_eq!(causes(&bad), ["spec.color"]);
+
+    // The test-support waits see changes made through the API.
+    let found = c
+        .wait_for_object("example.com", "widgets", "default", "w2", WAIT, |w| {
+            w["spec"]["color"] == "blue"
+        })
+        .await
+        .unwrap();
+    assert_eq!(found["metadata"]["name"], "w2");
+}
+
+#[tokio::test]
+async fn built_in_metadata_is_validated() {
+    let c = cluster().await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::default_namespaced(c.client());
+    let mut upper = common::cm("Upper");
+    assert_eq!(
+        code(&cms.create(&PostParams::default(), &upper).await.unwrap_err()),
+        Some(422)
+    );
+    upper.metadata.name = Some("lower".into());
+    upper.metadata.labels = Some([("bad key!".to_owned(), "v".to_owned())].into());
+    let err = cms.create(&PostParams::default(), &upper).await.unwrap_err();
+    assert_eq!(causes(&err), ["metadata.labels"]);
+    upper.metadata.labels = Some([("ok".to_owned(), "-bad-value".to_owned())].into());
+    assert_eq!(
+        causes(&cms.create(&PostParams::default(), &upper).await.unwrap_err()),
+        ["metadata.labels"]
+    );
+}

@@ -150,7 +150,13 @@ pub(crate) fn check_type(info: &ResourceInfo, value: &mut Value) -> ApiResult<()
                 info.api_version(info.storage_version()).into(),
             );
         }
-        Some(true) => {}
+        Some(true) => {
+            // Objects are stored in the storage version; reads in another version relabel them.
+            map.insert(
+                "apiVersion".into(),
+                info.api_version(info.storage_version()).into(),
+            );
+        }
         Some(false) => {
             return Err(ApiError::BadRequest(format!(
                 "the API version in the data ({}) does not match the expected API version ({})",
