@@ -696,10 +696,10 @@ impl Builder {
             self.warnings
                 .push("no NodePool among the inputs: no node can be planned".to_owned());
         }
-        problem.pods = self.pods;
-        problem.daemonset_pods = self.daemonset_pods;
         self.add_template_claims();
         problem.volumes = std::mem::take(&mut self.volumes);
+        problem.pods = self.pods;
+        problem.daemonset_pods = self.daemonset_pods;
         Ok(PlanInput {
             problem,
             pods: self.origins,
