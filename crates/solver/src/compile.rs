@@ -171,6 +171,7 @@ pub(crate) struct Compiled {
     pub universes: HashMap<Sym, Vec<Sym>>,
     /// Classes of each family.
     pub families: Vec<Vec<usize>>,
+    pub min_values_policy: crate::problem::MinValuesPolicy,
     /// Per (pool, node requirements): the pool's types those requirements allow, cheapest allowed
     /// offering first. Nodes with equal requirements share one list.
     type_lists: RefCell<HashMap<TypeListKey, Arc<[u32]>>>,
@@ -457,6 +458,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
         pod_count: problem.pods.len(),
         universes: HashMap::new(),
         families,
+        min_values_policy: problem.options.min_values_policy,
         type_lists: RefCell::new(HashMap::new()),
     };
     let topology_keys: Vec<Sym> = compiled

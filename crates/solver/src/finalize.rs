@@ -321,6 +321,7 @@ fn node_claim(compiled: &Compiled, bin: &Bin, choice: &Choice, options: &Options
         price: choice.price,
         pods: Vec::new(),
         requests: compiled.dims.named(&requests),
+        min_values_relaxed: bin.min_values_relaxed,
     }
 }
 

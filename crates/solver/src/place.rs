@@ -9,6 +9,7 @@ use crate::{
     intern::Sym,
     lookahead::{ShapeWeights, choose_target},
     pod::{HostPort, tolerates},
+    problem::MinValuesPolicy,
     requirements::{Requirement, Requirements},
     resources::{Res, describe_amount},
     state::{Bin, Placement, State},
@@ -72,6 +73,8 @@ impl Attempt {
 
 /// What a successful check decided.
 struct Fit {
+    /// Whether `minValues` had to be lowered (`BestEffort`).
+    min_values_relaxed: bool,
     /// Pods of other classes a new node is shaped to hold (empty for existing bins).
     pattern: Vec<(usize, i64)>,
     requirements: Requirements,
@@ -353,6 +356,7 @@ fn check_bin(
     .map_err(|refusal| refusal.permanent)?;
     if merged == bin.requirements {
         return Ok(Fit {
+            min_values_relaxed: false,
             pattern: Vec::new(),
             requirements: merged,
             types: None,
@@ -364,15 +368,14 @@ fn check_bin(
         needed.add(&c.requests);
     }
     let types = compiled.allowed_types(bin.pool, &merged);
+    let mut relaxed = false;
     if has_min_values(&merged) {
         let fitting: Vec<u32> = types
             .iter()
             .copied()
             .filter(|t| needed.fits_in(&pool.types[*t as usize].alloc))
             .collect();
-        if !min_values_hold(compiled, pool, &fitting, &merged) {
-            return Err(false);
-        }
+        relaxed = enforce_min_values(compiled, pool, &fitting, &mut merged).map_err(|()| false)?;
     }
     let target = if types.contains(&bin.target) {
         bin.target
@@ -385,6 +388,7 @@ fn check_bin(
             .ok_or(false)?
     };
     Ok(Fit {
+        min_values_relaxed: relaxed,
         pattern: Vec::new(),
         requirements: merged,
         types: Some(types),
@@ -452,6 +456,7 @@ fn check_new(
         && !has_min_values(&merged);
     if fixed && let Some(&target) = weights.fixed_shapes.get(&(p, merged.clone(), class)) {
         return Ok(Fit {
+            min_values_relaxed: false,
             pattern: Vec::new(),
             requirements: merged,
             types: Some(list),
@@ -469,15 +474,16 @@ fn check_new(
     if candidates.is_empty() {
         return Err(no_type_reason(compiled, pool, c, &merged, remaining));
     }
-    if has_min_values(&merged) && !min_values_hold(compiled, pool, &candidates, &merged) {
-        return Err("minValues cannot be met by the instance types that fit".into());
-    }
+    let relaxed = has_min_values(&merged)
+        && enforce_min_values(compiled, pool, &candidates, &mut merged)
+            .map_err(|()| "minValues cannot be met by the instance types that fit".to_owned())?;
     let shape = choose_target(compiled, state, weights, p, &candidates, class);
     let target = shape.target;
     if fixed {
         weights.fixed_shapes.insert((p, merged.clone(), class), target);
     }
     Ok(Fit {
+        min_values_relaxed: relaxed,
         pattern: if attempt.is_default() {
             shape.pattern
         } else {
@@ -533,26 +539,41 @@ pub(crate) fn allowed_offering<'a>(
     })
 }
 
-fn min_values_hold(compiled: &Compiled, pool: &Pool, types: &[u32], requirements: &Requirements) -> bool {
-    requirements
+/// Checks `minValues`: the types left must offer that many distinct values per key. Under
+/// `BestEffort` a shortfall lowers `minValues` to what the types achieve (reported as relaxed);
+/// under `Strict` it fails. Returns whether anything was relaxed.
+fn enforce_min_values(
+    compiled: &Compiled,
+    pool: &Pool,
+    types: &[u32],
+    requirements: &mut Requirements,
+) -> Result<bool, ()> {
+    let mut relaxed = false;
+    let keys: Vec<(Sym, u32)> = requirements
         .iter()
         .filter_map(|(k, r)| r.min_values.map(|m| (k, m)))
-        .all(|(key, min)| {
-            let mut values: Vec<Sym> = types
-                .iter()
-                .filter_map(|t| {
-                    let ty = &pool.types[*t as usize];
-                    if key == compiled.keys.instance_type {
-                        Some(compiled.interner.get(&ty.name).unwrap_or(Sym(u32::MAX)))
-                    } else {
-                        ty.label(key)
-                    }
-                })
-                .collect();
-            values.sort_unstable();
-            values.dedup();
-            values.len() >= min as usize
-        })
+        .collect();
+    for (key, min) in keys {
+        let mut values: Vec<Sym> = types
+            .iter()
+            .filter_map(|t| pool.types[*t as usize].label(key))
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        let achieved = u32::try_from(values.len()).unwrap_or(u32::MAX);
+        if achieved >= min {
+            continue;
+        }
+        if compiled.min_values_policy == MinValuesPolicy::Strict || achieved == 0 {
+            return Err(());
+        }
+        if let Some(mut requirement) = requirements.get(key).cloned() {
+            requirement.min_values = Some(achieved);
+            requirements.set(key, requirement);
+            relaxed = true;
+        }
+    }
+    Ok(relaxed)
 }
 
 fn no_type_reason(
@@ -885,6 +906,7 @@ fn commit_bin(
         bin.types = types;
     }
     bin.target = fit.target;
+    bin.min_values_relaxed |= fit.min_values_relaxed;
     bin.pods.push(pod);
     bin.classes.push(class);
     bin.host_ports.extend(c.host_ports.iter().cloned());
@@ -945,6 +967,7 @@ fn open_bin(
         hostname,
         reservations: Vec::new(),
         reserved_room: Res::zero(compiled.dims.len()),
+        min_values_relaxed: false,
     });
     let b = state.bins.len() - 1;
     commit_bin(compiled, state, class, pod, attempt, b, fit, false);

@@ -22,6 +22,9 @@ pub struct NodeClaimPlan {
     pub pods: Vec<usize>,
     /// The pods' requests plus DaemonSet overhead.
     pub requests: Resources,
+    /// `minValues` was lowered to what the instance types achieve (`BestEffort`); the NodeClaim
+    /// carries `karpenter.sh/nodeclaim-min-values-relaxed: "true"`.
+    pub min_values_relaxed: bool,
 }
 
 /// Why a pod cannot be placed.

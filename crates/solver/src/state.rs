@@ -29,6 +29,8 @@ pub(crate) struct Bin {
     pub reservations: Vec<(usize, i64)>,
     /// The resources `reservations` hold.
     pub reserved_room: Res,
+    /// `minValues` was lowered for this node (`BestEffort`).
+    pub min_values_relaxed: bool,
 }
 
 impl Bin {

@@ -354,3 +354,42 @@ fn volumes_pin_pods_to_their_zones() {
         .message();
     assert!(reasons.contains("binds immediately"), "{reasons}");
 }
+
+#[test]
+fn min_values_are_strict_by_default_and_relaxed_on_request() {
+    // The catalogue has three families (c6i, m6i, r6i); require four.
+    let spec = json!({ "template": { "spec": { "requirements": [
+        { "key": "karpenter.k8s.aws/instance-family", "operator": "Exists", "minValues": 4 }
+    ] } } });
+    let strict = problem(
+        pods("web", 1, "1", "1Gi", json!({}), json!({})),
+        vec![pool("default", spec.clone(), small_catalog())],
+    );
+    let plan = solve_checked(&strict);
+    assert_eq!(plan.unschedulable.len(), 1);
+    assert!(
+        plan.unschedulable[0].message().contains("minValues"),
+        "{}",
+        plan.unschedulable[0].message()
+    );
+
+    let mut relaxed = problem(
+        pods("web", 1, "1", "1Gi", json!({}), json!({})),
+        vec![pool("default", spec, small_catalog())],
+    );
+    relaxed.options.min_values_policy = nodewright_solver::MinValuesPolicy::BestEffort;
+    let plan = solve_checked(&relaxed);
+    assert!(plan.unschedulable.is_empty());
+    let node = &plan.new_nodes[0];
+    assert!(node.min_values_relaxed);
+    let family = node
+        .requirements
+        .iter()
+        .find(|r| r.key == "karpenter.k8s.aws/instance-family")
+        .unwrap();
+    assert_eq!(
+        family.min_values,
+        Some(3),
+        "lowered to the three families that exist"
+    );
+}
