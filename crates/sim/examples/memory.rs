@@ -30,6 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         registry.get("", "pods").ok_or("pods")?,
     );
     let opts = WriteOptions::default();
+    let rs_info = registry.get("apps", "replicasets").ok_or("replicasets")?;
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-7d9f8c6b5"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}});
+    let rs_uid = store.create(&rs_info, "default", rs, &opts)?.uid.to_string();
     let started = Instant::now();
     for i in 0..nodes {
         let node = json!({
@@ -47,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("web-7d9f8c6b5-{i:06}"), "labels": {"app": "web", "pod-template-hash": "7d9f8c6b5"},
-                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8c6b5", "uid": "0b9a7c1e-0000-4000-8000-000000000001", "controller": true, "blockOwnerDeletion": true}]},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8c6b5", "uid": rs_uid, "controller": true, "blockOwnerDeletion": true}]},
             "spec": {"nodeName": format!("ip-10-0-{}-{}.ec2.internal", (i % nodes.max(1)) / 250, (i % nodes.max(1)) % 250),
                      "containers": [{"name": "web", "image": "public.ecr.aws/nginx/nginx:1.27", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}]},
         });

@@ -1,7 +1,8 @@
 //! Garbage collection, run right after every write that removed an object or started a
 //! foreground, orphan or namespace deletion (so the cascade has finished when the write's
 //! response is sent, where a real cluster would finish it a moment later):
-//! - background: an object all of whose owners are gone is deleted;
+//! - background: an object all of whose owners are gone is deleted (also when it is created
+//!   naming only owners that do not exist);
 //! - foreground: the owner keeps the `foregroundDeletion` finalizer while dependents are deleted
 //!   (in the foreground themselves when they block it), and leaves once no dependent with
 //!   `blockOwnerDeletion` remains;
@@ -32,6 +33,7 @@ impl Store {
                         namespace,
                     } => self.removed(&uid, &owners, &namespace),
                     GcWork::Finalize(location) => self.finalize(&location),
+                    GcWork::CheckOwners(location) => self.check_owners(&location),
                 }
             }
         }
@@ -109,6 +111,19 @@ impl Store {
                 key: crate::store::object_key("", namespace),
             };
             self.finalize(&ns);
+        }
+    }
+
+    /// Deletes an object none of whose owners exists (created with dangling owner references).
+    fn check_owners(&self, location: &Location) {
+        let dangling = {
+            let inner = self.lock();
+            inner.get_at(location).is_some_and(|o| {
+                !o.deleting && !o.owners.is_empty() && o.owners.iter().all(|r| !inner.exists(&r.uid))
+            })
+        };
+        if dangling {
+            self.delete_at(location, Propagation::Background);
         }
     }
 

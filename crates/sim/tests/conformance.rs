@@ -1088,3 +1088,56 @@ async fn streaming_list_and_metadata_watchers() {
         }
     }
 }
+
+#[tokio::test]
+async fn dangling_owners_and_new_types_need_no_relist() {
+    let c = cluster().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client());
+    // A list at an old version of a type nobody has written yet can still be watched from.
+    let pods: Api<Pod> = Api::default_namespaced(c.client());
+    let old = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    api.create(&PostParams::default(), &cm("unrelated"))
+        .await
+        .unwrap();
+    let mut watch = pods
+        .watch(&WatchParams::default().timeout(2), &old)
+        .await
+        .unwrap()
+        .boxed();
+    pods.create(&PostParams::default(), &pod("late", &json!({}), None))
+        .await
+        .unwrap();
+    match tokio::time::timeout(WAIT, watch.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        WatchEvent::Added(p) => assert_eq!(p.name_any(), "late"),
+        other => panic!("{other:?}"),
+    }
+
+    // An object created naming only owners that do not exist is garbage.
+    let mut orphan = cm("orphan");
+    orphan.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "gone".into(),
+            uid: "00000000-0000-0000-0000-000000000000".into(),
+            ..Default::default()
+        },
+    ]);
+    api.create(&PostParams::default(), &orphan).await.unwrap();
+    c.wait_until(WAIT, "dangling dependent collected", || async {
+        api.get_opt("orphan").await.unwrap().is_none()
+    })
+    .await
+    .unwrap();
+}

@@ -82,11 +82,16 @@ impl Inner {
                 .iter()
                 .any(|f| &**f == write::FOREGROUND || &**f == write::ORPHAN)
                 || (info.group.is_empty() && info.plural == "namespaces"));
+        let location = || Location {
+            resource: resource.clone(),
+            key: object_key(&obj.namespace, &obj.name),
+        };
         if finalize {
-            self.gc.push(GcWork::Finalize(Location {
-                resource: resource.clone(),
-                key: object_key(&obj.namespace, &obj.name),
-            }));
+            self.gc.push(GcWork::Finalize(location()));
+        }
+        let owners_changed = prev.as_ref().is_none_or(|p| p.owners != obj.owners);
+        if owners_changed && !obj.owners.is_empty() && !obj.deleting {
+            self.gc.push(GcWork::CheckOwners(location()));
         }
         self.record(
             &resource,

@@ -65,11 +65,12 @@ struct Table {
 }
 
 impl Table {
-    fn new(buffer: usize, compacted: u64) -> Self {
+    /// A new table has lost no change yet: a watch from any version sees all of its changes.
+    fn new(buffer: usize) -> Self {
         Self {
             objects: BTreeMap::new(),
             history: VecDeque::new(),
-            compacted,
+            compacted: 0,
             sender: broadcast::channel(buffer.max(1)).0,
         }
     }
@@ -99,6 +100,8 @@ pub(crate) enum GcWork {
     /// An object is being deleted with a `foregroundDeletion` or `orphan` finalizer, or is a
     /// terminating namespace.
     Finalize(Location),
+    /// An object was written naming owners: if none of them exists, it is garbage.
+    CheckOwners(Location),
 }
 
 #[derive(Debug)]
@@ -241,10 +244,10 @@ impl Inner {
     }
 
     fn table(&mut self, resource: &GroupResource) -> &mut Table {
-        let (buffer, rv) = (self.config.watch_buffer, self.rv);
+        let buffer = self.config.watch_buffer;
         self.tables
             .entry(resource.clone())
-            .or_insert_with(|| Table::new(buffer, rv))
+            .or_insert_with(|| Table::new(buffer))
     }
 }
 

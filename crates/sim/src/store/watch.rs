@@ -67,7 +67,7 @@ impl Store {
         let table = inner
             .tables
             .entry(info.key())
-            .or_insert_with(|| Table::new(buffer, rv));
+            .or_insert_with(|| Table::new(buffer));
         let receiver = table.sender.subscribe();
         let backlog = match from {
             None => table
