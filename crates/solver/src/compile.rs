@@ -83,6 +83,8 @@ pub(crate) struct SpreadC {
     pub required: bool,
     pub min_domains: Option<i64>,
     pub honor_node_affinity: bool,
+    /// `nodeTaintsPolicy: Honor`: domains only of nodes (and pools) whose taints the pod tolerates.
+    pub honor_node_taints: bool,
 }
 
 /// A pod (anti-)affinity term, compiled.
@@ -120,6 +122,14 @@ impl Class {
     pub(crate) fn constrained(&self) -> bool {
         !self.spread.is_empty() || !self.affinity.is_empty() || !self.host_ports.is_empty()
     }
+}
+
+/// The values a topology key can take: overall, per pool, and per existing node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Domains {
+    pub all: Vec<Sym>,
+    pub by_pool: Vec<Vec<Sym>>,
+    pub by_node: Vec<(usize, Sym)>,
 }
 
 /// A set of pods counted together for topology: a selector within namespaces, on a key.
@@ -168,7 +178,7 @@ pub(crate) struct Compiled {
     pub existing_anti: Vec<(usize, Sym)>,
     pub pod_count: usize,
     /// Every value a topology key can take, per key used by a spread or affinity term.
-    pub universes: HashMap<Sym, Vec<Sym>>,
+    pub universes: HashMap<Sym, Domains>,
     /// Classes of each family.
     pub families: Vec<Vec<usize>>,
     pub min_values_policy: crate::problem::MinValuesPolicy,
@@ -312,6 +322,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
                 required: s.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule,
                 min_domains: s.min_domains,
                 honor_node_affinity: s.honor_node_affinity,
+                honor_node_taints: s.honor_node_taints,
             })
             .collect();
         let affinity = pod
@@ -483,8 +494,8 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
 
 /// Every value `key` can take on a node: from the pools' instance types, offerings and labels,
 /// and from existing nodes.
-fn universe(compiled: &Compiled, key: Sym) -> Vec<Sym> {
-    let mut values = Vec::new();
+fn universe(compiled: &Compiled, key: Sym) -> Domains {
+    let mut domains = Domains::default();
     for (p, pool) in compiled.pools.iter().enumerate() {
         let allowed = pool.requirements.get(key);
         let mut of_pool: Vec<Sym> = allowed
@@ -505,9 +516,12 @@ fn universe(compiled: &Compiled, key: Sym) -> Vec<Sym> {
         if let Some(allowed) = allowed {
             of_pool.retain(|v| allowed.has(*v, &compiled.interner));
         }
-        values.extend(of_pool);
+        of_pool.sort_unstable();
+        of_pool.dedup();
+        domains.all.extend_from_slice(&of_pool);
+        domains.by_pool.push(of_pool);
     }
-    for node in &compiled.existing {
+    for (n, node) in compiled.existing.iter().enumerate() {
         let domain = if key == compiled.keys.hostname {
             Some(node.hostname)
         } else {
@@ -515,11 +529,14 @@ fn universe(compiled: &Compiled, key: Sym) -> Vec<Sym> {
                 .get(key)
                 .and_then(crate::requirements::Requirement::single)
         };
-        values.extend(domain);
+        if let Some(domain) = domain {
+            domains.all.push(domain);
+            domains.by_node.push((n, domain));
+        }
     }
-    values.sort_unstable();
-    values.dedup();
-    values
+    domains.all.sort_unstable();
+    domains.all.dedup();
+    domains
 }
 
 /// Unconstrained classes with equal node terms and tolerations form a family; every constrained

@@ -667,9 +667,13 @@ fn spread(
             }
             continue;
         }
-        let eligible: Vec<Sym> = universe(compiled, spread.key)
-            .iter()
-            .copied()
+        let domains: Vec<Sym> = if spread.honor_node_taints {
+            tolerated_domains(compiled, c, spread.key)
+        } else {
+            universe(compiled, spread.key).to_vec()
+        };
+        let eligible: Vec<Sym> = domains
+            .into_iter()
             .filter(|d| {
                 !spread.honor_node_affinity
                     || pod_requirements
@@ -842,7 +846,37 @@ fn domain_of(compiled: &Compiled, node: Node<'_>, key: Sym) -> Option<Sym> {
 }
 
 fn universe(compiled: &Compiled, key: Sym) -> &[Sym] {
-    compiled.universes.get(&key).map_or(&[], Vec::as_slice)
+    compiled.universes.get(&key).map_or(&[], |d| d.all.as_slice())
+}
+
+/// Domains of `key` on nodes whose taints the class tolerates (`nodeTaintsPolicy: Honor`).
+fn tolerated_domains(compiled: &Compiled, class: &Class, key: Sym) -> Vec<Sym> {
+    let Some(domains) = compiled.universes.get(&key) else {
+        return Vec::new();
+    };
+    let tolerated = |taints: &[Taint]| {
+        taints
+            .iter()
+            .filter(|t| t.effect != "PreferNoSchedule")
+            .all(|t| tolerates(&class.tolerations, t))
+    };
+    let mut values: Vec<Sym> = domains
+        .by_pool
+        .iter()
+        .zip(&compiled.pools)
+        .filter(|(_, pool)| tolerated(&pool.taints))
+        .flat_map(|(values, _)| values.iter().copied())
+        .chain(
+            domains
+                .by_node
+                .iter()
+                .filter(|(n, _)| tolerated(&compiled.existing[*n].taints))
+                .map(|(_, d)| *d),
+        )
+        .collect();
+    values.sort_unstable();
+    values.dedup();
+    values
 }
 
 fn record(compiled: &Compiled, state: &mut State, class: usize, attempt: &Attempt, node: Node<'_>) {

@@ -393,3 +393,44 @@ fn min_values_are_strict_by_default_and_relaxed_on_request() {
         "lowered to the three families that exist"
     );
 }
+
+#[test]
+fn node_taints_policy_decides_whether_tainted_zones_count() {
+    let zones =
+        |zones: &[&str]| json!({ "key": "topology.kubernetes.io/zone", "operator": "In", "values": zones });
+    let general = pool(
+        "general",
+        json!({ "template": { "spec": { "requirements": [zones(&["us-east-1a", "us-east-1b"])] } } }),
+        small_catalog(),
+    );
+    let tainted = pool(
+        "batch",
+        json!({ "template": { "spec": {
+            "requirements": [zones(&["us-east-1c"])],
+            "taints": [{ "key": "batch", "effect": "NoSchedule" }]
+        } } }),
+        small_catalog(),
+    );
+    let spread = |policy: &str| {
+        json!({ "topologySpreadConstraints": [{ "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "DoNotSchedule", "nodeTaintsPolicy": policy, "labelSelector": { "matchLabels": { "app": "web" } } }] })
+    };
+    // Ignore (the default): the tainted pool's zone counts, stays empty, and caps the others at one.
+    let ignore = problem(
+        pods("web", 4, "1", "1Gi", json!({ "app": "web" }), spread("Ignore")),
+        vec![general.clone(), tainted.clone()],
+    );
+    let plan = solve_checked(&ignore);
+    assert_eq!(
+        plan.unschedulable.len(),
+        2,
+        "a: 1, b: 1, c: 0 (unreachable) blocks the rest"
+    );
+    // Honor: only zones of nodes the pods tolerate are domains, so a and b take two each.
+    let honor = problem(
+        pods("web", 4, "1", "1Gi", json!({ "app": "web" }), spread("Honor")),
+        vec![general, tainted],
+    );
+    let plan = solve_checked(&honor);
+    assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+}
