@@ -53,7 +53,8 @@ pub fn admit(
     }
     if info.group == crd::GROUP && info.plural == "customresourcedefinitions" && sub == Subresource::Main {
         let registry = store.registry();
-        crd::prepare(info, |g, p| registry.get(g, p).is_some(), new, old)?;
+        let now = store.config().clock.now_rfc3339();
+        crd::prepare(info, &now, |g, p| registry.get(g, p).is_some(), new, old)?;
     }
     validate_metadata(info, new)?;
     validate_builtin(info, new)?;

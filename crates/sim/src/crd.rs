@@ -140,6 +140,7 @@ pub fn resource_info(crd: &Value) -> Option<ResourceInfo> {
 /// Checks a CRD before it is stored and gives it the status of an accepted, established one.
 pub fn prepare(
     crd_info: &ResourceInfo,
+    now: &str,
     registry_has: impl Fn(&str, &str) -> bool,
     value: &mut Value,
     old: Option<&Value>,
@@ -229,7 +230,6 @@ pub fn prepare(
         .and_then(|s| s.get("names"))
         .cloned()
         .unwrap_or(Value::Null);
-    let now = crate::meta::rfc3339(jiff::Timestamp::now());
     let condition = |type_: &str, reason: &str, message: &str| json!({"type": type_, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now});
     value["status"] = json!({
         "acceptedNames": names,
@@ -245,7 +245,7 @@ pub fn prepare(
 /// Registers (or re-registers) the resource of a stored CRD.
 pub(crate) fn on_write(inner: &mut Inner, crd: &Value) {
     if let Some(info) = resource_info(crd) {
-        inner.registry.insert(info);
+        Arc::make_mut(&mut inner.registry).insert(info);
     }
 }
 
@@ -253,7 +253,7 @@ pub(crate) fn on_write(inner: &mut Inner, crd: &Value) {
 pub(crate) fn on_remove(inner: &mut Inner, crd: &Value) {
     if let Some(info) = resource_info(crd) {
         let key = info.key();
-        if let Some(served) = inner.registry.remove(&key) {
+        if let Some(served) = Arc::make_mut(&mut inner.registry).remove(&key) {
             inner.drop_table(&served);
         }
     }

@@ -34,8 +34,7 @@ pub(crate) fn object_bytes(info: &ResourceInfo, version: &str, obj: &Obj) -> Byt
     Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
 }
 
-fn include_object(headers: &HeaderMap, query: &Query) -> IncludeObject {
-    let _ = headers;
+fn include_object(query: &Query) -> IncludeObject {
     match query.get("includeObject") {
         Some("None") => IncludeObject::None,
         Some("Object") => IncludeObject::Object,
@@ -105,7 +104,7 @@ pub(super) fn list(
                 &objects,
                 page.rv,
                 page.continue_token.as_deref(),
-                include_object(headers, query),
+                include_object(query),
                 now,
             );
             Ok(table_response(&t))

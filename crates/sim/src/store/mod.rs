@@ -107,7 +107,8 @@ pub(crate) enum GcWork {
 #[derive(Debug)]
 pub(crate) struct Inner {
     rv: u64,
-    pub(crate) registry: Registry,
+    /// Copy-on-write: requests take a cheap snapshot; CRD changes replace it.
+    pub(crate) registry: Arc<Registry>,
     tables: HashMap<GroupResource, Table>,
     uids: HashMap<Box<str>, Location>,
     /// Owner uid → uids of the objects naming it.
@@ -135,7 +136,7 @@ impl Store {
         let store = Self {
             inner: Mutex::new(Inner {
                 rv: 0,
-                registry: Registry::with_builtins(),
+                registry: Arc::new(Registry::with_builtins()),
                 tables: HashMap::new(),
                 uids: HashMap::new(),
                 dependents: HashMap::new(),
@@ -164,7 +165,7 @@ impl Store {
     }
 
     /// A snapshot of the served types.
-    pub fn registry(&self) -> Registry {
+    pub fn registry(&self) -> Arc<Registry> {
         self.lock().registry.clone()
     }
 
