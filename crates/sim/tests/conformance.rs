@@ -1141,3 +1141,63 @@ async fn dangling_owners_and_new_types_need_no_relist() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn delete_collection_clock_and_single_object_watch() {
+    let fixed: jiff::Timestamp = "2030-01-02T03:04:05Z".parse().unwrap();
+    let c = nodewright_sim::testing::TestCluster::start_with(
+        nodewright_sim::store::StoreConfig {
+            clock: nodewright_sim::meta::Clock::from_fn(move || fixed),
+            ..nodewright_sim::store::StoreConfig::default()
+        },
+        nodewright_sim::ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client());
+    let mut labelled = cm("x1");
+    labelled.metadata.labels = Some([("batch".to_owned(), "1".to_owned())].into());
+    let created = api.create(&PostParams::default(), &labelled).await.unwrap();
+    assert_eq!(
+        created.metadata.creation_timestamp.unwrap().0.to_string(),
+        "2030-01-02T03:04:05Z"
+    );
+    labelled.metadata.name = Some("x2".into());
+    api.create(&PostParams::default(), &labelled).await.unwrap();
+    api.create(&PostParams::default(), &cm("keep")).await.unwrap();
+
+    // A watch on one object's legacy path sees only that object.
+    let url = format!(
+        "{}/api/v1/watch/namespaces/default/configmaps/x1?timeoutSeconds=1",
+        c.url()
+    );
+    let text = c
+        .client()
+        .request_text(axum::http::Request::get(url).body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("\"ADDED\"") && text.contains("\"x1\""), "{text}");
+
+    let deleted = api
+        .delete_collection(&DeleteParams::default(), &ListParams::default().labels("batch=1"))
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(names, ["x1", "x2"]);
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(left, ["keep"]);
+}

@@ -218,6 +218,9 @@ fn resource(
             read::watch(state, target, query, headers)
         }
         ("GET", false, None) => read::list(state, target, query, headers),
+        ("GET", true, None) if target.watch_path || query.flag("watch") => {
+            read::watch(state, target, query, headers)
+        }
         ("GET", true, None | Some("status")) => read::get(state, target, headers),
         ("POST", false, None) => write::create(state, target, query, headers, body),
         ("PUT", true, None | Some("status")) => write::update(state, target, query, headers, body),
