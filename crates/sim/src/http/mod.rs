@@ -214,13 +214,10 @@ fn resource(
 ) -> ApiResult<Response> {
     let sub = target.sub.as_deref();
     match (method.as_str(), target.name.is_some(), sub) {
-        ("GET", false, None) if target.watch_path || query.flag("watch") => {
+        ("GET", _, None) if target.watch_path || query.flag("watch") => {
             read::watch(state, target, query, headers)
         }
         ("GET", false, None) => read::list(state, target, query, headers),
-        ("GET", true, None) if target.watch_path || query.flag("watch") => {
-            read::watch(state, target, query, headers)
-        }
         ("GET", true, None | Some("status")) => read::get(state, target, headers),
         ("POST", false, None) => write::create(state, target, query, headers, body),
         ("PUT", true, None | Some("status")) => write::update(state, target, query, headers, body),
