@@ -8,6 +8,7 @@
 //! client named a resourceVersion).
 
 mod commit;
+mod delete;
 mod object;
 mod read;
 mod watch;
@@ -21,10 +22,11 @@ use std::{
 use tokio::sync::broadcast;
 
 pub use self::{
+    delete::{DeleteOptions, Deleted, Propagation},
     object::{Obj, OwnerRef},
     read::{Filter, ListPage},
     watch::{Change, EventType, WatchStart},
-    write::{DeleteOptions, Deleted, FieldValidation, Operation, Propagation, Subresource, WriteOptions},
+    write::{FieldValidation, Operation, Subresource, WriteOptions},
 };
 use crate::{
     meta::Clock,
