@@ -48,7 +48,7 @@ fn types() -> Vec<InstanceType> {
                         name,
                         capacity: Resources {
                             cpu_millis: cpu * 1000,
-                            memory_bytes: cpu * ratio << 30,
+                            memory_bytes: (cpu * ratio) << 30,
                             pods: 110,
                             ..Resources::default()
                         },
