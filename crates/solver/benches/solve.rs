@@ -107,7 +107,7 @@ fn diverse(c: &mut Criterion) {
         };
         group.throughput(Throughput::Elements(count as u64));
         group.bench_with_input(BenchmarkId::from_parameter(count), &problem, |b, problem| {
-            b.iter(|| solve(problem))
+            b.iter(|| solve(problem));
         });
     }
     group.finish();
