@@ -1201,3 +1201,20 @@ async fn delete_collection_clock_and_single_object_watch() {
         .collect();
     assert_eq!(left, ["keep"]);
 }
+
+#[tokio::test]
+async fn unserved_subresources_are_not_found() {
+    let c = cluster().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client());
+    api.create(&PostParams::default(), &cm("plain")).await.unwrap();
+    let status = api
+        .patch_status(
+            "plain",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&status), Some(404));
+    assert_eq!(code(&api.get_scale("plain").await.unwrap_err()), Some(404));
+}

@@ -213,6 +213,15 @@ fn resource(
     body: &Bytes,
 ) -> ApiResult<Response> {
     let sub = target.sub.as_deref();
+    let served_sub = match sub {
+        None => true,
+        Some("status") => target.info.status,
+        Some("scale") => target.info.scale.is_some(),
+        Some(other) => target.info.extra_subresources.iter().any(|s| s == other),
+    };
+    if !served_sub || (sub.is_some() && target.name.is_none()) {
+        return Err(ApiError::NoResource);
+    }
     match (method.as_str(), target.name.is_some(), sub) {
         ("GET", _, None) if target.watch_path || query.flag("watch") => {
             read::watch(state, target, query, headers)
@@ -233,9 +242,6 @@ fn resource(
         }
         ("PUT", true, Some("finalize")) if target.info.plural == "namespaces" => {
             subresource::finalize_namespace(state, target, body)
-        }
-        (_, _, Some(other)) if !matches!(other, "status" | "scale" | "binding" | "eviction" | "finalize") => {
-            Err(ApiError::NoResource)
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
