@@ -22,7 +22,9 @@
 //!   (`scale`), daemonsets; batch/v1 jobs; policy/v1 poddisruptionbudgets;
 //!   coordination.k8s.io/v1 leases; scheduling.k8s.io/v1 priorityclasses; storage.k8s.io/v1
 //!   storageclasses, volumeattachments, csinodes, csidrivers; events.k8s.io/v1 events;
-//!   apiextensions.k8s.io/v1 customresourcedefinitions.
+//!   apiextensions.k8s.io/v1 customresourcedefinitions. events.k8s.io/v1 Events are also stored in
+//!   their core/v1 form ([`events`]), so `kubectl describe` shows what kube-runtime's `Recorder`
+//!   publishes (one way: core/v1 writes are not copied back).
 //! - **Custom resources**: a stored CRD is served at once (status `Established`), with its
 //!   status and scale subresources, printer columns and selectable fields. Writes are pruned of
 //!   unknown fields (400 under `fieldValidation=Strict`), defaulted (nested defaults included),
@@ -108,6 +110,7 @@ pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod eviction;
 pub mod faults;
 pub mod gc;

@@ -33,6 +33,16 @@ fn column(name: &str, type_: &str, priority: i64, format: &str) -> PrinterColumn
 
 /// The columns of a type (Name first).
 pub fn columns(info: &ResourceInfo, version: &str) -> Vec<PrinterColumn> {
+    if info.group.is_empty() && info.plural == "events" {
+        return vec![
+            column("Last Seen", "string", 0, ""),
+            column("Type", "string", 0, ""),
+            column("Reason", "string", 0, ""),
+            column("Object", "string", 0, ""),
+            column("Message", "string", 0, ""),
+            column("Name", "string", 1, "name"),
+        ];
+    }
     let mut cols = vec![column("Name", "string", 0, "name")];
     if let Some(crd) = &info.crd {
         let custom = crd.columns.get(version).cloned().unwrap_or_default();
@@ -175,6 +185,26 @@ fn builtin_cell(info: &ResourceInfo, name: &str, value: &Value, now: Timestamp) 
             }
             status.into()
         }
+        ("events", "Last Seen") => {
+            let last = [
+                "series.lastObservedTime",
+                "lastTimestamp",
+                "eventTime",
+                "firstTimestamp",
+            ]
+            .iter()
+            .find_map(|p| crate::selector::lookup(value, p).and_then(Value::as_str));
+            age(last.or(created), now).into()
+        }
+        ("events", "Type") => text(value, "type").into(),
+        ("events", "Reason") => text(value, "reason").into(),
+        ("events", "Object") => format!(
+            "{}/{}",
+            text(value, "involvedObject.kind").to_lowercase(),
+            text(value, "involvedObject.name")
+        )
+        .into(),
+        ("events", "Message") => text(value, "message").into(),
         ("nodes", "Roles") => "<none>".into(),
         ("nodes", "Version") => text(value, "status.nodeInfo.kubeletVersion").into(),
         ("namespaces", "Status") => text(value, "status.phase").into(),

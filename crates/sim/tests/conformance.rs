@@ -1218,3 +1218,47 @@ async fn unserved_subresources_are_not_found() {
     assert_eq!(code(&status), Some(404));
     assert_eq!(code(&api.get_scale("plain").await.unwrap_err()), Some(404));
 }
+
+#[tokio::test]
+async fn recorder_events_are_visible_as_core_events() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let c = cluster().await;
+    let pods: Api<Pod> = Api::default_namespaced(c.client());
+    let created = pods
+        .create(&PostParams::default(), &pod("pending", &json!({}), None))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        c.client(),
+        Reporter {
+            controller: "nodewright".into(),
+            instance: None,
+        },
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "FailedScheduling".into(),
+        note: Some("no NodePool can launch a node for this pod".into()),
+        action: "Scheduling".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&created, &());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+
+    let core: Api<CoreEvent> = Api::default_namespaced(c.client());
+    let fields = format!(
+        "involvedObject.name=pending,involvedObject.uid={}",
+        created.uid().unwrap()
+    );
+    let listed = core.list(&ListParams::default().fields(&fields)).await.unwrap();
+    assert_eq!(listed.items.len(), 1, "{:?}", listed.items);
+    let shown = &listed.items[0];
+    assert_eq!(
+        shown.message.as_deref(),
+        Some("no NodePool can launch a node for this pod")
+    );
+    assert_eq!(shown.reporting_component.as_deref(), Some("nodewright"));
+    assert_eq!(shown.series.as_ref().and_then(|s| s.count), Some(2));
+}

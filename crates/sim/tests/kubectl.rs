@@ -279,3 +279,40 @@ async fn delete_waits_for_finalizers() {
     let (ok, _, err) = k.run(&["get", "configmap", "held"]).await;
     assert!(!ok && err.contains("NotFound"), "{err}");
 }
+
+#[tokio::test]
+async fn describe_shows_events_published_through_events_k8s_io() {
+    let c = cluster().await;
+    let k = Kubectl::new(&c, "events");
+    k.ok(&["run", "waiting", "--image=pause"]).await;
+    let pod = Api::<Pod>::default_namespaced(c.client())
+        .get("waiting")
+        .await
+        .unwrap();
+    let recorder = kube::runtime::events::Recorder::new(
+        c.client(),
+        kube::runtime::events::Reporter {
+            controller: "nodewright".into(),
+            instance: None,
+        },
+    );
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "FailedScheduling".into(),
+        note: Some("no NodePool can launch a node for this pod".into()),
+        action: "Scheduling".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &kube::Resource::object_ref(&pod, &()))
+        .await
+        .unwrap();
+    let described = k.ok(&["describe", "pod", "waiting"]).await;
+    assert!(described.contains("FailedScheduling"), "{described}");
+    assert!(
+        described.contains("no NodePool can launch a node for this pod"),
+        "{described}"
+    );
+    let events = k.ok(&["get", "events"]).await;
+    assert!(events.contains("FailedScheduling"), "{events}");
+}

@@ -101,6 +101,11 @@ impl Inner {
                 prev,
             },
         );
+        if crate::events::is_events_v1(&info.group, &info.plural)
+            && let Some(core) = self.registry.get("", "events")
+        {
+            self.commit_put(&core, crate::events::to_core(&value));
+        }
         obj
     }
 
@@ -113,7 +118,14 @@ impl Inner {
         let mut value = prev.value();
         crate::meta::metadata_mut(&mut value).insert("resourceVersion".into(), rv.to_string().into());
         let obj = Arc::new(Obj::new(info, &value, rv));
-        self.uids.remove(&prev.uid);
+        // Mirrored events share a uid with their source: only the entry pointing here goes.
+        let here = Location {
+            resource: resource.clone(),
+            key: key.clone(),
+        };
+        if self.uids.get(&prev.uid) == Some(&here) {
+            self.uids.remove(&prev.uid);
+        }
         self.index_owners(&prev.uid, Some(&prev), None);
         self.gc.push(GcWork::Removed {
             uid: prev.uid.clone(),
@@ -131,6 +143,11 @@ impl Inner {
                 prev: Some(prev),
             },
         );
+        if crate::events::is_events_v1(&info.group, &info.plural)
+            && let Some(core) = self.registry.get("", "events")
+        {
+            self.commit_remove(&core, ns, name);
+        }
         Some(obj)
     }
 
