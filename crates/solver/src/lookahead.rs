@@ -12,9 +12,9 @@ use crate::{compile::Compiled, lower_bound::shadow_prices, resources::Res, state
 #[derive(Debug, Default)]
 pub(crate) struct ShapeWeights {
     cache: HashMap<(usize, usize), Vec<f64>>,
-    /// Shapes chosen for classes whose nodes hold a fixed number of their pods (hostname spread or
-    /// anti-affinity): while more pods wait than a node holds, the choice cannot change.
-    pub(crate) fixed_shapes: HashMap<(usize, crate::requirements::Requirements, usize), u32>,
+    /// Shapes chosen for classes that are a family of their own, with the waiting count above
+    /// which the choice cannot change (no simulated node ran out of the class's pods).
+    pub(crate) fixed_shapes: HashMap<(usize, crate::requirements::Requirements, usize), (u32, i64)>,
 }
 
 /// Drops types another type dominates (at least as much of every resource for no more money):
@@ -157,6 +157,7 @@ pub(crate) fn choose_target(
         return Shape {
             target,
             pattern: Vec::new(),
+            stable_above: None,
         };
     }
     let cap = per_node_cap(compiled, state, class);
@@ -164,17 +165,7 @@ pub(crate) fn choose_target(
     // Pods of each member class not yet promised to another node.
     let waiting: Vec<(usize, i64)> = members
         .iter()
-        .map(|&m| {
-            let free = state.class_left[m]
-                .saturating_sub(state.reserved[m])
-                .saturating_sub(usize::from(m == class));
-            let limit = if m == class {
-                cap.saturating_sub(1)
-            } else {
-                i64::MAX
-            };
-            (m, i64::try_from(free).unwrap_or(i64::MAX).min(limit))
-        })
+        .map(|&m| (m, waiting_of(state, m, m == class, cap)))
         .filter(|(_, n)| *n > 0)
         .collect();
     let mut best = (
@@ -182,8 +173,11 @@ pub(crate) fn choose_target(
         Shape {
             target: candidates[0],
             pattern: Vec::new(),
+            stable_above: None,
         },
     );
+    let alone = members.len() == 1 && members[0] == class;
+    let mut most_taken = 0;
     for t in shortlist {
         let ty = &types[t as usize];
         let mut start = ty.alloc.clone();
@@ -195,6 +189,11 @@ pub(crate) fn choose_target(
             .map(|greedy| {
                 let mut room = start.clone();
                 let pattern = fill(compiled, &waiting, &mut room, &value, &ty.alloc, greedy);
+                most_taken = pattern
+                    .iter()
+                    .filter(|(c, _)| *c == class)
+                    .map(|(_, n)| *n)
+                    .fold(most_taken, i64::max);
                 let mut packed = ty.alloc.clone();
                 packed.sub(&room);
                 (value(&packed), pattern)
@@ -204,15 +203,35 @@ pub(crate) fn choose_target(
         let price = ty.offerings[0].price.as_usd();
         let score = if v > 0.0 { price / v } else { price * 1e12 };
         if score < best.0 {
-            best = (score, Shape { target: t, pattern });
+            best = (
+                score,
+                Shape {
+                    target: t,
+                    pattern,
+                    stable_above: None,
+                },
+            );
         }
     }
     let mut shape = best.1;
+    if alone {
+        shape.stable_above = Some(most_taken);
+    }
     if compiled.classes[class].constrained() {
         // Topology decides where a constrained class's pods go; only the type is chosen here.
         shape.pattern.clear();
     }
     shape
+}
+
+/// Pods of class `m` a new node may still be filled with: not yet handled, not promised to another
+/// node, not the one opening the node, and within the class's per-node cap.
+pub(crate) fn waiting_of(state: &State, m: usize, opening: bool, cap: i64) -> i64 {
+    let free = state.class_left[m]
+        .saturating_sub(state.reserved[m])
+        .saturating_sub(usize::from(opening));
+    let limit = if opening { cap.saturating_sub(1) } else { i64::MAX };
+    i64::try_from(free).unwrap_or(i64::MAX).min(limit)
 }
 
 /// The types worth simulating for a new node: the most efficient when full, plus the cheapest
@@ -238,6 +257,9 @@ fn shortlist(candidates: &[u32], efficiency: &dyn Fn(u32) -> f64) -> Vec<u32> {
 pub(crate) struct Shape {
     pub target: u32,
     pub pattern: Vec<(usize, i64)>,
+    /// For a class that is its own family: the same shape is chosen whenever more of its pods
+    /// wait than this (every simulated node filled up before the pods ran out).
+    pub stable_above: Option<i64>,
 }
 
 /// How [`fill`] picks the next pod.

@@ -447,14 +447,16 @@ fn check_new(
     .map_err(|refusal| refusal.reason)?;
     let remaining = &state.pool_remaining[p];
     let list = compiled.allowed_types(p, &merged);
-    // A class whose nodes hold a fixed number of its pods gets the same shape every time while
-    // more pods wait than one node holds (and limits cannot intervene).
+    // A class that is its own family gets the same shape while more of its pods wait than any
+    // simulated node took (and limits cannot intervene).
     let cap = crate::lookahead::per_node_cap(compiled, state, class);
-    let fixed = cap < i64::MAX
-        && i64::try_from(state.class_left[class]).is_ok_and(|left| left > cap)
-        && state.pool_remaining[p].iter().all(Option::is_none)
-        && !has_min_values(&merged);
-    if fixed && let Some(&target) = weights.fixed_shapes.get(&(p, merged.clone(), class)) {
+    let waiting = crate::lookahead::waiting_of(state, class, true, cap);
+    let cacheable = state.pool_remaining[p].iter().all(Option::is_none) && !has_min_values(&merged);
+    let key = (p, merged.clone(), class);
+    if cacheable
+        && let Some(&(target, stable_above)) = weights.fixed_shapes.get(&key)
+        && waiting > stable_above
+    {
         return Ok(Fit {
             min_values_relaxed: false,
             pattern: Vec::new(),
@@ -479,8 +481,8 @@ fn check_new(
             .map_err(|()| "minValues cannot be met by the instance types that fit".to_owned())?;
     let shape = choose_target(compiled, state, weights, p, &candidates, class);
     let target = shape.target;
-    if fixed {
-        weights.fixed_shapes.insert((p, merged.clone(), class), target);
+    if cacheable && let Some(stable_above) = shape.stable_above {
+        weights.fixed_shapes.insert(key, (target, stable_above));
     }
     Ok(Fit {
         min_values_relaxed: relaxed,
