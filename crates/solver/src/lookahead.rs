@@ -168,17 +168,50 @@ pub(crate) fn choose_target(
         .map(|&m| (m, waiting_of(state, m, m == class, cap)))
         .filter(|(_, n)| *n > 0)
         .collect();
+    let alone = members.len() == 1 && members[0] == class;
+    let (mut shape, most_taken) = simulate(
+        compiled,
+        types,
+        &shortlist,
+        opening,
+        &waiting,
+        &value,
+        class,
+        candidates[0],
+    );
+    if alone {
+        shape.stable_above = Some(most_taken);
+    }
+    if compiled.classes[class].constrained() {
+        // Topology decides where a constrained class's pods go; only the type is chosen here.
+        shape.pattern.clear();
+    }
+    shape
+}
+
+/// Simulates filling each shortlisted type from the waiting pods and returns the best shape (price
+/// per packed value) and the most pods of `class` any simulated node took.
+#[allow(clippy::too_many_arguments)]
+fn simulate(
+    compiled: &Compiled,
+    types: &[crate::compile::TypeC],
+    shortlist: &[u32],
+    opening: &Res,
+    waiting: &[(usize, i64)],
+    value: &dyn Fn(&Res) -> f64,
+    class: usize,
+    fallback: u32,
+) -> (Shape, i64) {
     let mut best = (
         f64::INFINITY,
         Shape {
-            target: candidates[0],
+            target: fallback,
             pattern: Vec::new(),
             stable_above: None,
         },
     );
-    let alone = members.len() == 1 && members[0] == class;
     let mut most_taken = 0;
-    for t in shortlist {
+    for &t in shortlist {
         let ty = &types[t as usize];
         let mut start = ty.alloc.clone();
         start.sub(opening);
@@ -188,7 +221,7 @@ pub(crate) fn choose_target(
             .into_iter()
             .map(|greedy| {
                 let mut room = start.clone();
-                let pattern = fill(compiled, &waiting, &mut room, &value, &ty.alloc, greedy);
+                let pattern = fill(compiled, waiting, &mut room, value, &ty.alloc, greedy);
                 most_taken = pattern
                     .iter()
                     .filter(|(c, _)| *c == class)
@@ -213,15 +246,7 @@ pub(crate) fn choose_target(
             );
         }
     }
-    let mut shape = best.1;
-    if alone {
-        shape.stable_above = Some(most_taken);
-    }
-    if compiled.classes[class].constrained() {
-        // Topology decides where a constrained class's pods go; only the type is chosen here.
-        shape.pattern.clear();
-    }
-    shape
+    (best.1, most_taken)
 }
 
 /// Pods of class `m` a new node may still be filled with: not yet handled, not promised to another
