@@ -40,12 +40,19 @@ pub struct CrdSchema {
     pub schemas: BTreeMap<String, Value>,
     /// Printer columns per served version.
     pub columns: BTreeMap<String, Vec<PrinterColumn>>,
+    /// The CEL rules of each version's schema, compiled once when the CRD is stored.
+    pub compiled: BTreeMap<String, Arc<kube_cel::CompiledSchema>>,
 }
 
 impl CrdSchema {
     /// The schema of a version.
     pub fn schema(&self, version: &str) -> Option<&Value> {
         self.schemas.get(version)
+    }
+
+    /// The compiled CEL rules of a version.
+    pub fn compiled(&self, version: &str) -> Option<&kube_cel::CompiledSchema> {
+        self.compiled.get(version).map(Arc::as_ref)
     }
 }
 
@@ -83,6 +90,9 @@ pub fn resource_info(crd: &Value) -> Option<ResourceInfo> {
         let name = str_at(v, &["name"]).to_owned();
         if let Some(s) = v.get("schema").and_then(|s| s.get("openAPIV3Schema")) {
             schema.schemas.insert(name.clone(), s.clone());
+            schema
+                .compiled
+                .insert(name.clone(), Arc::new(kube_cel::compile_schema(s)));
         }
         let columns = v
             .get("additionalPrinterColumns")
@@ -278,7 +288,8 @@ pub fn admit(
         )));
     }
     *value = validation::default(schema, value);
-    let causes = validation::validate(schema, value, old);
+    let compiled = info.crd.as_ref().and_then(|c| c.compiled(info.storage_version()));
+    let causes = validation::validate(schema, compiled, value, old);
     if causes.is_empty() {
         Ok(())
     } else {

@@ -89,14 +89,20 @@ pub fn default(schema: &Value, value: &Value) -> Value {
 }
 
 /// Every validation failure of an object against its schema (empty when valid).
-pub fn validate(schema: &Value, value: &Value, old: Option<&Value>) -> Vec<Cause> {
+/// `compiled` is the schema's CEL rules compiled ahead (compiled on the fly when `None`).
+pub fn validate(
+    schema: &Value,
+    compiled: Option<&kube_cel::CompiledSchema>,
+    value: &Value,
+    old: Option<&Value>,
+) -> Vec<Cause> {
     let mut problems = Problems::new();
     structural::check(schema, value, &FieldPath::default(), &mut problems);
     let mut causes: Vec<Cause> = problems.iter().map(field_error_cause).collect();
     bounds(schema, value, &FieldPath::default(), &mut causes);
     if causes.is_empty() {
         // CEL rules assume a structurally valid object, as the API server only runs them then.
-        causes.extend(cel(schema, value, old));
+        causes.extend(cel(schema, compiled, value, old));
     }
     causes
 }
@@ -311,8 +317,16 @@ fn bounds(schema: &Value, value: &Value, path: &FieldPath, causes: &mut Vec<Caus
 }
 
 /// The CEL rules, evaluated by kube-cel (defaults applied first, `oldSelf` bound on updates).
-fn cel(schema: &Value, value: &Value, old: Option<&Value>) -> Vec<Cause> {
-    let result = CEL.with(|validator| validator.validate(schema, value, old));
+fn cel(
+    schema: &Value,
+    compiled: Option<&kube_cel::CompiledSchema>,
+    value: &Value,
+    old: Option<&Value>,
+) -> Vec<Cause> {
+    let result = CEL.with(|validator| match compiled {
+        Some(compiled) => validator.validate_compiled(compiled, value, old),
+        None => validator.validate(schema, value, old),
+    });
     match result {
         Ok(()) => Vec::new(),
         Err(errors) => errors
@@ -395,10 +409,10 @@ mod tests {
         assert_eq!(v["spec"]["weight"], 10);
         let nested = json!({"properties": {"a": {"type": "object", "default": {}, "properties": {"b": {"type": "integer", "default": 3}}}}});
         assert_eq!(default(&nested, &json!({})), json!({"a": {"b": 3}}));
-        assert!(validate(&schema(), &v, None).is_empty());
+        assert!(validate(&schema(), None, &v, None).is_empty());
 
         let bad = json!({"spec": {"name": "ABCDEFG", "weight": 0, "tags": ["a", "a", "b"]}});
-        let fields: Vec<String> = validate(&schema(), &bad, None)
+        let fields: Vec<String> = validate(&schema(), None, &bad, None)
             .into_iter()
             .map(|c| c.field)
             .collect();
@@ -414,7 +428,7 @@ mod tests {
         );
 
         let unlucky = json!({"spec": {"name": "abc", "weight": 13}});
-        let causes = validate(&schema(), &unlucky, None);
+        let causes = validate(&schema(), None, &unlucky, None);
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "spec");
         assert!(causes[0].message.contains("unlucky"), "{causes:?}");
@@ -422,7 +436,7 @@ mod tests {
 
     #[test]
     fn structural_errors_are_reported_as_causes() {
-        let causes = validate(&schema(), &json!({"spec": {"weight": "heavy"}}), None);
+        let causes = validate(&schema(), None, &json!({"spec": {"weight": "heavy"}}), None);
         let reasons: Vec<&str> = causes.iter().map(|c| c.reason.as_str()).collect();
         assert_eq!(reasons, ["FieldValueRequired", "FieldValueInvalid"]);
     }
