@@ -308,6 +308,26 @@ fn node_claim(compiled: &Compiled, bin: &Bin, choice: &Choice, options: &Options
         .map(i64::from);
     requirements.push(types);
     let ty = &pool.types[choice.ty as usize];
+    // A node that draws on a capacity reservation is pinned to it, as Karpenter pins it, so the
+    // launch cannot silently land outside the reservation.
+    let reservation = ty
+        .offerings
+        .iter()
+        .find(|o| o.zone == choice.zone && o.capacity_type == choice.capacity_type)
+        .and_then(|o| o.reservation.as_ref());
+    if let Some((id, _)) = reservation {
+        requirements.retain(|r| r.key != labels::CAPACITY_TYPE);
+        requirements.push(NodeSelectorRequirementWithMinValues::new(
+            labels::CAPACITY_TYPE,
+            Operator::In,
+            [labels::CAPACITY_TYPE_RESERVED],
+        ));
+        requirements.push(NodeSelectorRequirementWithMinValues::new(
+            labels::AWS_CAPACITY_RESERVATION_ID,
+            Operator::In,
+            [id.clone()],
+        ));
+    }
     let mut requests = bin.used.clone();
     requests.add(&ty.daemon);
     NodeClaimPlan {

@@ -86,6 +86,7 @@ pub fn verify(problem: &Problem, plan: &Plan) -> Vec<String> {
         }
     }
     let mut pool_capacity: HashMap<String, Resources> = HashMap::new();
+    let mut reservations: HashMap<String, (u32, u32)> = HashMap::new();
     for (i, new_node) in plan.new_nodes.iter().enumerate() {
         let Some(pool) = problem
             .nodepools
@@ -138,6 +139,13 @@ pub fn verify(problem: &Problem, plan: &Plan) -> Vec<String> {
             new_node.capacity_type.label().into(),
         );
         node_labels.insert(labels::NODE_POOL.into(), new_node.nodepool.clone());
+        if let Some(reservation) = offering.and_then(|o| o.reservation.as_ref()) {
+            node_labels.insert(labels::AWS_CAPACITY_RESERVATION_ID.into(), reservation.id.clone());
+            let used = reservations
+                .entry(reservation.id.clone())
+                .or_insert((0, reservation.capacity));
+            used.0 += 1;
+        }
         node_labels.extend(pool.nodepool.spec.template.metadata.labels.clone());
         for r in &new_node.requirements {
             let term = Term {
@@ -205,6 +213,14 @@ pub fn verify(problem: &Problem, plan: &Plan) -> Vec<String> {
             violations.push(format!(
                 "pod {pod} ({}) appears {count} times in the plan",
                 facts[pod].name
+            ));
+        }
+    }
+
+    for (id, (used, capacity)) in &reservations {
+        if used > capacity {
+            violations.push(format!(
+                "capacity reservation {id} holds {capacity} instances, the plan uses {used}"
             ));
         }
     }

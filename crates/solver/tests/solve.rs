@@ -434,3 +434,57 @@ fn node_taints_policy_decides_whether_tainted_zones_count() {
     let plan = solve_checked(&honor);
     assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
 }
+
+#[test]
+fn capacity_reservations_are_used_first_never_overcommitted_and_pinned() {
+    use nodewright_catalog::{Offering, Reservation};
+    // One reservation with room for two m6i.xlarge in us-east-1a, priced as Karpenter prices them
+    // (on-demand / 10,000,000).
+    let mut types = small_catalog();
+    let xlarge = types.iter_mut().find(|t| t.name == "m6i.xlarge").unwrap();
+    xlarge.offerings.push(Offering {
+        zone: "us-east-1a".into(),
+        capacity_type: CapacityType::Reserved,
+        price: Price::from_usd(0.192 / 10_000_000.0),
+        available: true,
+        reservation: Some(Reservation {
+            id: "cr-0123456789".into(),
+            capacity: 2,
+        }),
+    });
+    let anti = json!({ "affinity": { "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [
+        { "topologyKey": "kubernetes.io/hostname", "labelSelector": { "matchLabels": { "app": "db" } } }
+    ] } } });
+    let plan = solve_checked(&problem(
+        pods("db", 3, "3", "8Gi", json!({ "app": "db" }), anti),
+        vec![pool("default", json!({}), types)],
+    ));
+    let reserved: Vec<_> = plan
+        .new_nodes
+        .iter()
+        .filter(|n| n.capacity_type == CapacityType::Reserved)
+        .collect();
+    assert_eq!(
+        reserved.len(),
+        2,
+        "the reservation holds two nodes, the third falls back"
+    );
+    for node in reserved {
+        assert_eq!(node.zone, "us-east-1a");
+        let pinned = |key: &str, value: &str| {
+            node.requirements
+                .iter()
+                .any(|r| r.key == key && r.values == [value])
+        };
+        assert!(
+            pinned("karpenter.sh/capacity-type", "reserved"),
+            "{:?}",
+            node.requirements
+        );
+        assert!(
+            pinned("karpenter.k8s.aws/capacity-reservation-id", "cr-0123456789"),
+            "{:?}",
+            node.requirements
+        );
+    }
+}
