@@ -59,17 +59,29 @@ pub fn merge_patch(target: &mut Value, body: &[u8]) -> ApiResult<()> {
     Ok(())
 }
 
-/// Applies a JSON patch.
+/// Applies a JSON patch, atomically. As Kubernetes' implementation does (and kube-runtime's
+/// finalizer helper relies on), a `test` for `null` passes when the path does not exist.
 pub fn json_patch(target: &mut Value, body: &[u8]) -> ApiResult<()> {
     let patch: json_patch::Patch = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("error decoding JSON patch: {e}")))?;
-    json_patch::patch(target, &patch).map_err(|e| {
-        // A failed `test` operation or a missing path is the client's mistake.
-        ApiError::Invalid {
-            subject: Box::new(crate::error::Subject::default()),
-            causes: vec![crate::error::Cause::new("FieldValueInvalid", e.to_string(), "")],
+    let mut doc = target.clone();
+    for op in &patch.0 {
+        if let json_patch::PatchOperation::Test(test) = op
+            && test.value.is_null()
+            && doc.pointer(test.path.as_str()).is_none()
+        {
+            continue;
         }
-    })
+        json_patch::patch(&mut doc, std::slice::from_ref(op)).map_err(|e| {
+            // A failed `test` operation or a missing path is the client's mistake.
+            ApiError::Invalid {
+                subject: Box::new(crate::error::Subject::default()),
+                causes: vec![crate::error::Cause::new("FieldValueInvalid", e.to_string(), "")],
+            }
+        })?;
+    }
+    *target = doc;
+    Ok(())
 }
 
 /// Applies a strategic merge patch to a built-in object.
@@ -284,6 +296,22 @@ mod tests {
         merge_patch(&mut v, br#"{"a": {"b": null, "d": 3}}"#).unwrap();
         assert_eq!(v, json!({"a": {"c": 2, "d": 3}}));
         json_patch(&mut v, br#"[{"op": "replace", "path": "/a/c", "value": 5}]"#).unwrap();
+        // A null test on a missing path passes; the patch is atomic when a later op fails.
+        json_patch(
+            &mut v,
+            br#"[{"op": "test", "path": "/f", "value": null}, {"op": "add", "path": "/f", "value": [1]}]"#,
+        )
+        .unwrap();
+        assert_eq!(v["f"], json!([1]));
+        let before = v.clone();
+        assert!(
+            json_patch(
+                &mut v,
+                br#"[{"op": "add", "path": "/g", "value": 1}, {"op": "test", "path": "/f", "value": null}]"#
+            )
+            .is_err()
+        );
+        assert_eq!(v, before);
         assert_eq!(v["a"]["c"], 5);
         let err = json_patch(&mut v, br#"[{"op": "test", "path": "/a/c", "value": 6}]"#).unwrap_err();
         assert_eq!(err.code(), 422);

@@ -1262,3 +1262,29 @@ async fn recorder_events_are_visible_as_core_events() {
     assert_eq!(shown.reporting_component.as_deref(), Some("nodewright"));
     assert_eq!(shown.series.as_ref().and_then(|s| s.count), Some(2));
 }
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_round_trip() {
+    use kube::runtime::{controller::Action, finalizer};
+    use std::sync::Arc;
+    let c = cluster().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client());
+    api.create(&PostParams::default(), &cm("guarded")).await.unwrap();
+    let name = "nodewright.io/test";
+    let reconcile = |event: finalizer::Event<ConfigMap>| async move {
+        match event {
+            finalizer::Event::Apply(_) | finalizer::Event::Cleanup(_) => {
+                Ok::<_, std::convert::Infallible>(Action::await_change())
+            }
+        }
+    };
+    // First pass adds the finalizer (JSON patch: test null, add).
+    let obj = Arc::new(api.get("guarded").await.unwrap());
+    finalizer::finalizer(&api, name, obj, reconcile).await.unwrap();
+    assert_eq!(api.get("guarded").await.unwrap().finalizers(), [name.to_owned()]);
+    // Deleting leaves it terminating; the cleanup pass removes the finalizer and it goes.
+    api.delete("guarded", &DeleteParams::default()).await.unwrap();
+    let obj = Arc::new(api.get("guarded").await.unwrap());
+    finalizer::finalizer(&api, name, obj, reconcile).await.unwrap();
+    assert!(api.get_opt("guarded").await.unwrap().is_none());
+}
