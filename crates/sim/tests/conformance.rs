@@ -1288,3 +1288,41 @@ async fn kube_runtime_finalizer_helper_round_trip() {
     finalizer::finalizer(&api, name, obj, reconcile).await.unwrap();
     assert!(api.get_opt("guarded").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_kube_runtime_controller_reconciles_against_the_server() {
+    use kube::runtime::{Controller, controller::Action};
+    use std::sync::Arc;
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Failed(String);
+    let c = cluster().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client());
+    let reconcile = |obj: Arc<ConfigMap>, api: Arc<Api<ConfigMap>>| async move {
+        if obj.labels().get("reconciled").is_none() {
+            api.patch(
+                &obj.name_any(),
+                &PatchParams::apply("test-controller"),
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": obj.name_any(), "labels": {"reconciled": "yes"}}})),
+            )
+            .await
+            .map_err(|e| Failed(e.to_string()))?;
+        }
+        Ok::<_, Failed>(Action::await_change())
+    };
+    let controller = Controller::new(api.clone(), watcher::Config::default())
+        .run(reconcile, |_, _, _| Action::await_change(), Arc::new(api.clone()))
+        .for_each(|_| async {});
+    let task = tokio::spawn(controller);
+    for name in ["r1", "r2"] {
+        api.create(&PostParams::default(), &cm(name)).await.unwrap();
+    }
+    for name in ["r1", "r2"] {
+        c.wait_for_object("", "configmaps", "default", name, WAIT, |o| {
+            o["metadata"]["labels"]["reconciled"] == "yes"
+        })
+        .await
+        .unwrap();
+    }
+    task.abort();
+}
