@@ -94,6 +94,8 @@ pub(crate) struct AffinityC {
     pub key: Sym,
     pub anti: bool,
     pub required: bool,
+    /// Preference weight (0 for required terms).
+    pub weight: i32,
 }
 
 /// Pods that schedule alike; a pod class.
@@ -348,6 +350,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
                     key: interner.intern(labels::normalize_label_key(&a.topology_key)),
                     anti: a.anti,
                     required: a.weight.is_none(),
+                    weight: a.weight.unwrap_or(0),
                 }
             })
             .collect();

@@ -24,8 +24,10 @@ pub(crate) struct Attempt {
     pub term: usize,
     /// Index of the preferred node term treated as required (`None` once all are dropped).
     pub preferred: usize,
-    pub drop_preferred_affinity: bool,
-    pub drop_preferred_anti_affinity: bool,
+    /// How many preferred pod affinity terms are dropped, heaviest first.
+    pub dropped_affinity: usize,
+    /// How many preferred pod anti-affinity terms are dropped, heaviest first.
+    pub dropped_anti_affinity: usize,
     pub drop_soft_spread: bool,
     pub tolerate_prefer_no_schedule: bool,
 }
@@ -35,8 +37,8 @@ impl Attempt {
     fn is_default(&self) -> bool {
         self.term == 0
             && self.preferred == 0
-            && !self.drop_preferred_affinity
-            && !self.drop_preferred_anti_affinity
+            && self.dropped_affinity == 0
+            && self.dropped_anti_affinity == 0
             && !self.drop_soft_spread
             && !self.tolerate_prefer_no_schedule
     }
@@ -45,10 +47,11 @@ impl Attempt {
     fn relax(&mut self, class: &Class, prefer_no_schedule_exists: bool) -> bool {
         if self.term + 1 < class.terms.len() {
             self.term += 1;
-        } else if !self.drop_preferred_affinity && class.affinity.iter().any(|a| !a.anti && !a.required) {
-            self.drop_preferred_affinity = true;
-        } else if !self.drop_preferred_anti_affinity && class.affinity.iter().any(|a| a.anti && !a.required) {
-            self.drop_preferred_anti_affinity = true;
+        } else if self.dropped_affinity < class.affinity.iter().filter(|a| !a.anti && !a.required).count() {
+            self.dropped_affinity += 1;
+        } else if self.dropped_anti_affinity < class.affinity.iter().filter(|a| a.anti && !a.required).count()
+        {
+            self.dropped_anti_affinity += 1;
         } else if self.preferred < class.preferred.len() {
             self.preferred += 1;
         } else if !self.drop_soft_spread && class.spread.iter().any(|s| !s.required) {
@@ -59,6 +62,25 @@ impl Attempt {
             return false;
         }
         true
+    }
+
+    /// Whether a preferred (anti-)affinity term is still honoured: the heaviest terms of each kind
+    /// are dropped first, one per relaxation step (Karpenter's order).
+    fn honours(&self, class: &Class, term: &crate::compile::AffinityC) -> bool {
+        if term.required {
+            return true;
+        }
+        let dropped = if term.anti {
+            self.dropped_anti_affinity
+        } else {
+            self.dropped_affinity
+        };
+        let heavier = class
+            .affinity
+            .iter()
+            .filter(|a| !a.required && a.anti == term.anti && a.weight > term.weight)
+            .count();
+        heavier >= dropped
     }
 
     /// The node requirements this attempt asks for.
@@ -193,7 +215,7 @@ fn try_place(
     for node in first..compiled.existing.len() {
         match check_existing(compiled, state, class, attempt, &requirements, node) {
             Ok(()) => {
-                commit_existing(compiled, state, class, pod, attempt, node);
+                commit_existing(compiled, state, class, pod, node);
                 return true;
             }
             Err(refusal) => {
@@ -214,7 +236,7 @@ fn try_place(
                 continue;
             }
             if let Ok(fit) = check_bin(compiled, state, class, attempt, &requirements, b, true) {
-                commit_bin(compiled, state, class, pod, attempt, b, fit, true);
+                commit_bin(compiled, state, class, pod, b, fit, true);
                 return true;
             }
             i += 1;
@@ -230,7 +252,7 @@ fn try_place(
     for b in first..state.bins.len() {
         match check_bin(compiled, state, class, attempt, &requirements, b, false) {
             Ok(fit) => {
-                commit_bin(compiled, state, class, pod, attempt, b, fit, false);
+                commit_bin(compiled, state, class, pod, b, fit, false);
                 return true;
             }
             Err(permanent) => {
@@ -251,7 +273,7 @@ fn try_place(
     });
     for pool in order {
         if let Ok(fit) = check_new(compiled, state, weights, class, attempt, &requirements, pool) {
-            open_bin(compiled, state, class, pod, attempt, pool, fit);
+            open_bin(compiled, state, class, pod, pool, fit);
             return true;
         }
     }
@@ -737,11 +759,7 @@ fn pod_affinity(
 ) -> Result<(), Refusal> {
     let c = &compiled.classes[class];
     let interner = &compiled.interner;
-    for term in c.affinity.iter().filter(|a| {
-        a.required
-            || (a.anti && !attempt.drop_preferred_anti_affinity)
-            || (!a.anti && !attempt.drop_preferred_affinity)
-    }) {
+    for term in c.affinity.iter().filter(|a| a.required || attempt.honours(c, a)) {
         let key_name = interner.resolve(term.key);
         let kind = if term.anti {
             "pod anti-affinity"
@@ -881,7 +899,7 @@ fn tolerated_domains(compiled: &Compiled, class: &Class, key: Sym) -> Vec<Sym> {
     values
 }
 
-fn record(compiled: &Compiled, state: &mut State, class: usize, attempt: &Attempt, node: Node<'_>) {
+fn record(compiled: &Compiled, state: &mut State, class: usize, node: Node<'_>) {
     for i in 0..state.memberships[class].len() {
         let group = state.memberships[class][i];
         if let Some(domain) = domain_of(compiled, node, compiled.groups[group].key) {
@@ -889,10 +907,12 @@ fn record(compiled: &Compiled, state: &mut State, class: usize, attempt: &Attemp
             state.totals[group] += 1;
         }
     }
+    // Only required anti-affinity binds pods that come later (kube-scheduler filters on required
+    // terms of placed pods; preferred ones only score).
     for term in compiled.classes[class]
         .affinity
         .iter()
-        .filter(|a| a.anti && (a.required || !attempt.drop_preferred_anti_affinity))
+        .filter(|a| a.anti && a.required)
     {
         if let Some(domain) = domain_of(compiled, node, term.key) {
             state.forbidden[term.group].insert(domain);
@@ -900,19 +920,12 @@ fn record(compiled: &Compiled, state: &mut State, class: usize, attempt: &Attemp
     }
 }
 
-fn commit_existing(
-    compiled: &Compiled,
-    state: &mut State,
-    class: usize,
-    pod: usize,
-    attempt: &Attempt,
-    node: usize,
-) {
+fn commit_existing(compiled: &Compiled, state: &mut State, class: usize, pod: usize, node: usize) {
     let c = &compiled.classes[class];
     state.existing_remaining[node].sub(&c.requests);
     state.existing_ports[node].extend(c.host_ports.iter().cloned());
     state.placements[pod] = Placement::Existing(node);
-    record(compiled, state, class, attempt, Node::Existing(node));
+    record(compiled, state, class, Node::Existing(node));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -921,7 +934,6 @@ fn commit_bin(
     state: &mut State,
     class: usize,
     pod: usize,
-    attempt: &Attempt,
     b: usize,
     fit: Fit,
     reserved: bool,
@@ -961,7 +973,6 @@ fn commit_bin(
         compiled,
         state,
         class,
-        attempt,
         Node::Building {
             hostname,
             requirements: &requirements,
@@ -969,15 +980,7 @@ fn commit_bin(
     );
 }
 
-fn open_bin(
-    compiled: &Compiled,
-    state: &mut State,
-    class: usize,
-    pod: usize,
-    attempt: &Attempt,
-    pool: usize,
-    fit: Fit,
-) {
+fn open_bin(compiled: &Compiled, state: &mut State, class: usize, pod: usize, pool: usize, fit: Fit) {
     let hostname = state.new_hostname();
     let target = &compiled.pools[pool].types[fit.target as usize];
     for (left, need) in state.pool_remaining[pool].iter_mut().zip(&target.capacity.0) {
@@ -1006,7 +1009,7 @@ fn open_bin(
         min_values_relaxed: false,
     });
     let b = state.bins.len() - 1;
-    commit_bin(compiled, state, class, pod, attempt, b, fit, false);
+    commit_bin(compiled, state, class, pod, b, fit, false);
 }
 
 /// One reason per NodePool for a pod that nothing can take.

@@ -246,6 +246,31 @@ fn preferred_node_affinity_is_relaxed_when_it_cannot_hold() {
 }
 
 #[test]
+fn preferred_anti_affinity_terms_are_dropped_heaviest_first() {
+    // Zone anti-affinity (weight 100) can hold for only three pods (three zones); the hostname
+    // term (weight 10) can hold for all five. Dropping the heaviest term alone keeps the pods on
+    // separate nodes; dropping every preferred term at once would pack pods four and five.
+    let anti = json!({ "affinity": { "podAntiAffinity": { "preferredDuringSchedulingIgnoredDuringExecution": [
+        { "weight": 100, "podAffinityTerm": { "topologyKey": "topology.kubernetes.io/zone", "labelSelector": { "matchLabels": { "app": "cache" } } } },
+        { "weight": 10, "podAffinityTerm": { "topologyKey": "kubernetes.io/hostname", "labelSelector": { "matchLabels": { "app": "cache" } } } }
+    ] } } });
+    let plan = solve_checked(&problem(
+        pods("cache", 5, "500m", "1Gi", json!({ "app": "cache" }), anti),
+        vec![pool("default", json!({}), small_catalog())],
+    ));
+    assert!(
+        plan.unschedulable.is_empty(),
+        "{:?}",
+        plan.unschedulable
+            .iter()
+            .map(nodewright_solver::Unschedulable::message)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(plan.new_nodes.len(), 5, "{:#?}", plan.new_nodes);
+    assert!(plan.new_nodes.iter().all(|n| n.pods.len() == 1));
+}
+
+#[test]
 fn the_verifier_catches_a_broken_plan() {
     let problem = problem(
         pods("web", 3, "2", "1Gi", json!({}), json!({})),
