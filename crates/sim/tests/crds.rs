@@ -381,3 +381,29 @@ async fn built_in_metadata_is_validated() {
         ["metadata.labels"]
     );
 }
+
+#[tokio::test]
+async fn custom_resource_updates_need_a_resource_version() {
+    let c = cluster().await;
+    install_crds(&c).await;
+    let pools = nodepools(&c);
+    let created = pools
+        .create(&PostParams::default(), &nodepool("p", Some(5)))
+        .await
+        .unwrap();
+    let mut unconditional = nodepool("p", Some(6));
+    unconditional.metadata.resource_version = None;
+    let err = pools
+        .replace("p", &PostParams::default(), &unconditional)
+        .await
+        .unwrap_err();
+    assert_eq!(causes(&err), ["metadata.resourceVersion"]);
+    let mut conditional = nodepool("p", Some(6));
+    conditional.metadata.resource_version = created.metadata.resource_version.clone();
+    let replaced = pools
+        .replace("p", &PostParams::default(), &conditional)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["spec"]["weight"], 6);
+    assert_eq!(replaced.metadata.generation, Some(2));
+}

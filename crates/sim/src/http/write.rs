@@ -116,6 +116,17 @@ pub(super) fn update(
         &opts,
         &mut |current| match current {
             Some(current) => {
+                // Custom resources allow no unconditional update, as the API server's CR strategy.
+                if target.info.crd.is_some() && sent_rv.as_deref().is_none_or(str::is_empty) {
+                    return Err(ApiError::Invalid {
+                        subject: Box::new(subject(target)),
+                        causes: vec![crate::error::Cause::new(
+                            "FieldValueInvalid",
+                            "Invalid value: 0: must be specified for an update",
+                            "metadata.resourceVersion",
+                        )],
+                    });
+                }
                 check_version(target, sent_rv.as_deref(), current)?;
                 Ok(value.clone())
             }
