@@ -196,27 +196,30 @@ async fn get_pods_watch_sees_changes() {
     let mut child = watch.spawn().expect("kubectl must be installed for these tests");
     let mut stdout = child.stdout.take().unwrap();
 
-    // Give kubectl time to list and start watching, then make changes it must report.
+    // Create, wait until kubectl reports it (whether from its list or its watch), then delete
+    // and wait for the deletion: ordered by what kubectl printed, not by sleeping.
     let pods: Api<Pod> = Api::default_namespaced(c.client());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "watched"}, "spec": {"containers": [{"name": "c", "image": "pause"}]}
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    pods.delete("watched", &kube::api::DeleteParams::default())
-        .await
-        .unwrap();
-
     let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
     let mut buf = [0_u8; 4096];
-    while !(seen.contains("ADDED") && seen.contains("DELETED")) && tokio::time::Instant::now() < deadline {
+    let mut deleted = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains("DELETED") && tokio::time::Instant::now() < deadline {
         if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), stdout.read(&mut buf)).await {
             if n == 0 {
                 break;
             }
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        if !deleted && seen.contains("ADDED") && seen.contains("watched") {
+            pods.delete("watched", &kube::api::DeleteParams::default())
+                .await
+                .unwrap();
+            deleted = true;
         }
     }
     child.kill().await.unwrap();

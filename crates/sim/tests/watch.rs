@@ -31,7 +31,7 @@ async fn watch_events_bookmarks_and_gone() {
         .resource_version
         .unwrap();
     let mut stream = api
-        .watch(&WatchParams::default().timeout(5), &start)
+        .watch(&WatchParams::default().timeout(60), &start)
         .await
         .unwrap()
         .boxed();
@@ -172,7 +172,7 @@ async fn selector_watches_see_objects_enter_and_leave() {
         .resource_version
         .unwrap();
     let mut stream = api
-        .watch(&WatchParams::default().labels("team=a").timeout(5), &rv)
+        .watch(&WatchParams::default().labels("team=a").timeout(60), &rv)
         .await
         .unwrap()
         .boxed();
