@@ -44,6 +44,34 @@ impl Default for Clock {
     }
 }
 
+/// A clock a test moves by hand, for scenarios of hours that run in milliseconds.
+#[derive(Clone, Debug)]
+pub struct ManualClock(Arc<std::sync::Mutex<Timestamp>>);
+
+impl ManualClock {
+    /// A clock stopped at `start`.
+    pub fn new(start: Timestamp) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(start)))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves the clock forward (saturating at the end of representable time).
+    pub fn advance(&self, by: jiff::SignedDuration) {
+        let mut now = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now = now.checked_add(by).unwrap_or(Timestamp::MAX);
+    }
+
+    /// The server clock reading this one.
+    pub fn clock(&self) -> Clock {
+        let this = self.clone();
+        Clock::from_fn(move || this.now())
+    }
+}
+
 /// RFC 3339 in whole seconds, `2024-05-01T10:00:00Z`.
 pub fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -124,6 +152,15 @@ mod tests {
         set_path(&mut v, "spec.replicas", json!(2));
         set_path(&mut v, "status.a.b", json!("x"));
         assert_eq!(v, json!({"spec": {"replicas": 2}, "status": {"a": {"b": "x"}}}));
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let manual = ManualClock::new("2024-01-01T00:00:00Z".parse().unwrap());
+        let clock = manual.clock();
+        assert_eq!(clock.now_rfc3339(), "2024-01-01T00:00:00Z");
+        manual.advance(jiff::SignedDuration::from_hours(3));
+        assert_eq!(clock.now_rfc3339(), "2024-01-01T03:00:00Z");
     }
 
     #[test]
