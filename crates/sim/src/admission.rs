@@ -11,7 +11,7 @@ use crate::{
     meta::{self, meta_str},
     resources::ResourceInfo,
     selector::LabelSelector,
-    store::{Operation, Store, Subresource, WriteOptions},
+    store::{FieldValidation, Operation, Store, Subresource, WriteOptions},
 };
 
 /// What status a new object starts with: CRDs with a status subresource and most built-ins start
@@ -47,6 +47,18 @@ pub fn admit(
     opts: &WriteOptions,
     sub: Subresource,
 ) -> ApiResult<()> {
+    if info.crd.is_none()
+        && let Some(schema) = crate::builtin_schema::schema_of(&info.group, &info.plural)
+    {
+        let unknown = crate::builtin_schema::prune(&schema, new);
+        if opts.validation == FieldValidation::Strict && !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            return Err(ApiError::BadRequest(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
+        }
+    }
     defaults::apply(info, new);
     if info.crd.is_some() {
         crd::admit(info, new, old, opts.validation)?;

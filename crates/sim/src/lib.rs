@@ -124,6 +124,7 @@
 
 pub mod admission;
 pub mod apply;
+pub mod builtin_schema;
 pub mod crd;
 pub mod defaults;
 pub mod discovery;

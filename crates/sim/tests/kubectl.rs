@@ -179,6 +179,23 @@ async fn scale_edit_and_describe_a_deployment() {
         "2 3"
     );
 
+    // kubectl validates strictly by default: a misspelt field of a built-in kind is refused and
+    // named; without validation it is dropped, as the API server drops it.
+    let typo = k.dir.join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndata:\n  a: \"1\"\ndatta:\n  b: \"2\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = k.run(&["apply", "-f", typo.to_str().unwrap()]).await;
+    assert!(!ok && err.contains("unknown field \"datta\""), "{err}");
+    k.ok(&["apply", "--validate=false", "-f", typo.to_str().unwrap()])
+        .await;
+    let stored: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "configmap", "typo", "-o", "json"]).await).unwrap();
+    assert!(stored.get("datta").is_none(), "{stored}");
+    assert_eq!(stored["data"]["a"], "1");
+
     let described = k.ok(&["describe", "deployment", "inflate"]).await;
     assert!(
         described.contains("Replicas:") && described.contains("2 desired"),

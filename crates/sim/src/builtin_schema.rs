@@ -1,0 +1,179 @@
+//! The OpenAPI schemas of built-in kinds, generated from k8s-openapi's types (schemars), so the
+//! server treats unknown fields of built-in objects as the API server does: dropped, or refused
+//! under `fieldValidation=Strict` (kubectl's default) with the field named. They also make
+//! `kubectl explain` work for built-in kinds.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock},
+};
+
+use k8s_openapi::api as k;
+use nodewright_api::validation::FieldPath;
+use serde_json::Value;
+
+/// Schemas are shared trees (`$defs` referenced by `#/$defs/...`); deeper than this is a cycle.
+const MAX_DEPTH: usize = 64;
+
+macro_rules! schemas {
+    ($($group:literal, $plural:literal => $ty:ty;)*) => {
+        fn generate() -> HashMap<(&'static str, &'static str), Arc<Value>> {
+            let mut map = HashMap::new();
+            $(
+                // Serializing a schemars schema cannot fail: it is a JSON value already.
+                let value = serde_json::to_value(schemars::schema_for!($ty)).unwrap_or(Value::Null);
+                map.insert(($group, $plural), Arc::new(value));
+            )*
+            map
+        }
+    };
+}
+
+schemas! {
+    "", "pods" => k::core::v1::Pod;
+    "", "nodes" => k::core::v1::Node;
+    "", "namespaces" => k::core::v1::Namespace;
+    "", "events" => k::core::v1::Event;
+    "", "configmaps" => k::core::v1::ConfigMap;
+    "", "secrets" => k::core::v1::Secret;
+    "", "services" => k::core::v1::Service;
+    "", "serviceaccounts" => k::core::v1::ServiceAccount;
+    "", "podtemplates" => k::core::v1::PodTemplate;
+    "", "persistentvolumes" => k::core::v1::PersistentVolume;
+    "", "persistentvolumeclaims" => k::core::v1::PersistentVolumeClaim;
+    "apps", "deployments" => k::apps::v1::Deployment;
+    "apps", "replicasets" => k::apps::v1::ReplicaSet;
+    "apps", "daemonsets" => k::apps::v1::DaemonSet;
+    "apps", "statefulsets" => k::apps::v1::StatefulSet;
+    "batch", "jobs" => k::batch::v1::Job;
+    "policy", "poddisruptionbudgets" => k::policy::v1::PodDisruptionBudget;
+    "coordination.k8s.io", "leases" => k::coordination::v1::Lease;
+    "scheduling.k8s.io", "priorityclasses" => k::scheduling::v1::PriorityClass;
+    "storage.k8s.io", "storageclasses" => k::storage::v1::StorageClass;
+    "storage.k8s.io", "volumeattachments" => k::storage::v1::VolumeAttachment;
+    "storage.k8s.io", "csinodes" => k::storage::v1::CSINode;
+    "storage.k8s.io", "csidrivers" => k::storage::v1::CSIDriver;
+    "events.k8s.io", "events" => k::events::v1::Event;
+    "apiextensions.k8s.io", "customresourcedefinitions" =>
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+}
+
+static SCHEMAS: LazyLock<HashMap<(&'static str, &'static str), Arc<Value>>> = LazyLock::new(generate);
+
+/// The schema of a built-in type (with its `$defs`), if the server knows one.
+pub fn schema_of(group: &str, plural: &str) -> Option<Arc<Value>> {
+    SCHEMAS.get(&(group, plural)).cloned()
+}
+
+/// Follows `$ref`s to the schema they name.
+fn resolve<'a>(root: &'a Value, mut schema: &'a Value) -> &'a Value {
+    for _ in 0..MAX_DEPTH {
+        let Some(name) = schema
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/$defs/"))
+        else {
+            return schema;
+        };
+        match root.get("$defs").and_then(|d| d.get(name)) {
+            Some(target) => schema = target,
+            None => return schema,
+        }
+    }
+    schema
+}
+
+/// Removes the fields a built-in kind does not have, returning their paths.
+pub fn prune(root: &Value, value: &mut Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    prune_at(root, root, value, &FieldPath::default(), &mut unknown, 0);
+    unknown
+}
+
+fn prune_at(
+    root: &Value,
+    schema: &Value,
+    value: &mut Value,
+    path: &FieldPath,
+    unknown: &mut Vec<String>,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let schema = resolve(root, schema);
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            let mut drop = Vec::new();
+            for (key, child) in map.iter_mut() {
+                if let Some(child_schema) = props.and_then(|p| p.get(key)) {
+                    prune_at(root, child_schema, child, &path.child(key), unknown, depth + 1);
+                } else if let Some(child_schema) = additional.filter(|a| a.is_object()) {
+                    prune_at(root, child_schema, child, &path.key(key), unknown, depth + 1);
+                } else if props.is_some() && additional.is_none_or(|a| a == &Value::Bool(false)) {
+                    drop.push(key.clone());
+                }
+            }
+            for key in drop {
+                map.remove(&key);
+                unknown.push(path.child(&key).to_string());
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune_at(root, item_schema, item, &path.index(i), unknown, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn unknown_fields_of_built_in_kinds_are_found_at_any_depth() {
+        let schema = schema_of("apps", "deployments").unwrap();
+        let mut d = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"a": "b"}, "bogus": 1},
+            "spec": {"replica": 3, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                         {"name": "c", "image": "x", "resources": {"requests": {"cpu": "1"}}, "imagePullPolice": "Always"}]}}},
+            "status": {"replicas": 1}
+        });
+        let mut unknown = prune(&schema, &mut d);
+        unknown.sort();
+        assert_eq!(
+            unknown,
+            [
+                "metadata.bogus",
+                "spec.replica",
+                "spec.template.spec.containers[0].imagePullPolice"
+            ]
+        );
+        assert_eq!(d["metadata"]["labels"]["a"], "b");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+            "1"
+        );
+        assert!(schema_of("", "pods").is_some());
+        assert!(schema_of("example.com", "widgets").is_none());
+    }
+
+    #[test]
+    fn free_form_values_are_left_alone() {
+        let schema = schema_of("apiextensions.k8s.io", "customresourcedefinitions").unwrap();
+        let mut crd = serde_json::to_value(nodewright_api::crds::all().remove(0)).unwrap();
+        let before = crd.clone();
+        assert_eq!(prune(&schema, &mut crd), Vec::<String>::new());
+        assert_eq!(crd, before);
+    }
+}
