@@ -58,7 +58,8 @@ struct ValidateArgs {
 #[derive(Debug, Args)]
 struct PlanArgs {
     /// Manifest files or directories (searched recursively for .yaml, .yml and .json files).
-    #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+    /// Without any, the built-in demo is planned (examples/default and examples/demo).
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Nodes that already exist, and pods bound to them (`kubectl get nodes,pods -A -o yaml`);
     /// pending pods go there first. May be repeated; directories are searched too.
@@ -163,6 +164,23 @@ fn validate(args: &ValidateArgs) -> Result<ExitCode> {
     })
 }
 
+/// What `nodewright plan` plans when given no manifests: the default NodePool and EC2NodeClass
+/// and a small mixed workload, compiled in so the command works anywhere.
+const DEMO_MANIFESTS: [(&str, &str); 3] = [
+    (
+        "examples/default/nodepool.yaml",
+        include_str!("../../../examples/default/nodepool.yaml"),
+    ),
+    (
+        "examples/default/ec2nodeclass.yaml",
+        include_str!("../../../examples/default/ec2nodeclass.yaml"),
+    ),
+    (
+        "examples/demo/workload.yaml",
+        include_str!("../../../examples/demo/workload.yaml"),
+    ),
+];
+
 fn plan(args: &PlanArgs) -> Result<()> {
     let mut files = Vec::new();
     for path in args.paths.iter().chain(&args.existing) {
@@ -172,11 +190,22 @@ fn plan(args: &PlanArgs) -> Result<()> {
             bail!("no .yaml, .yml or .json files found in {}", path.display());
         }
     }
-    let mut manifests = Vec::new();
-    let mut errors = Vec::new();
+    let mut sources = Vec::new();
+    if args.paths.is_empty() {
+        eprintln!("no -f given: planning the built-in demo (examples/default, examples/demo)");
+        sources.extend(
+            DEMO_MANIFESTS
+                .iter()
+                .map(|(name, text)| ((*name).to_owned(), (*text).to_owned())),
+        );
+    }
     for file in files {
         let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-        let source_name = file.display().to_string();
+        sources.push((file.display().to_string(), text));
+    }
+    let mut manifests = Vec::new();
+    let mut errors = Vec::new();
+    for (source_name, text) in sources {
         match parse_objects(&text, &source_name) {
             Ok(objects) => manifests.push(Manifest { source_name, objects }),
             Err(error) => errors.push(error.to_string()),

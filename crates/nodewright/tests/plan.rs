@@ -386,3 +386,40 @@ fn a_bad_manifest_fails_naming_file_object_and_field() {
     assert!(!output.status.success());
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn without_manifests_the_built_in_demo_is_planned_and_matches_the_example_files() {
+    let builtin = nodewright(&["plan", "-o", "json"]);
+    assert!(
+        String::from_utf8_lossy(&builtin.stderr).contains("built-in demo"),
+        "the user is told what was planned"
+    );
+    let builtin: PlanReport = serde_json::from_str(&stdout(&builtin)).unwrap();
+    let defaults = format!("{ROOT}/examples/default");
+    let demo = format!("{ROOT}/examples/demo");
+    let from_files: PlanReport = serde_json::from_str(&stdout(&nodewright(&[
+        "plan", "-f", &defaults, "-f", &demo, "-o", "json",
+    ])))
+    .unwrap();
+
+    // 12 web + 6 api + 3 cache + 4 report pods; the DaemonSet is overhead, not a pending pod.
+    assert_eq!(builtin.totals.pending_pods, 25);
+    assert!(builtin.unschedulable.is_empty(), "{:#?}", builtin.unschedulable);
+    let caches_per_node = builtin
+        .nodes
+        .iter()
+        .map(|n| n.pods.iter().filter(|p| p.starts_with("shop/cache-")).count());
+    assert!(
+        caches_per_node.clone().all(|c| c <= 1),
+        "cache anti-affinity holds"
+    );
+    assert_eq!(caches_per_node.sum::<usize>(), 3);
+    assert_eq!(builtin.nodes.len(), from_files.nodes.len());
+    for (a, b) in builtin.nodes.iter().zip(&from_files.nodes) {
+        assert_eq!(
+            (&a.instance_type, &a.zone, &a.pods),
+            (&b.instance_type, &b.zone, &b.pods)
+        );
+    }
+    assert_eq!(builtin.totals.price_per_hour, from_files.totals.price_per_hour);
+}
