@@ -421,5 +421,5 @@ fn without_manifests_the_built_in_demo_is_planned_and_matches_the_example_files(
             (&b.instance_type, &b.zone, &b.pods)
         );
     }
-    assert_eq!(builtin.totals.price_per_hour, from_files.totals.price_per_hour);
+    assert!((builtin.totals.price_per_hour - from_files.totals.price_per_hour).abs() < 1e-9);
 }
