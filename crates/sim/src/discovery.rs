@@ -244,6 +244,7 @@ pub fn openapi_group_version(registry: &Registry, group: &str, version: &str) ->
             .as_ref()
             .and_then(|c| c.schema(version))
             .cloned()
+            .or_else(|| builtin_openapi(info, &mut schemas))
             .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
         schema["x-kubernetes-group-version-kind"] = json!([gvk]);
         schemas.insert(name.clone(), schema);
@@ -290,6 +291,38 @@ pub fn openapi_group_version(registry: &Registry, group: &str, version: &str) ->
         "paths": paths,
         "components": {"schemas": schemas},
     })
+}
+
+/// A built-in kind's generated schema in OpenAPI form: its `$defs` join the document's
+/// components (shared by every kind of the group version) and references point there.
+fn builtin_openapi(info: &ResourceInfo, components: &mut serde_json::Map<String, Value>) -> Option<Value> {
+    let generated = crate::builtin_schema::schema_of(&info.group, &info.plural)?;
+    let mut root = (*generated).clone();
+    let defs = root.as_object_mut()?.remove("$defs");
+    if let Some(root_map) = root.as_object_mut() {
+        root_map.remove("$schema");
+    }
+    for (name, mut def) in defs.and_then(|d| d.as_object().cloned()).unwrap_or_default() {
+        rewrite_refs(&mut def);
+        components.entry(name).or_insert(def);
+    }
+    rewrite_refs(&mut root);
+    Some(root)
+}
+
+fn rewrite_refs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get_mut("$ref")
+                && let Some(name) = r.strip_prefix("#/$defs/")
+            {
+                *r = format!("#/components/schemas/{name}");
+            }
+            map.values_mut().for_each(rewrite_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -346,5 +379,11 @@ mod tests {
                 .iter()
                 .any(|p| p["name"] == "fieldValidation")
         );
+        let schemas = &doc["components"]["schemas"];
+        let spec_ref = schemas["apps.v1.Deployment"]["properties"]["spec"]["$ref"]
+            .as_str()
+            .unwrap();
+        let name = spec_ref.strip_prefix("#/components/schemas/").unwrap();
+        assert!(schemas[name]["properties"]["replicas"].is_object(), "{spec_ref}");
     }
 }

@@ -12,8 +12,9 @@
 //!   aggregated `apidiscovery.k8s.io/v2` form of `/api` and `/apis` (kubectl 1.32 asks for it
 //!   first and needs nothing else), and OpenAPI v3 (`/openapi/v3` index plus one document per
 //!   group version, with PATCH operations carrying `fieldValidation`, so kubectl sends
-//!   `fieldValidation=Strict` and the server validates; CRD documents carry the CRD schema, so
-//!   `kubectl explain` works for custom resources). There is no `/openapi/v2`: kubectl then
+//!   `fieldValidation=Strict` and the server validates; documents carry each kind's schema — the
+//!   CRD's, or for built-in kinds one generated from k8s-openapi's types — so `kubectl explain`
+//!   works for every kind). There is no `/openapi/v2`: kubectl then
 //!   builds client-side apply patches from its compiled-in types.
 //! - **Built-in types**: core/v1 pods (`binding`, `eviction`, `status`), nodes, namespaces
 //!   (`default`, `kube-system`, `kube-public`, `kube-node-lease` exist at start; deletion empties
@@ -40,6 +41,8 @@
 //! - Optimistic concurrency: a write naming a stale resourceVersion gets 409 Conflict; writes
 //!   without one recompute on the latest object (custom resources refuse a PUT without one, as
 //!   the API server does). Writes that change nothing store nothing.
+//! - Unknown fields of built-in kinds are dropped, or refused under `fieldValidation=Strict`
+//!   with each field named ([`builtin_schema`]).
 //! - Metadata: names must be path segments (and DNS-1123 subdomains for built-in kinds), label
 //!   and annotation keys qualified names, label values valid label values; objects are stored in
 //!   the storage version and served in the version of the request path.
@@ -98,7 +101,7 @@
 //! `-o jsonpath`, `--show-managed-fields`, `get all`); `get -w` and
 //! `get -w --output-watch-events`; `describe`; `scale`; `edit`; `patch` (merge, JSON, strategic,
 //! `--subresource=status`); `delete` (waiting for finalizers), `delete -f`; `label`; `run`;
-//! `api-resources`; `explain` for custom resources; `cordon` and `drain` (evictions); `get events`
+//! `api-resources`; `explain`; `cordon` and `drain` (evictions); `get events`
 //! and `describe` showing Recorder events. `cargo run -p nodewright-sim --example serve -- PORT
 //! KUBECONFIG` serves an empty cluster for trying more by hand.
 //!
@@ -106,21 +109,23 @@
 //!
 //! Objects are kept as serialized JSON (shared `Arc`s between the store, the watch history and
 //! every watcher, so an event costs no copy) plus small indexes. `examples/memory.rs` stores
-//! 10,000 nodes and 200,000 pods (with their managedFields): 4.7 s to create, 686 MiB resident,
+//! 10,000 nodes and 200,000 pods (with their managedFields): 5.7 s to create, 695 MiB resident,
 //! of which 413 MiB is the objects' JSON and indexes (release build, 2 cores).
 //! `examples/crd_writes.rs` times NodePool creates through pruning, defaults, validation and the
-//! CEL rules (compiled once per CRD): 175 µs each.
+//! CEL rules (compiled once per CRD): 180 µs each.
 //!
 //! # Not implemented
 //!
 //! Authentication and authorization (everyone may do anything), protobuf (JSON only), CBOR,
-//! TLS, `/openapi/v2`, schemas of built-in kinds (so strict field validation and `explain` work
-//! for custom resources only), CRD conversion webhooks (served versions share one stored form,
-//! only `apiVersion` differs), admission webhooks, ValidatingAdmissionPolicies, CEL validation
-//! ratcheting, list `resourceVersionMatch=Exact` on old versions (lists are always current),
-//! `pods/log`, `exec`, `attach`, `portforward`, proxy subresources, and field selectors on
-//! fields a type does not declare. Controllers (Deployment → ReplicaSet → Pods, scheduler,
-//! kubelets) are the simulated data plane's job, not the API server's.
+//! TLS, `/openapi/v2`, validation of built-in kinds beyond unknown fields, metadata and the few
+//! checks in [`admission`] (types, required fields and enums of built-in kinds are not checked),
+//! CRD conversion webhooks (served versions share one stored form, only `apiVersion` differs),
+//! admission webhooks, ValidatingAdmissionPolicies, CEL validation ratcheting, list
+//! `resourceVersionMatch=Exact` on old versions (lists are always current), `pods/log`, `exec`,
+//! `attach`, `portforward`, proxy subresources, field selectors on fields a type does not
+//! declare, core/v1 → events.k8s.io/v1 event mirroring (only the other way), pod `qosClass`.
+//! Controllers (Deployment → ReplicaSet → Pods, scheduler, kubelets) are the simulated data
+//! plane's job, not the API server's.
 
 pub mod admission;
 pub mod apply;

@@ -120,6 +120,12 @@ async fn apply_crds_and_examples_then_get_printer_columns() {
         "{described}"
     );
 
+    // explain reads the OpenAPI v3 documents, for custom and built-in kinds alike.
+    let explained = k.ok(&["explain", "nodepool.spec.weight"]).await;
+    assert!(explained.contains("FIELD: weight <integer>"), "{explained}");
+    let explained = k.ok(&["explain", "deployment.spec.replicas"]).await;
+    assert!(explained.contains("FIELD: replicas <integer>"), "{explained}");
+
     // CEL rules reject what Karpenter's API server rejects.
     let (ok, _, err) = k
         .run(&[
