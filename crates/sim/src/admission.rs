@@ -50,6 +50,17 @@ pub fn admit(
     if info.crd.is_none()
         && let Some(schema) = crate::builtin_schema::schema_of(&info.group, &info.plural)
     {
+        let wrong = crate::builtin_schema::check_types(&schema, new);
+        if let Some(first) = wrong.first() {
+            let version = info.storage_version();
+            return Err(ApiError::BadRequest(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {}: expected {}, got {}",
+                first.field,
+                first.expected,
+                first.found,
+                kind = info.kind
+            )));
+        }
         let unknown = crate::builtin_schema::prune(&schema, new);
         if opts.validation == FieldValidation::Strict && !unknown.is_empty() {
             let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();

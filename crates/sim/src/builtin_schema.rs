@@ -132,6 +132,135 @@ fn prune_at(
     }
 }
 
+/// A field whose JSON type does not fit the kind, as the API server's decoder refuses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeError {
+    /// Where (`spec.replicas`).
+    pub field: String,
+    /// The type the kind has there.
+    pub expected: &'static str,
+    /// The JSON type sent.
+    pub found: &'static str,
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Checks JSON types against a built-in kind's schema (null is accepted anywhere: it means
+/// unset), turning numeric quantities into the strings the API server stores.
+pub fn check_types(root: &Value, value: &mut Value) -> Vec<TypeError> {
+    let mut errors = Vec::new();
+    check_at(root, root, value, &FieldPath::default(), &mut errors, 0);
+    errors
+}
+
+/// Definitions that hold any JSON although the generated schema says otherwise (CRD `default`
+/// and `example` values are `JSON`, typed `{"type": "object"}`).
+fn is_free_form(schema: &Value) -> bool {
+    schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.ends_with("apiextensions.v1.JSON") || r.ends_with("runtime.RawExtension"))
+}
+
+fn is_quantity(schema: &Value) -> bool {
+    schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.ends_with("pkg.api.resource.Quantity"))
+}
+
+fn check_at(
+    root: &Value,
+    schema: &Value,
+    value: &mut Value,
+    path: &FieldPath,
+    errors: &mut Vec<TypeError>,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH || value.is_null() {
+        return;
+    }
+    if is_free_form(schema) {
+        return;
+    }
+    if is_quantity(schema) {
+        match value {
+            Value::Number(n) => *value = Value::String(n.to_string()),
+            Value::String(_) => {}
+            other => errors.push(TypeError {
+                field: path.to_string(),
+                expected: "quantity",
+                found: json_type(other),
+            }),
+        }
+        return;
+    }
+    let schema = resolve(root, schema);
+    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+        if !(value.is_string() || value.is_i64() || value.is_u64()) {
+            errors.push(TypeError {
+                field: path.to_string(),
+                expected: "integer or string",
+                found: json_type(value),
+            });
+        }
+        return;
+    }
+    let expected = match schema.get("type").and_then(Value::as_str) {
+        Some("string") => "string",
+        Some("integer") => "integer",
+        Some("number") => "number",
+        Some("boolean") => "boolean",
+        Some("array") => "array",
+        Some("object") => "object",
+        _ => return,
+    };
+    let fits = match expected {
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        other => json_type(value) == other,
+    };
+    if !fits {
+        errors.push(TypeError {
+            field: path.to_string(),
+            expected,
+            found: json_type(value),
+        });
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (key, child) in map.iter_mut() {
+                if let Some(child_schema) = props.and_then(|p| p.get(key)) {
+                    check_at(root, child_schema, child, &path.child(key), errors, depth + 1);
+                } else if let Some(child_schema) = additional {
+                    check_at(root, child_schema, child, &path.key(key), errors, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    check_at(root, item_schema, item, &path.index(i), errors, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -169,11 +298,41 @@ mod tests {
     }
 
     #[test]
+    fn types_are_checked_and_quantities_become_strings() {
+        let schema = schema_of("apps", "deployments").unwrap();
+        let mut d = json!({
+            "metadata": {"name": "web", "labels": {"a": 1}},
+            "spec": {"replicas": "three", "paused": null, "selector": {"matchLabels": {"app": "web"}},
+                     "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": "25%"}},
+                     "template": {"spec": {"containers": [
+                         {"name": "c", "resources": {"requests": {"cpu": 1, "memory": "1Gi"}}, "ports": [{"containerPort": "80"}]}]}}}
+        });
+        let errors = check_types(&schema, &mut d);
+        let fields: Vec<(&str, &str)> = errors.iter().map(|e| (e.field.as_str(), e.expected)).collect();
+        assert_eq!(
+            fields,
+            [
+                ("metadata.labels[a]", "string"),
+                ("spec.replicas", "integer"),
+                (
+                    "spec.template.spec.containers[0].ports[0].containerPort",
+                    "integer"
+                ),
+            ]
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+            "1"
+        );
+    }
+
+    #[test]
     fn free_form_values_are_left_alone() {
         let schema = schema_of("apiextensions.k8s.io", "customresourcedefinitions").unwrap();
         let mut crd = serde_json::to_value(nodewright_api::crds::all().remove(0)).unwrap();
         let before = crd.clone();
         assert_eq!(prune(&schema, &mut crd), Vec::<String>::new());
+        assert_eq!(check_types(&schema, &mut crd), Vec::<TypeError>::new());
         assert_eq!(crd, before);
     }
 }

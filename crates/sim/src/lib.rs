@@ -41,8 +41,11 @@
 //! - Optimistic concurrency: a write naming a stale resourceVersion gets 409 Conflict; writes
 //!   without one recompute on the latest object (custom resources refuse a PUT without one, as
 //!   the API server does). Writes that change nothing store nothing.
-//! - Unknown fields of built-in kinds are dropped, or refused under `fieldValidation=Strict`
-//!   with each field named ([`builtin_schema`]).
+//! - Built-in kinds are checked against schemas generated from k8s-openapi's types
+//!   ([`builtin_schema`]): a value of the wrong JSON type is a 400, as the API server's decoder
+//!   answers (so typed clients never read an object they cannot decode), numeric quantities are
+//!   stored as strings, and unknown fields are dropped, or refused under
+//!   `fieldValidation=Strict` with each field named.
 //! - Metadata: names must be path segments (and DNS-1123 subdomains for built-in kinds), label
 //!   and annotation keys qualified names, label values valid label values; objects are stored in
 //!   the storage version and served in the version of the request path.
@@ -117,8 +120,8 @@
 //! # Not implemented
 //!
 //! Authentication and authorization (everyone may do anything), protobuf (JSON only), CBOR,
-//! TLS, `/openapi/v2`, validation of built-in kinds beyond unknown fields, metadata and the few
-//! checks in [`admission`] (types, required fields and enums of built-in kinds are not checked),
+//! TLS, `/openapi/v2`, validation of built-in kinds beyond JSON types, unknown fields, metadata and the
+//! few checks in [`admission`] (required fields, enums and formats are not checked),
 //! CRD conversion webhooks (served versions share one stored form, only `apiVersion` differs),
 //! admission webhooks, ValidatingAdmissionPolicies, CEL validation ratcheting, list
 //! `resourceVersionMatch=Exact` on old versions (lists are always current), `pods/log`, `exec`,

@@ -254,6 +254,22 @@ async fn patch_types_and_dry_run() {
         .unwrap();
     assert_eq!(patched.spec.unwrap().replicas, Some(4));
 
+    // A value of the wrong JSON type is refused as the API server's decoder refuses it, so no
+    // typed client ever reads an object it cannot decode.
+    let wrong = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": "three"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&wrong), Some(400));
+    let kube::Error::Api(status) = &wrong else {
+        panic!()
+    };
+    assert!(status.message.contains("spec.replicas"), "{}", status.message);
+
     let dry = PostParams {
         dry_run: true,
         ..PostParams::default()
