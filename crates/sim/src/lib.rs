@@ -133,6 +133,8 @@
 pub mod admission;
 pub mod apply;
 pub mod builtin_schema;
+/// The fake cloud provider: real catalogue and prices, launch latency, capacity and interruption faults, a ledger.
+pub mod cloud;
 pub mod crd;
 pub mod defaults;
 pub mod discovery;
