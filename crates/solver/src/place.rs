@@ -323,6 +323,9 @@ fn check_existing(
     e.requirements
         .compatible(requirements, &|_| false, &compiled.interner)
         .map_err(|i| Refusal::permanent(i.describe(&compiled.interner)))?;
+    if !needs_topology(state, c, class) {
+        return Ok(());
+    }
     let mut unused = Requirements::new();
     topology(compiled, state, class, attempt, Node::Existing(node), &mut unused)
 }
@@ -364,18 +367,21 @@ fn check_bin(
     if merged.has_empty().is_some() {
         return Err(true);
     }
-    topology(
-        compiled,
-        state,
-        class,
-        attempt,
-        Node::Building {
-            hostname: bin.hostname,
-            requirements: &merged.clone(),
-        },
-        &mut merged,
-    )
-    .map_err(|refusal| refusal.permanent)?;
+    if needs_topology(state, c, class) {
+        let before = merged.clone();
+        topology(
+            compiled,
+            state,
+            class,
+            attempt,
+            Node::Building {
+                hostname: bin.hostname,
+                requirements: &before,
+            },
+            &mut merged,
+        )
+        .map_err(|refusal| refusal.permanent)?;
+    }
     if merged == bin.requirements {
         return Ok(Fit {
             min_values_relaxed: false,
@@ -455,18 +461,21 @@ fn check_new(
         .interner
         .get("hostname-placeholder-new")
         .unwrap_or(Sym(u32::MAX));
-    topology(
-        compiled,
-        state,
-        class,
-        attempt,
-        Node::Building {
-            hostname: placeholder,
-            requirements: &merged.clone(),
-        },
-        &mut merged,
-    )
-    .map_err(|refusal| refusal.reason)?;
+    if needs_topology(state, c, class) {
+        let before = merged.clone();
+        topology(
+            compiled,
+            state,
+            class,
+            attempt,
+            Node::Building {
+                hostname: placeholder,
+                requirements: &before,
+            },
+            &mut merged,
+        )
+        .map_err(|refusal| refusal.reason)?;
+    }
     let remaining = &state.pool_remaining[p];
     let list = compiled.allowed_types(p, &merged);
     // A class that is its own family gets the same shape while more of its pods wait than any
@@ -649,6 +658,17 @@ fn no_type_reason(
 /// Applies spread, affinity and anti-affinity for a pod going to `node`; for a node being built,
 /// narrows `requirements` to the domains allowed (collapsing a key to one domain when a constraint
 /// needs a decision). Errors say which constraint failed.
+/// Whether [`topology`] has anything to check for the class: its own spread or (anti-)affinity
+/// terms, or required anti-affinity of placed pods against a group it belongs to. Skipping the
+/// call otherwise saves copying requirements on every candidate node.
+fn needs_topology(state: &State, c: &Class, class: usize) -> bool {
+    !c.spread.is_empty()
+        || !c.affinity.is_empty()
+        || state.memberships[class]
+            .iter()
+            .any(|&group| !state.forbidden[group].is_empty())
+}
+
 fn topology(
     compiled: &Compiled,
     state: &State,
