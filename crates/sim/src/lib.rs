@@ -133,7 +133,6 @@
 pub mod admission;
 pub mod apply;
 pub mod builtin_schema;
-/// The fake cloud provider: real catalogue and prices, launch latency, capacity and interruption faults, a ledger.
 pub mod cloud;
 pub mod crd;
 pub mod defaults;

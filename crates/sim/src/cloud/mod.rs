@@ -2,10 +2,10 @@
 //! us-east-1 catalogue and prices, for controller tests and the simulator (Karpenter's KWOK
 //! provider, plus what a test needs to provoke and observe).
 //!
-//! - **Launch**: `create` picks the cheapest offering the NodeClaim accepts ([`selection`] has the
-//!   exact order) and returns the NodeClaim with providerID, labels, capacity and allocatable. An
-//!   instance is `Pending` for [`FakeCloudConfig::launch_latency`] of the injected clock, then
-//!   `Running`.
+//! - **Launch**: `create` picks the cheapest offering the NodeClaim accepts (the private
+//!   `selection` module has the exact order) and returns the NodeClaim with providerID, labels,
+//!   capacity and allocatable. An instance is `Pending` for [`FakeCloudConfig::launch_latency`]
+//!   of the injected clock, then `Running`.
 //! - **Insufficient capacity**: [`FakeCloud::inject_insufficient_capacity`] empties one offering.
 //!   A launch that tries it moves on to the next offering the NodeClaim accepts, as EC2 Fleet
 //!   does, and fails with `InsufficientCapacity` listing exactly the offerings it tried when none
