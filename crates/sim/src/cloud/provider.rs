@@ -7,7 +7,8 @@ use kube::ResourceExt;
 use nodewright_api::{NodeClaim, NodePool, labels, quantity};
 use nodewright_catalog::{InstanceType, Resources};
 use nodewright_cloudprovider::{
-    BoxFuture, CloudProvider, CloudProviderError, ConditionStatus, DriftReason, RepairPolicy, Result,
+    BoxFuture, CloudProvider, CloudProviderError, ConditionStatus, DriftReason, OfferingKey, RepairPolicy,
+    Result,
 };
 
 use super::{
@@ -116,8 +117,7 @@ impl FakeCloud {
         for instance_type in &mut types {
             let name = instance_type.name.clone();
             for offering in &mut instance_type.offerings {
-                let key =
-                    nodewright_cloudprovider::OfferingKey::new(&name, &offering.zone, offering.capacity_type);
+                let key = OfferingKey::new(&name, &offering.zone, offering.capacity_type);
                 if state.observed_ice.contains(&key) {
                     offering.available = false;
                 }
