@@ -96,3 +96,18 @@ pub trait CloudProvider: Send + Sync {
     /// The provider's name for logs and metrics (`aws`, `fake`).
     fn name(&self) -> &str;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Controllers share one provider across tasks: `dyn CloudProvider` must exist (the trait is
+    /// object safe) and be shareable between threads. This fails to compile otherwise.
+    #[test]
+    fn the_trait_is_usable_as_a_shared_trait_object() {
+        fn shareable<T: Send + Sync + ?Sized>() {}
+        shareable::<dyn CloudProvider>();
+        shareable::<std::sync::Arc<dyn CloudProvider>>();
+        assert_eq!(DriftReason::new("AMIDrift").to_string(), "AMIDrift");
+    }
+}
