@@ -68,9 +68,9 @@ mod tests {
     #[test]
     fn covering_cpu_with_two_types() {
         // Type A: 2 cpu for $1; type B: 8 cpu for $3. Covering 16 cpu costs at least 16 × 3/8 = $6.
-        let a = Res(vec![2000, 0]);
-        let b = Res(vec![8000, 0]);
-        let (bound, y) = solve_dual(&Res(vec![16_000, 0]), &[(&a, 1.0), (&b, 3.0)]).unwrap();
+        let a = Res(smallvec::smallvec![2000, 0]);
+        let b = Res(smallvec::smallvec![8000, 0]);
+        let (bound, y) = solve_dual(&Res(smallvec::smallvec![16_000, 0]), &[(&a, 1.0), (&b, 3.0)]).unwrap();
         assert!((bound - 6.0).abs() < 1e-6, "{bound}");
         assert!(
             (y[0] * 8000.0 - 3.0).abs() < 1e-6,
@@ -82,9 +82,9 @@ mod tests {
     fn two_resources_bind_together() {
         // A: 4 cpu / 8 GiB for $1, B: 2 cpu / 16 GiB for $1. Demand 8 cpu and 32 GiB: 4/3 of A and
         // 4/3 of B cover it exactly: $8/3.
-        let a = Res(vec![4, 8]);
-        let b = Res(vec![2, 16]);
-        let (bound, _) = solve_dual(&Res(vec![8, 32]), &[(&a, 1.0), (&b, 1.0)]).unwrap();
+        let a = Res(smallvec::smallvec![4, 8]);
+        let b = Res(smallvec::smallvec![2, 16]);
+        let (bound, _) = solve_dual(&Res(smallvec::smallvec![8, 32]), &[(&a, 1.0), (&b, 1.0)]).unwrap();
         assert!((bound - 8.0 / 3.0).abs() < 1e-6, "{bound}");
     }
 }

@@ -82,13 +82,17 @@ impl Dimensions {
     }
 }
 
+/// Inline room for cpu, memory, pods, ephemeral storage and two extended resources: resource
+/// vectors are copied on every candidate-node check, so most of them never touch the heap.
+pub type ResVec = smallvec::SmallVec<[i64; 6]>;
+
 /// A resource vector over a problem's [`Dimensions`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Res(pub Vec<i64>);
+pub struct Res(pub ResVec);
 
 impl Res {
     pub fn zero(dims: usize) -> Self {
-        Res(vec![0; dims])
+        Res(smallvec::smallvec![0; dims])
     }
 
     pub fn fits_in(&self, capacity: &Res) -> bool {
@@ -182,10 +186,10 @@ mod tests {
         named.set("example.com/unknown", 1);
         let (dense, unknown) = dims.dense(&named);
         assert_eq!(unknown, ["example.com/unknown"]);
-        assert_eq!(dense.0, vec![1500, 1 << 30, 1, 0, 2]);
+        assert_eq!(dense.0.as_slice(), [1500, 1 << 30, 1, 0, 2]);
         named.set("example.com/unknown", 0);
         assert_eq!(dims.named(&dense), named);
-        let room = Res(vec![4000, 4 << 30, 10, 0, 4]);
+        let room = Res(smallvec::smallvec![4000, 4 << 30, 10, 0, 4]);
         assert_eq!(dense.copies_in(&room), 2);
         assert!(dense.fits_with(&dense, &room));
         assert!(!dense.scaled(3).fits_in(&room));
