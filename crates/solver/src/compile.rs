@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::core::v1::{Taint, Toleration};
+use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 use nodewright_api::{labels, quantity};
 use nodewright_catalog::{Price, Resources};
 
@@ -85,6 +85,30 @@ pub(crate) struct SpreadC {
     pub honor_node_affinity: bool,
     /// `nodeTaintsPolicy: Honor`: domains only of nodes (and pools) whose taints the pod tolerates.
     pub honor_node_taints: bool,
+}
+
+/// Every pod's facts. Replicas of one workload arrive together with identical specs, labels and
+/// namespace, so a pod equal to the one before it reuses that pod's facts instead of re-reading
+/// requests, terms and volumes.
+fn pod_facts(pods: &[Pod], volumes: &crate::volumes::VolumeIndex<'_>) -> Vec<PodFacts> {
+    let mut facts: Vec<PodFacts> = Vec::with_capacity(pods.len());
+    for (i, pod) in pods.iter().enumerate() {
+        let same_as_previous = i > 0 && {
+            let previous = &pods[i - 1];
+            pod.spec == previous.spec
+                && pod.metadata.labels == previous.metadata.labels
+                && pod.metadata.namespace == previous.metadata.namespace
+        };
+        match facts.last() {
+            Some(previous) if same_as_previous => {
+                let mut reused = previous.clone();
+                reused.name = pod.metadata.name.clone().unwrap_or_default();
+                facts.push(reused);
+            }
+            _ => facts.push(PodFacts::from_pod_with_volumes(pod, volumes)),
+        }
+    }
+    facts
 }
 
 /// A pod (anti-)affinity term, compiled.
@@ -269,11 +293,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
     well_known.sort_unstable();
 
     let volume_index = crate::volumes::VolumeIndex::new(&problem.volumes);
-    let facts: Vec<PodFacts> = problem
-        .pods
-        .iter()
-        .map(|p| PodFacts::from_pod_with_volumes(p, &volume_index))
-        .collect();
+    let facts = pod_facts(&problem.pods, &volume_index);
     let daemon_facts: Vec<PodFacts> = problem.daemonset_pods.iter().map(PodFacts::from_pod).collect();
     let extended = facts
         .iter()
@@ -809,5 +829,43 @@ impl std::hash::Hash for ClassKey<'_> {
         p.required_terms.hash(state);
         p.spread.hash(state);
         p.affinity.hash(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code fails loudly by design
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, app: &str, cpu: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": "shop", "labels": { "app": app } },
+            "spec": { "containers": [{ "name": "c", "resources": { "requests": { "cpu": cpu } } }] }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn reused_facts_equal_facts_read_pod_by_pod() {
+        let pods = [
+            pod("web-0", "web", "500m"),
+            pod("web-1", "web", "500m"),
+            pod("api-0", "api", "500m"), // same spec, other labels
+            pod("api-1", "api", "1"),    // same labels, other spec
+            pod("api-2", "api", "1"),
+        ];
+        let volumes = crate::volumes::Volumes::default();
+        let index = crate::volumes::VolumeIndex::new(&volumes);
+        let reused = pod_facts(&pods, &index);
+        let one_by_one: Vec<PodFacts> = pods
+            .iter()
+            .map(|p| PodFacts::from_pod_with_volumes(p, &index))
+            .collect();
+        assert_eq!(reused, one_by_one);
+        assert_eq!(reused[1].name, "web-1");
+        assert_eq!(reused[3].requests.cpu_millis, 1000);
     }
 }
