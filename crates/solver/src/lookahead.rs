@@ -12,9 +12,27 @@ use crate::{compile::Compiled, lower_bound::shadow_prices, resources::Res, state
 #[derive(Debug, Default)]
 pub(crate) struct ShapeWeights {
     cache: HashMap<(usize, usize), Vec<f64>>,
-    /// Shapes chosen for classes that are a family of their own, with the waiting count above
-    /// which the choice cannot change (no simulated node ran out of the class's pods).
-    pub(crate) fixed_shapes: HashMap<(usize, crate::requirements::Requirements, usize), (u32, i64)>,
+    /// Shapes chosen for classes that are a family of their own: the target, the waiting count
+    /// above which the choice cannot change (no simulated node ran out of the class's pods), and
+    /// the waiting count it was computed for (the same count gives the same choice; for a class
+    /// capped per node, such as hostname anti-affinity, the count stays at the cap).
+    pub(crate) fixed_shapes: HashMap<(usize, crate::requirements::Requirements, usize), FixedShape>,
+}
+
+/// A cached node shape; see [`ShapeWeights::fixed_shapes`].
+#[derive(Debug, Clone)]
+pub(crate) struct FixedShape {
+    pub target: u32,
+    /// The pods of the class the node is shaped to hold besides the one opening it.
+    pub pattern: Vec<(usize, i64)>,
+    pub stable_above: i64,
+    pub computed_for: i64,
+}
+
+impl FixedShape {
+    pub(crate) fn holds_for(&self, waiting: i64) -> bool {
+        waiting > self.stable_above || waiting == self.computed_for
+    }
 }
 
 /// Drops types another type dominates (at least as much of every resource for no more money):

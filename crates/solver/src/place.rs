@@ -479,21 +479,22 @@ fn check_new(
     let remaining = &state.pool_remaining[p];
     let list = compiled.allowed_types(p, &merged);
     // A class that is its own family gets the same shape while more of its pods wait than any
-    // simulated node took (and limits cannot intervene).
+    // simulated node took, or as many as when it was chosen (and limits cannot intervene).
     let cap = crate::lookahead::per_node_cap(compiled, state, class);
     let waiting = crate::lookahead::waiting_of(state, class, true, cap);
     let cacheable = state.pool_remaining[p].iter().all(Option::is_none) && !has_min_values(&merged);
     let key = (p, merged.clone(), class);
-    if cacheable
-        && let Some(&(target, stable_above)) = weights.fixed_shapes.get(&key)
-        && waiting > stable_above
-    {
+    if cacheable && let Some(fixed) = weights.fixed_shapes.get(&key).filter(|f| f.holds_for(waiting)) {
         return Ok(Fit {
             min_values_relaxed: false,
-            pattern: Vec::new(),
+            pattern: if attempt.is_default() {
+                fixed.pattern.clone()
+            } else {
+                Vec::new()
+            },
             requirements: merged,
             types: Some(list),
-            target,
+            target: fixed.target,
         });
     }
     let candidates: Vec<u32> = list
@@ -513,7 +514,13 @@ fn check_new(
     let shape = choose_target(compiled, state, weights, p, &candidates, class);
     let target = shape.target;
     if cacheable && let Some(stable_above) = shape.stable_above {
-        weights.fixed_shapes.insert(key, (target, stable_above));
+        let fixed = crate::lookahead::FixedShape {
+            target,
+            pattern: shape.pattern.clone(),
+            stable_above,
+            computed_for: waiting,
+        };
+        weights.fixed_shapes.insert(key, fixed);
     }
     Ok(Fit {
         min_values_relaxed: relaxed,
