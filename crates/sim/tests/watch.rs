@@ -214,41 +214,13 @@ async fn streaming_list_and_metadata_watchers() {
     // bookmark completes the initial list.
     let streaming = watcher(api.clone(), watcher::Config::default().streaming_lists());
     let mut streaming = std::pin::pin!(streaming);
-    let mut listed = Vec::new();
-    loop {
-        match tokio::time::timeout(WAIT, streaming.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            watcher::Event::InitApply(o) => listed.push(o.name_any()),
-            watcher::Event::InitDone => break,
-            _ => {}
-        }
-    }
-    listed.sort();
-    assert_eq!(listed, ["s1", "s2"]);
+    assert_eq!(initial_names(&mut streaming).await, ["s1", "s2"]);
 
     // Metadata-only watchers get PartialObjectMetadata.
     let partial: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::default_namespaced(c.client());
     let meta = watcher(partial, watcher::Config::default());
     let mut meta = std::pin::pin!(meta);
-    let mut names = Vec::new();
-    loop {
-        match tokio::time::timeout(WAIT, meta.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            watcher::Event::InitApply(o) => names.push(o.name_any()),
-            watcher::Event::InitDone => break,
-            _ => {}
-        }
-    }
-    names.sort();
-    assert_eq!(names, ["s1", "s2"]);
+    assert_eq!(initial_names(&mut meta).await, ["s1", "s2"]);
     api.create(&PostParams::default(), &cm("s3")).await.unwrap();
     loop {
         if let watcher::Event::Apply(o) = tokio::time::timeout(WAIT, meta.next())
@@ -476,4 +448,25 @@ async fn concurrent_writers_and_a_watcher_agree() {
         }
     }
     assert_eq!(previous, final_rv);
+}
+
+/// The names a kube-runtime watcher delivers in its initial list (up to `InitDone`), sorted.
+async fn initial_names<K: ResourceExt>(
+    stream: &mut (impl futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin),
+) -> Vec<String> {
+    let mut names = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitApply(o) => names.push(o.name_any()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    names.sort();
+    names
 }
