@@ -352,13 +352,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
             .iter()
             .filter(|a| !(ignore_preferences && a.weight.is_some()))
             .map(|a: &AffinityTerm| {
-                let namespaces = if a.all_namespaces {
-                    None
-                } else if a.namespaces.is_empty() {
-                    Some(vec![pod.namespace.clone()])
-                } else {
-                    Some(a.namespaces.clone())
-                };
+                let namespaces = a.namespaces_for(&pod.namespace);
                 AffinityC {
                     group: group_of(
                         &mut groups,
@@ -438,11 +432,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
             }
             // Existing pods' required anti-affinity terms forbid their domain to pods they select.
             for term in f.affinity.iter().filter(|a| a.anti && a.weight.is_none()) {
-                let namespaces = if term.namespaces.is_empty() {
-                    Some(vec![f.namespace.clone()])
-                } else {
-                    Some(term.namespaces.clone())
-                };
+                let namespaces = term.namespaces_for(&f.namespace);
                 let g = group_of(
                     &mut groups,
                     &term.topology_key,

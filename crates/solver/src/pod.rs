@@ -54,6 +54,20 @@ pub struct AffinityTerm {
     pub all_namespaces: bool,
 }
 
+impl AffinityTerm {
+    /// The namespaces whose pods the term selects, for a pod in `own`: `None` means every
+    /// namespace (`namespaceSelector: {}`); no list and no selector mean the pod's own.
+    pub fn namespaces_for(&self, own: &str) -> Option<Vec<String>> {
+        if self.all_namespaces {
+            None
+        } else if self.namespaces.is_empty() {
+            Some(vec![own.to_owned()])
+        } else {
+            Some(self.namespaces.clone())
+        }
+    }
+}
+
 /// A host port a pod binds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostPort {

@@ -147,6 +147,62 @@ fn existing_nodes_are_used_first() {
 }
 
 #[test]
+fn an_existing_pods_anti_affinity_across_all_namespaces_keeps_pending_pods_out_of_its_zone() {
+    // The pending pods live in "default"; the existing pod, in "guard", repels app=web pods in
+    // every namespace (namespaceSelector: {}) from its zone. Without the selector it would only
+    // repel pods of its own namespace.
+    let mut guard = pod(
+        "guard-0",
+        "100m",
+        "128Mi",
+        json!({ "app": "guard" }),
+        json!({
+            "nodeName": "node-a",
+            "affinity": { "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "topologyKey": "topology.kubernetes.io/zone",
+                "labelSelector": { "matchLabels": { "app": "web" } },
+                "namespaceSelector": {}
+            }] } }
+        }),
+    );
+    guard.metadata.namespace = Some("guard".into());
+    let mut problem = problem(
+        pods("web", 3, "1", "1Gi", json!({ "app": "web" }), json!({})),
+        vec![pool("default", json!({}), small_catalog())],
+    );
+    problem.existing_nodes.push(ExistingNode {
+        name: "node-a".into(),
+        labels: [
+            ("kubernetes.io/hostname", "node-a"),
+            ("topology.kubernetes.io/zone", "us-east-1a"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into(),
+        allocatable: Resources {
+            cpu_millis: 8000,
+            memory_bytes: 32 * GIB,
+            pods: 110,
+            ..Resources::default()
+        },
+        pods: vec![guard],
+        initialized: true,
+        ..ExistingNode::default()
+    });
+    let plan = solve_checked(&problem);
+    assert!(plan.unschedulable.is_empty());
+    assert!(
+        plan.existing_placements.is_empty(),
+        "node-a is in the repelled zone"
+    );
+    assert!(!plan.new_nodes.is_empty());
+    assert!(
+        plan.new_nodes.iter().all(|n| n.zone != "us-east-1a"),
+        "{:#?}",
+        plan.new_nodes
+    );
+}
+
+#[test]
 fn hostname_anti_affinity_gives_each_pod_its_own_node() {
     let anti = json!({ "affinity": { "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [
         { "topologyKey": "kubernetes.io/hostname", "labelSelector": { "matchLabels": { "app": "db" } } }
