@@ -457,10 +457,8 @@ fn check_new(
             compiled.interner.resolve(key)
         ));
     }
-    let placeholder = compiled
-        .interner
-        .get("hostname-placeholder-new")
-        .unwrap_or(Sym(u32::MAX));
+    // A node not yet opened has no hostname; no pod counts against this one.
+    let placeholder = Sym(u32::MAX);
     if needs_topology(state, c, class) {
         let before = merged.clone();
         topology(
@@ -483,8 +481,10 @@ fn check_new(
     let cap = crate::lookahead::per_node_cap(compiled, state, class);
     let waiting = crate::lookahead::waiting_of(state, class, true, cap);
     let cacheable = state.pool_remaining[p].iter().all(Option::is_none) && !has_min_values(&merged);
-    let key = (p, merged.clone(), class);
-    if cacheable && let Some(fixed) = weights.fixed_shapes.get(&key).filter(|f| f.holds_for(waiting)) {
+    let key = cacheable.then(|| (p, merged.clone(), class));
+    if let Some(key) = &key
+        && let Some(fixed) = weights.fixed_shapes.get(key).filter(|f| f.holds_for(waiting))
+    {
         return Ok(Fit {
             min_values_relaxed: false,
             pattern: if attempt.is_default() {
@@ -513,7 +513,9 @@ fn check_new(
             .map_err(|()| "minValues cannot be met by the instance types that fit".to_owned())?;
     let shape = choose_target(compiled, state, weights, p, &candidates, class);
     let target = shape.target;
-    if cacheable && let Some(stable_above) = shape.stable_above {
+    if let Some(key) = key
+        && let Some(stable_above) = shape.stable_above
+    {
         let fixed = crate::lookahead::FixedShape {
             target,
             pattern: shape.pattern.clone(),
@@ -786,7 +788,7 @@ fn pod_affinity(
 ) -> Result<(), Refusal> {
     let c = &compiled.classes[class];
     let interner = &compiled.interner;
-    for term in c.affinity.iter().filter(|a| a.required || attempt.honours(c, a)) {
+    for term in c.affinity.iter().filter(|a| attempt.honours(c, a)) {
         let key_name = interner.resolve(term.key);
         let kind = if term.anti {
             "pod anti-affinity"
@@ -854,23 +856,21 @@ fn inverse_anti_affinity(
             }
             continue;
         }
-        for &forbidden in &state.forbidden[group] {
-            match (node, key == compiled.keys.hostname) {
-                (Node::Existing(_), _) | (Node::Building { .. }, true) => {}
-                (Node::Building { .. }, false) => {
-                    requirements.add(
-                        key,
-                        Requirement::from_operator(nodewright_api::Operator::NotIn, &[forbidden], interner),
-                        interner,
-                    );
-                    if requirements.get(key).is_some_and(Requirement::is_empty) {
-                        return Err(Refusal::permanent(format!(
-                            "pod anti-affinity of pods in every {}",
-                            interner.resolve(key)
-                        )));
-                    }
-                }
-            }
+        // Only a node still being built on a non-hostname key is left here.
+        if state.forbidden[group].is_empty() {
+            continue;
+        }
+        let forbidden: Vec<Sym> = state.forbidden[group].iter().copied().collect();
+        requirements.add(
+            key,
+            Requirement::from_operator(nodewright_api::Operator::NotIn, &forbidden, interner),
+            interner,
+        );
+        if requirements.get(key).is_some_and(Requirement::is_empty) {
+            return Err(Refusal::permanent(format!(
+                "pod anti-affinity of pods in every {}",
+                interner.resolve(key)
+            )));
         }
     }
     Ok(())

@@ -153,7 +153,6 @@ pub struct PodFacts {
     pub spread: Vec<Spread>,
     pub affinity: Vec<AffinityTerm>,
     pub host_ports: Vec<HostPort>,
-    pub priority: i32,
     /// Problems that make the pod unschedulable by construction (e.g. `matchFields`).
     pub problems: Vec<String>,
 }
@@ -206,7 +205,6 @@ impl PodFacts {
             spread: spread_constraints(spec, &labels),
             affinity: affinity_terms(spec),
             host_ports: host_ports(spec),
-            priority: spec.priority.unwrap_or(0),
             labels,
             problems,
         }

@@ -355,10 +355,6 @@ impl Requirements {
         self.entries.iter().map(|(k, r)| (*k, r))
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = Sym> + '_ {
-        self.entries.iter().map(|(k, _)| *k)
-    }
-
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -383,12 +379,6 @@ impl Requirements {
         match self.entries.binary_search_by_key(&key, |(k, _)| *k) {
             Ok(i) => self.entries[i].1 = requirement,
             Err(i) => self.entries.insert(i, (key, requirement)),
-        }
-    }
-
-    pub fn remove(&mut self, key: Sym) {
-        if let Ok(i) = self.entries.binary_search_by_key(&key, |(k, _)| *k) {
-            self.entries.remove(i);
         }
     }
 

@@ -136,18 +136,8 @@ impl Res {
             .unwrap_or(i64::MAX)
     }
 
-    pub fn max_with(&mut self, other: &Res) {
-        for (a, b) in self.0.iter_mut().zip(&other.0) {
-            *a = (*a).max(*b);
-        }
-    }
-
     pub fn is_zero(&self) -> bool {
         self.0.iter().all(|v| *v == 0)
-    }
-
-    pub fn get(&self, dim: usize) -> i64 {
-        self.0[dim]
     }
 }
 

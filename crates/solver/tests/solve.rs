@@ -242,21 +242,31 @@ fn zone_spread_balances_across_zones() {
 
 #[test]
 fn higher_weight_pools_are_tried_first() {
-    let spot = pool(
-        "spot",
-        json!({ "weight": 100, "template": { "spec": { "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"] }] } } }),
-        small_catalog(),
-    );
+    // The heavier pool is the dearer one (on-demand, against spot at 40% of the price), so a
+    // plan that only chased price would pick the other pool.
     let on_demand = pool(
         "on-demand",
-        json!({ "weight": 10, "template": { "spec": { "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }] } } }),
+        json!({ "weight": 100, "template": { "spec": { "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }] } } }),
+        small_catalog(),
+    );
+    let spot = pool(
+        "spot",
+        json!({ "weight": 10, "template": { "spec": { "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"] }] } } }),
         small_catalog(),
     );
     let plan = solve_checked(&problem(
         pods("web", 3, "1", "1Gi", json!({}), json!({})),
-        vec![on_demand, spot],
+        vec![spot, on_demand],
     ));
-    assert!(plan.new_nodes.iter().all(|n| n.nodepool == "spot"));
+    assert!(plan.unschedulable.is_empty());
+    assert!(!plan.new_nodes.is_empty());
+    assert!(
+        plan.new_nodes
+            .iter()
+            .all(|n| n.nodepool == "on-demand" && n.capacity_type == CapacityType::OnDemand),
+        "{:#?}",
+        plan.new_nodes
+    );
 }
 
 #[test]
