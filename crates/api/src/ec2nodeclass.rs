@@ -417,8 +417,6 @@ fn volume_size(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 /// Up to 59000Gi, 64000G, 58Ti or 64T.
 pub const VOLUME_SIZE_PATTERN: &str = r"^((?:[1-9][0-9]{0,3}|[1-4][0-9]{4}|[5][0-8][0-9]{3}|59000)Gi|(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|[6][0-3][0-9]{3}|64000)G|([1-9]||[1-5][0-7]|58)Ti|([1-9]||[1-5][0-9]|6[0-3]|64)T)$";
-/// The largest EBS volume, in bytes (64 TiB).
-const MAX_VOLUME_BYTES: i128 = 64 * (1 << 40);
 
 /// Network interface types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -892,7 +890,8 @@ impl EC2NodeClassSpec {
             if let Some(size) = &ebs.volume_size {
                 let size_path = ebs_path.child("volumeSize");
                 match quantity::parse_value(&size.0) {
-                    Ok(bytes) if bytes > 0 && bytes <= MAX_VOLUME_BYTES && has_volume_unit(&size.0) => {}
+                    Ok(bytes)
+                        if bytes > 0 && crate::validation::matches_pattern(VOLUME_SIZE_PATTERN, &size.0) => {}
                     _ => problems.invalid(
                         &size_path,
                         &size.0,
@@ -1006,13 +1005,6 @@ fn validate_selector_tags(tags: &BTreeMap<String, String>, path: &FieldPath, pro
 fn has_id_shape(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix).is_some_and(|rest| {
         !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-    })
-}
-
-fn has_volume_unit(size: &str) -> bool {
-    ["Gi", "G", "Ti", "T"].iter().any(|unit| {
-        size.strip_suffix(unit)
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     })
 }
 

@@ -481,48 +481,26 @@ pub(crate) fn validate_lifetimes(
     if let Some(grace) = grace {
         validate_duration_pattern(
             grace.as_str(),
-            GRACE_PERIOD_PATTERN_PARTS,
             false,
             &path.child("terminationGracePeriod"),
             problems,
         );
     }
-    validate_duration_pattern(
-        expire_after.as_str(),
-        GRACE_PERIOD_PATTERN_PARTS,
-        true,
-        &path.child("expireAfter"),
-        problems,
-    );
+    validate_duration_pattern(expire_after.as_str(), true, &path.child("expireAfter"), problems);
 }
 
-/// Units the `s|m|h` duration patterns allow.
-const GRACE_PERIOD_PATTERN_PARTS: &[&str] = &["s", "m", "h"];
-
-/// Checks a duration against the API's restricted pattern: digits followed by one of `units`,
-/// repeated, or `Never` where allowed.
-fn validate_duration_pattern(
-    text: &str,
-    units: &[&str],
-    allow_never: bool,
-    path: &FieldPath,
-    problems: &mut Problems,
-) {
+/// Checks a duration against the CRD's pattern (`GRACE_PERIOD_PATTERN`, or
+/// `NILLABLE_DURATION_PATTERN` where `Never` is allowed) and that it fits a Go duration.
+fn validate_duration_pattern(text: &str, allow_never: bool, path: &FieldPath, problems: &mut Problems) {
     if allow_never && text == crate::duration::NEVER {
         return;
     }
-    let mut rest = text;
-    let mut ok = !rest.is_empty();
-    while ok && !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let unit = rest[digits..]
-            .chars()
-            .next()
-            .map(String::from)
-            .unwrap_or_default();
-        ok = digits > 0 && units.contains(&unit.as_str());
-        rest = rest.get(digits + unit.len()..).unwrap_or("");
-    }
+    let pattern = if allow_never {
+        NILLABLE_DURATION_PATTERN
+    } else {
+        GRACE_PERIOD_PATTERN
+    };
+    let ok = crate::validation::matches_pattern(pattern, text);
     if !ok || crate::duration::parse_go_duration(text).is_err() {
         let expected = if allow_never {
             "a duration such as 720h, 30m or 90s, or Never"
@@ -573,7 +551,6 @@ pub(crate) fn validate_taints(
 fn validate_disruption(disruption: &Disruption, path: &FieldPath, problems: &mut Problems) {
     validate_duration_pattern(
         disruption.consolidate_after.as_str(),
-        GRACE_PERIOD_PATTERN_PARTS,
         true,
         &path.child("consolidateAfter"),
         problems,
@@ -615,10 +592,8 @@ impl Budget {
         }
         if let Some(duration) = &self.duration {
             let text = duration.as_str();
-            let trimmed = text.strip_suffix("0s").unwrap_or(text);
-            let well_formed = !trimmed.is_empty()
-                && trimmed.ends_with(['h', 'm'])
-                && crate::duration::parse_go_duration(trimmed).is_ok();
+            let well_formed = crate::validation::matches_pattern(BUDGET_DURATION_PATTERN, text)
+                && crate::duration::parse_go_duration(text).is_ok();
             if !well_formed {
                 problems.invalid(
                     &path.child("duration"),

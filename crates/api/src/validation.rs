@@ -248,6 +248,21 @@ impl fmt::Display for Invalid {
     }
 }
 
+/// Whether `text` matches one of the crate's CRD `pattern` constants, so `validate()` and the CRD
+/// check the same regular expression. Each pattern is compiled once.
+pub(crate) fn matches_pattern(pattern: &'static str, text: &str) -> bool {
+    use std::{
+        collections::HashMap,
+        sync::{LazyLock, Mutex, PoisonError},
+    };
+    static COMPILED: LazyLock<Mutex<HashMap<&'static str, regex::Regex>>> = LazyLock::new(Mutex::default);
+    let mut compiled = COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+    let regex = compiled
+        .entry(pattern)
+        .or_insert_with(|| syntax::compile(pattern));
+    regex.is_match(text)
+}
+
 /// Checks shared by every kind: Kubernetes name, label and taint syntax.
 pub mod syntax {
     use std::sync::LazyLock;
@@ -256,7 +271,7 @@ pub mod syntax {
 
     // The patterns below are literals that compile; the tests exercise each one.
     #[allow(clippy::expect_used)]
-    fn compile(pattern: &str) -> Regex {
+    pub(super) fn compile(pattern: &str) -> Regex {
         Regex::new(pattern).expect("static pattern compiles")
     }
 
