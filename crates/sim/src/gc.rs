@@ -106,11 +106,19 @@ impl Store {
             self.finalize(&loc);
         }
         if !namespace.is_empty() {
+            // A terminating namespace finishes once its last object is gone; its contents were
+            // all asked to delete when it started terminating, so nothing is rescanned here.
             let ns = Location {
                 resource: crate::resources::GroupResource::new("", "namespaces"),
                 key: crate::store::object_key("", namespace),
             };
-            self.finalize(&ns);
+            let emptied = {
+                let inner = self.lock();
+                inner.get_at(&ns).is_some_and(|o| o.deleting) && inner.namespace_is_empty(namespace)
+            };
+            if emptied {
+                self.release_namespace(&ns);
+            }
         }
     }
 
@@ -191,13 +199,18 @@ impl Store {
                 self.delete_at(loc, Propagation::Background);
             }
         }
-        if self.lock().in_namespace(name).is_empty() {
-            self.edit_at(location, &|v| {
-                if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
-                    spec.remove("finalizers");
-                }
-            });
+        if self.lock().namespace_is_empty(name) {
+            self.release_namespace(location);
         }
+    }
+
+    /// Drops a namespace's `spec.finalizers`, letting its deletion complete.
+    fn release_namespace(&self, location: &Location) {
+        self.edit_at(location, &|v| {
+            if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("finalizers");
+            }
+        });
     }
 }
 

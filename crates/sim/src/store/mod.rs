@@ -209,32 +209,43 @@ impl Inner {
 
     /// Every object of a namespaced type in a namespace.
     pub(crate) fn in_namespace(&self, ns: &str) -> Vec<Location> {
+        self.namespace_contents(ns)
+            .map(|(resource, key)| Location {
+                resource: resource.clone(),
+                key: key.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether a namespace still holds any object; stops at the first.
+    pub(crate) fn namespace_is_empty(&self, ns: &str) -> bool {
+        self.namespace_contents(ns).next().is_none()
+    }
+
+    fn namespace_contents<'a>(
+        &'a self,
+        ns: &str,
+    ) -> impl Iterator<Item = (&'a GroupResource, &'a Box<str>)> + 'a {
         let prefix = format!("{ns}\0");
-        let mut out = Vec::new();
-        for (resource, table) in &self.tables {
-            let namespaced = self
-                .registry
-                .get(&resource.group, &resource.resource)
-                .is_some_and(|i| i.namespaced);
-            if !namespaced {
-                continue;
-            }
-            for key in table
-                .objects
-                .range::<str, _>((
-                    std::ops::Bound::Included(prefix.as_str()),
-                    std::ops::Bound::Unbounded,
-                ))
-                .map(|(k, _)| k)
-                .take_while(|k| k.starts_with(&prefix))
-            {
-                out.push(Location {
-                    resource: resource.clone(),
-                    key: key.clone(),
-                });
-            }
-        }
-        out
+        self.tables
+            .iter()
+            .filter(|(resource, _)| {
+                self.registry
+                    .get(&resource.group, &resource.resource)
+                    .is_some_and(|i| i.namespaced)
+            })
+            .flat_map(move |(resource, table)| {
+                let keys = table
+                    .objects
+                    .range::<str, _>((
+                        std::ops::Bound::Included(prefix.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .map(|(k, _)| k);
+                let prefix = prefix.clone();
+                keys.take_while(move |k| k.starts_with(&prefix))
+                    .map(move |k| (resource, k))
+            })
     }
 
     pub(crate) fn next_rv(&mut self) -> u64 {

@@ -119,13 +119,20 @@ impl Store {
             page.items.push(obj.clone());
         }
         if page.items.len() == limit {
-            let rest = iter.count();
+            // remainingItemCount is only reported without selectors (as the API server does), so
+            // only then is the rest of the table counted; otherwise one more match is enough.
+            let unfiltered = filter.labels.is_empty() && filter.fields.0.is_empty();
+            let rest = if unfiltered {
+                iter.count()
+            } else {
+                usize::from(iter.next().is_some())
+            };
             if rest > 0 {
                 if let Some(last) = page.items.last() {
                     page.continue_token =
                         Some(encode_continue(page.rv, &object_key(&last.namespace, &last.name)));
                 }
-                if filter.labels.is_empty() && filter.fields.0.is_empty() {
+                if unfiltered {
                     page.remaining = Some(rest as u64);
                 }
             }
