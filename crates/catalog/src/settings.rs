@@ -157,8 +157,8 @@ impl NodeSettings {
         let eviction = |signal: &str| {
             let text = field("evictionHard")?.get(signal)?.as_str()?;
             match text.strip_suffix('%') {
+                // No trimming: validate() rejects "10 %", so the catalogue must not honour it.
                 Some(percent) => percent
-                    .trim()
                     .parse::<f64>()
                     .ok()
                     .filter(|p| (0.0..=100.0).contains(p))
