@@ -667,7 +667,7 @@ impl Builder {
         }
 
         for node in std::mem::take(&mut self.nodes) {
-            let existing = existing_node(node);
+            let existing = node_with_capacity(node);
             if let Some(pool) = existing.labels.get(labels::NODE_POOL)
                 && let Some(input) = problem
                     .nodepools
@@ -844,7 +844,14 @@ struct NodeWithCapacity {
     capacity: Resources,
 }
 
-fn existing_node(node: Node) -> NodeWithCapacity {
+/// A Node as the solver sees it: labels, taints (a cordoned node gets the unschedulable taint),
+/// allocatable, and whether it is initialized (Ready is not False or Unknown). Its pods are left
+/// for the caller to fill in.
+pub fn existing_node(node: Node) -> ExistingNode {
+    node_with_capacity(node).node
+}
+
+fn node_with_capacity(node: Node) -> NodeWithCapacity {
     let name = node.metadata.name.clone().unwrap_or_default();
     let labels = node.metadata.labels.clone().unwrap_or_default();
     let spec = node.spec.unwrap_or_default();

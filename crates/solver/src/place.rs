@@ -1040,12 +1040,43 @@ fn open_bin(compiled: &Compiled, state: &mut State, class: usize, pod: usize, po
 }
 
 /// One reason per NodePool for a pod that nothing can take.
+/// Why no existing node takes a pod, counted per reason as kube-scheduler words it:
+/// `0/3 nodes are available: 2 not enough free resources, 1 taint a=b:NoSchedule not tolerated`.
+fn existing_summary(
+    compiled: &Compiled,
+    state: &State,
+    class: usize,
+    attempt: &Attempt,
+    requirements: &Requirements,
+) -> String {
+    let total = compiled.existing.len();
+    if total == 0 {
+        return "no NodePool is ready to launch nodes, and there are no nodes".to_owned();
+    }
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for node in 0..total {
+        let reason = match check_existing(compiled, state, class, attempt, requirements, node) {
+            Ok(()) => "fits, but not together with the pods placed before it".to_owned(),
+            Err(refusal) => refusal.reason,
+        };
+        *counts.entry(reason).or_default() += 1;
+    }
+    let mut counted: Vec<(String, usize)> = counts.into_iter().collect();
+    // Most common first, then by text, so the message is stable.
+    counted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let parts: Vec<String> = counted
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect();
+    format!("0/{total} nodes are available: {}", parts.join(", "))
+}
+
 fn explain(compiled: &Compiled, state: &State, class: usize, attempt: &Attempt) -> Vec<String> {
     let c = &compiled.classes[class];
-    if compiled.pools.is_empty() {
-        return vec!["no NodePool is ready to launch nodes, and no existing node can take the pod".into()];
-    }
     let requirements = attempt.requirements(c, compiled);
+    if compiled.pools.is_empty() {
+        return vec![existing_summary(compiled, state, class, attempt, &requirements)];
+    }
     let mut reasons = Vec::new();
     for (p, pool) in compiled.pools.iter().enumerate() {
         let reason = if pool.types.is_empty() {
