@@ -7,6 +7,8 @@ use std::{
     process::ExitCode,
 };
 
+mod sim;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nodewright_api::{crds, parse_objects};
@@ -39,6 +41,8 @@ enum Command {
     /// any pod cannot run. Exits 0 whenever a plan was made, even with unschedulable pods;
     /// non-zero, naming file, object and field, on bad input.
     Plan(PlanArgs),
+    /// Run a simulated cluster (`nodewright sim serve`).
+    Sim(sim::SimArgs),
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +106,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Crds(args) => print_crds(&args).map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => validate(&args),
         Command::Plan(args) => plan(&args).map(|()| ExitCode::SUCCESS),
+        Command::Sim(args) => sim::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
 
