@@ -1,5 +1,7 @@
 //! Test support: start a cluster on a free loopback port, get a kube-rs client for it, write a
-//! kubeconfig for kubectl, apply YAML, and wait for conditions.
+//! kubeconfig for kubectl, apply YAML, and wait for conditions; with
+//! [`TestCluster::start_simulated`], also Nodewright's CRDs, a fake cloud (read its ledger) and
+//! the simulated data plane on an injectable clock.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), nodewright_sim::testing::TestError> {
@@ -17,8 +19,11 @@ use serde_json::Value;
 
 use crate::{
     apply,
+    cloud::{FakeCloud, FakeCloudConfig, Ledger},
+    dataplane::{DataPlane, DataPlaneConfig},
     error::ApiError,
     http::{AppState, Server, ServerConfig},
+    meta::Clock,
     store::{Operation, StoreConfig, Subresource, WriteOptions},
 };
 
@@ -37,6 +42,9 @@ pub enum TestError {
     /// The API refused a document.
     #[error("api: {0}")]
     Api(#[from] ApiError),
+    /// The simulated cluster could not be set up.
+    #[error("simulation: {0}")]
+    Simulation(#[from] crate::simulation::SimulationError),
     /// A document names a type the server does not serve.
     #[error("no resource serves {0}")]
     UnknownKind(String),
@@ -49,6 +57,7 @@ pub enum TestError {
 pub struct TestCluster {
     server: Server,
     client: kube::Client,
+    simulated: Option<(FakeCloud, DataPlane)>,
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -85,7 +94,48 @@ impl TestCluster {
         // rather than have the client retry them for minutes.
         config.default_retry = false;
         let client = kube::Client::try_from(config).map_err(|e| TestError::Client(e.to_string()))?;
-        Ok(Self { server, client })
+        Ok(Self {
+            server,
+            client,
+            simulated: None,
+        })
+    }
+
+    /// Starts a cluster on `clock` with Nodewright's CRDs installed, a fake cloud selling the
+    /// us-east-1 catalogue, and the simulated data plane. The data plane does not run by itself:
+    /// call [`DataPlane::settle`] after each step of a test (deterministic with a
+    /// [`crate::meta::ManualClock`]), or [`DataPlane::spawn`] it.
+    pub async fn start_simulated(
+        clock: Clock,
+        cloud: FakeCloudConfig,
+        data_plane: DataPlaneConfig,
+    ) -> Result<Self, TestError> {
+        let store = StoreConfig {
+            clock: clock.clone(),
+            ..StoreConfig::default()
+        };
+        let mut cluster = Self::start_with(store, ServerConfig::default()).await?;
+        let store = cluster.state().store.clone();
+        crate::simulation::install_crds(&store)?;
+        let cloud = FakeCloud::us_east_1(clock, cloud).map_err(crate::simulation::SimulationError::from)?;
+        let plane = DataPlane::new(store, Some(cloud.clone()), data_plane);
+        cluster.simulated = Some((cloud, plane));
+        Ok(cluster)
+    }
+
+    /// The fake cloud of a simulated cluster.
+    pub fn cloud(&self) -> Option<&FakeCloud> {
+        self.simulated.as_ref().map(|(cloud, _)| cloud)
+    }
+
+    /// The data plane of a simulated cluster.
+    pub fn data_plane(&self) -> Option<&DataPlane> {
+        self.simulated.as_ref().map(|(_, plane)| plane)
+    }
+
+    /// What the fake cloud has billed so far (None for a cluster without one).
+    pub fn ledger(&self) -> Option<Ledger> {
+        self.cloud().map(FakeCloud::ledger)
     }
 
     /// The base URL (`http://127.0.0.1:PORT`).

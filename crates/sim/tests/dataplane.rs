@@ -457,3 +457,50 @@ async fn instances_register_as_nodes_turn_ready_and_take_their_pods_with_them() 
 fn launched_claim(cloud: &FakeCloud) -> NodeClaim {
     cloud.all_instances()[0].node_claim.clone()
 }
+
+/// The test-support path a controller test takes: a simulated cluster with CRDs, a kube-rs
+/// client, a NodeClaim stored and launched, the Node seen through the API, and the ledger.
+#[tokio::test]
+async fn a_simulated_test_cluster_serves_crds_nodes_and_the_ledger() {
+    use kube::{Api, api::PostParams};
+    use nodewright_sim::testing::TestCluster;
+
+    let clock = ManualClock::new("2026-01-01T00:00:00Z".parse::<Timestamp>().unwrap());
+    let cluster = TestCluster::start_simulated(
+        clock.clock(),
+        FakeCloudConfig {
+            launch_latency: SignedDuration::from_secs(30),
+            ..FakeCloudConfig::default()
+        },
+        DataPlaneConfig::default(),
+    )
+    .await
+    .unwrap();
+    let claims: Api<NodeClaim> = Api::all(cluster.client());
+    let stored = claims
+        .create(&PostParams::default(), &claim("default-xyz99"))
+        .await
+        .unwrap();
+    let cloud = cluster.cloud().unwrap();
+    let launched = cloud.create(&stored).await.unwrap();
+    let provider_id = launched.status.unwrap().provider_id.unwrap();
+
+    // 30 s launch + 20 s boot: the Node is served to kube-rs.
+    clock.advance(SignedDuration::from_secs(50));
+    cluster.data_plane().unwrap().settle().unwrap();
+    let nodes: Api<Node> = Api::all(cluster.client());
+    let listed = nodes.list(&Default::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(
+        listed.items[0].spec.as_ref().unwrap().provider_id.as_deref(),
+        Some(provider_id.as_str())
+    );
+
+    // An hour after it started running, an m5.large on-demand ($0.096/h) has cost $0.096.
+    clock.advance(SignedDuration::from_secs(3600 - 20));
+    let ledger = cluster.ledger().unwrap();
+    let entry = ledger.entry(&provider_id).unwrap();
+    assert_eq!(entry.node_claim, "default-xyz99");
+    assert_eq!(entry.billed_seconds, 3600);
+    assert_eq!(entry.cost_nano_usd, 96_000_000);
+}
