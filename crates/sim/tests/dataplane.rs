@@ -462,7 +462,10 @@ fn launched_claim(cloud: &FakeCloud) -> NodeClaim {
 /// client, a NodeClaim stored and launched, the Node seen through the API, and the ledger.
 #[tokio::test]
 async fn a_simulated_test_cluster_serves_crds_nodes_and_the_ledger() {
-    use kube::{Api, api::PostParams};
+    use kube::{
+        Api,
+        api::{ListParams, PostParams},
+    };
     use nodewright_sim::testing::TestCluster;
 
     let clock = ManualClock::new("2026-01-01T00:00:00Z".parse::<Timestamp>().unwrap());
@@ -489,7 +492,7 @@ async fn a_simulated_test_cluster_serves_crds_nodes_and_the_ledger() {
     clock.advance(SignedDuration::from_secs(50));
     cluster.data_plane().unwrap().settle().unwrap();
     let nodes: Api<Node> = Api::all(cluster.client());
-    let listed = nodes.list(&Default::default()).await.unwrap();
+    let listed = nodes.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items.len(), 1);
     assert_eq!(
         listed.items[0].spec.as_ref().unwrap().provider_id.as_deref(),
