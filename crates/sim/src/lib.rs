@@ -2,7 +2,9 @@
 //! unchanged, for Nodewright's controller tests and the `nodewright sim` demo.
 //!
 //! Start one with [`testing::TestCluster::start`] (a free loopback port, a kube-rs client, a
-//! kubeconfig writer, YAML apply, waits), or serve one with [`serve`] / [`Server::start`].
+//! kubeconfig writer, YAML apply, waits), or serve one with [`serve`] / [`Server::start`]; add the
+//! fake cloud and the simulated data plane with [`testing::TestCluster::start_simulated`] or
+//! [`simulation::Simulation`] (`nodewright sim serve`).
 //!
 //! # What it serves
 //!
@@ -127,8 +129,16 @@
 //! `resourceVersionMatch=Exact` on old versions (lists are always current), `pods/log`, `exec`,
 //! `attach`, `portforward`, proxy subresources, field selectors on fields a type does not
 //! declare, core/v1 → events.k8s.io/v1 event mirroring (only the other way), pod `qosClass`.
-//! Controllers (Deployment → ReplicaSet → Pods, scheduler, kubelets) are the simulated data
-//! plane's job, not the API server's.
+//!
+//! # The simulated data plane and the whole simulation
+//!
+//! [`dataplane`] runs what a real cluster runs besides the API server: Deployment →
+//! ReplicaSet → Pods, DaemonSet and Job controllers and PodDisruptionBudget status, a
+//! kube-scheduler (the solver's fit checks over existing nodes; `PodScheduled=False, reason
+//! Unschedulable` otherwise), and kubelets that register a Node for each fake-cloud instance and
+//! run, stop and collect pods — all on the store's clock. [`simulation::Simulation`] puts the
+//! server, Nodewright's CRDs, the [`cloud::FakeCloud`] and the data plane together; it is what
+//! `nodewright sim serve` runs. Tests use [`testing::TestCluster::start_simulated`].
 
 pub mod admission;
 pub mod apply;
