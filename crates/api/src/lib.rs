@@ -5,6 +5,7 @@
 //! decoding, and the well-known labels, annotations, taints and finalizers.
 
 pub mod capacitybuffer;
+pub mod clock;
 pub mod conditions;
 pub mod crds;
 pub mod decode;
