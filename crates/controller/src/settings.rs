@@ -1,0 +1,49 @@
+//! The controllers' settings, with Karpenter's defaults.
+
+use std::time::Duration;
+
+/// Tunables shared by the controllers. Defaults are Karpenter's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The cluster's name (tags, the fake cloud's cluster tag, events).
+    pub cluster_name: String,
+    /// A provisioning batch closes when no new pending pod arrived for this long (Karpenter's
+    /// `BATCH_IDLE_DURATION`, 1 s).
+    pub batch_idle: Duration,
+    /// ... or when it has been open this long (`BATCH_MAX_DURATION`, 10 s).
+    pub batch_max: Duration,
+    /// A launched NodeClaim whose Node has not registered by then is deleted (15 min).
+    pub registration_ttl: Duration,
+    /// An offering that reported insufficient capacity is not tried again for this long (3 min).
+    pub unavailable_offering_ttl: Duration,
+    /// Cloud instances tagged for this cluster with no NodeClaim are terminated after this long
+    /// (Karpenter: 30 s after launch).
+    pub orphan_grace: Duration,
+    /// The leader-election Lease: its namespace and name.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// How long a leader's lease lasts without renewal (15 s), and how often it renews (2 s... the
+    /// renew deadline is 10 s in Kubernetes' defaults).
+    pub lease_duration: Duration,
+    pub lease_renew_interval: Duration,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            cluster_name: "nodewright".to_owned(),
+            batch_idle: Duration::from_secs(1),
+            batch_max: Duration::from_secs(10),
+            registration_ttl: Duration::from_mins(15),
+            unavailable_offering_ttl: Duration::from_mins(3),
+            orphan_grace: Duration::from_secs(30),
+            lease_namespace: "kube-system".to_owned(),
+            lease_name: "karpenter-leader-election".to_owned(),
+            lease_duration: Duration::from_secs(15),
+            lease_renew_interval: Duration::from_secs(2),
+            identity: "nodewright".to_owned(),
+        }
+    }
+}
