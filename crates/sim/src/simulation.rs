@@ -4,16 +4,19 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use serde_json::Value;
+
 use nodewright_catalog::CatalogError;
 use tokio::task::JoinHandle;
 
 use crate::{
-    AppState, Server, ServerConfig,
+    AppState, Server, ServerConfig, apply,
     cloud::{FakeCloud, FakeCloudConfig, Ledger},
     dataplane::{DataPlane, DataPlaneConfig, DataPlaneError},
     error::ApiError,
     meta::Clock,
-    store::{Store, StoreConfig, WriteOptions},
+    meta::{meta_str, metadata_mut},
+    store::{Operation, Store, StoreConfig, Subresource, WriteOptions},
 };
 
 /// Why a simulation could not start.
@@ -25,6 +28,22 @@ pub enum SimulationError {
     Catalog(#[from] CatalogError),
     #[error("installing CRD {name}: {source}")]
     Crd { name: String, source: ApiError },
+    /// A YAML stream did not parse.
+    #[error("yaml: {0}")]
+    Yaml(String),
+    /// A document names a type the server does not serve.
+    #[error("no resource serves {0}")]
+    UnknownKind(String),
+    /// The API server refused a document.
+    #[error("{kind} {name}: {source}")]
+    Apply {
+        kind: String,
+        name: String,
+        source: ApiError,
+    },
+    /// A client for the server could not be built.
+    #[error("client: {0}")]
+    Client(String),
 }
 
 /// How to start a [`Simulation`].
@@ -114,6 +133,20 @@ impl Simulation {
     pub fn ledger(&self) -> Ledger {
         self.cloud.ledger()
     }
+
+    /// A kube-rs client for the server, with kube's default retries.
+    pub fn client(&self) -> Result<kube::Client, SimulationError> {
+        let url = self
+            .url()
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| SimulationError::Client(e.to_string()))?;
+        kube::Client::try_from(kube::Config::new(url)).map_err(|e| SimulationError::Client(e.to_string()))
+    }
+
+    /// Applies a YAML stream (server-side apply as `manager`, forced).
+    pub fn apply_yaml(&self, yaml: &str, manager: &str) -> Result<Vec<Value>, SimulationError> {
+        apply_yaml(&self.state().store, yaml, manager)
+    }
 }
 
 impl Drop for Simulation {
@@ -147,4 +180,48 @@ pub fn install_crds(store: &Arc<Store>) -> Result<(), SimulationError> {
         }
     }
     Ok(())
+}
+
+/// Applies every document of a YAML stream in order (server-side apply as `manager`, forced, as
+/// `kubectl apply --server-side --force-conflicts` does), returning the stored objects.
+pub fn apply_yaml(store: &Store, yaml: &str, manager: &str) -> Result<Vec<Value>, SimulationError> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(yaml).map_err(|e| SimulationError::Yaml(e.to_string()))?;
+    let mut out = Vec::new();
+    for doc in docs.into_iter().filter(Value::is_object) {
+        let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let info = store
+            .registry()
+            .by_kind(group, kind)
+            .ok_or_else(|| SimulationError::UnknownKind(format!("{api_version} {kind}")))?;
+        let name = meta_str(&doc, "name").unwrap_or_default().to_owned();
+        let ns = if info.namespaced {
+            meta_str(&doc, "namespace").unwrap_or("default").to_owned()
+        } else {
+            String::new()
+        };
+        let opts = WriteOptions {
+            field_manager: Some(manager.to_owned()),
+            operation: Operation::Apply,
+            ..WriteOptions::default()
+        };
+        let now = store.config().clock.now_rfc3339();
+        let (obj, _) = store
+            .update(&info, &ns, &name, Subresource::Main, &opts, &mut |current| {
+                let mut merged = apply::apply(&info, current, &doc, manager, true, Subresource::Main, &now)?;
+                if current.is_none() {
+                    metadata_mut(&mut merged).insert("name".into(), name.clone().into());
+                }
+                Ok(merged)
+            })
+            .map_err(|source| SimulationError::Apply {
+                kind: kind.to_owned(),
+                name: name.clone(),
+                source,
+            })?;
+        out.push(obj.value());
+    }
+    Ok(out)
 }

@@ -18,13 +18,12 @@ use std::{future::Future, net::SocketAddr, path::Path, time::Duration};
 use serde_json::Value;
 
 use crate::{
-    apply,
     cloud::{FakeCloud, FakeCloudConfig, Ledger},
     dataplane::{DataPlane, DataPlaneConfig},
     error::ApiError,
     http::{AppState, Server, ServerConfig},
     meta::Clock,
-    store::{Operation, StoreConfig, Subresource, WriteOptions},
+    store::StoreConfig,
 };
 
 /// Failures of the test-support helpers.
@@ -36,18 +35,12 @@ pub enum TestError {
     /// The kube-rs client could not be built.
     #[error("client: {0}")]
     Client(String),
-    /// A YAML document did not parse.
-    #[error("yaml: {0}")]
-    Yaml(String),
     /// The API refused a document.
     #[error("api: {0}")]
     Api(#[from] ApiError),
     /// The simulated cluster could not be set up.
     #[error("simulation: {0}")]
     Simulation(#[from] crate::simulation::SimulationError),
-    /// A document names a type the server does not serve.
-    #[error("no resource serves {0}")]
-    UnknownKind(String),
     /// A wait ran out of time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
@@ -167,50 +160,11 @@ impl TestCluster {
     /// Applies every document of a YAML stream (server-side apply as manager `test-support`,
     /// forced), in order, returning the stored objects.
     pub fn apply_yaml(&self, yaml: &str) -> Result<Vec<Value>, TestError> {
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(yaml).map_err(|e| TestError::Yaml(e.to_string()))?;
-        let store = &self.state().store;
-        let mut out = Vec::new();
-        for doc in docs.into_iter().filter(Value::is_object) {
-            let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
-            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-            let info = store
-                .registry()
-                .by_kind(group, kind)
-                .ok_or_else(|| TestError::UnknownKind(format!("{api_version} {kind}")))?;
-            let name = crate::meta::meta_str(&doc, "name").unwrap_or_default().to_owned();
-            let ns = if info.namespaced {
-                crate::meta::meta_str(&doc, "namespace")
-                    .unwrap_or("default")
-                    .to_owned()
-            } else {
-                String::new()
-            };
-            let opts = WriteOptions {
-                field_manager: Some("test-support".into()),
-                operation: Operation::Apply,
-                ..WriteOptions::default()
-            };
-            let now = store.config().clock.now_rfc3339();
-            let (obj, _) = store.update(&info, &ns, &name, Subresource::Main, &opts, &mut |current| {
-                let mut merged = apply::apply(
-                    &info,
-                    current,
-                    &doc,
-                    "test-support",
-                    true,
-                    Subresource::Main,
-                    &now,
-                )?;
-                if current.is_none() {
-                    crate::meta::metadata_mut(&mut merged).insert("name".into(), name.clone().into());
-                }
-                Ok(merged)
-            })?;
-            out.push(obj.value());
-        }
-        Ok(out)
+        Ok(crate::simulation::apply_yaml(
+            &self.state().store,
+            yaml,
+            "test-support",
+        )?)
     }
 
     /// Polls `check` every 20 ms until it returns true, for at most `timeout`.
