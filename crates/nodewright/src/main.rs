@@ -41,7 +41,8 @@ enum Command {
     /// any pod cannot run. Exits 0 whenever a plan was made, even with unschedulable pods;
     /// non-zero, naming file, object and field, on bad input.
     Plan(PlanArgs),
-    /// Run a simulated cluster (`nodewright sim serve`).
+    /// Play a scenario on a simulated cluster with the real controllers (no cloud account or
+    /// cluster needed), or serve one for kubectl (`nodewright sim serve`).
     Sim(sim::SimArgs),
 }
 

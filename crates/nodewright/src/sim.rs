@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use jiff::SignedDuration;
+use nodewright_scenario::{DEFAULT_SCENARIO, PlayOptions, Progress, Scenario, chart, play, report};
 use nodewright_sim::{
     cloud::FakeCloudConfig,
     dataplane::DataPlaneConfig,
@@ -14,9 +15,37 @@ use nodewright_sim::{
 };
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct SimArgs {
     #[command(subcommand)]
-    command: SimCommand,
+    command: Option<SimCommand>,
+    #[command(flatten)]
+    play: PlayArgs,
+}
+
+/// `nodewright sim` without a subcommand: play a scenario.
+#[derive(Debug, Args)]
+struct PlayArgs {
+    /// A scenario file (see examples/scenarios/ for the format); default: the built-in inflate lab
+    /// (examples/scenarios/inflate-lab.yaml).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Simulated seconds per wall-clock second.
+    #[arg(long, default_value_t = 60.0, conflicts_with = "real_time")]
+    speed: f64,
+    /// Run at wall-clock speed and write a kubeconfig so kubectl can watch (implies --speed 1).
+    #[arg(long)]
+    real_time: bool,
+    /// Where to write the timeline chart (SVG).
+    #[arg(long, value_name = "FILE", default_value = "nodewright-sim.svg")]
+    chart: PathBuf,
+    /// Port of the simulated API server (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Write a kubeconfig for the simulated cluster here (default with --real-time:
+    /// nodewright-sim.kubeconfig).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,8 +98,84 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match args.command {
-        SimCommand::Serve(serve) => runtime.block_on(serve_cluster(serve)),
+        Some(SimCommand::Serve(serve)) => runtime.block_on(serve_cluster(serve)),
+        None => runtime.block_on(play_scenario(args.play)),
     }
+}
+
+async fn play_scenario(args: PlayArgs) -> Result<()> {
+    let scenario = match &args.scenario {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+            Scenario::parse(&text, &path.display().to_string(), base)?
+        }
+        None => Scenario::parse(
+            DEFAULT_SCENARIO,
+            "built-in inflate-lab scenario",
+            std::path::Path::new("."),
+        )?,
+    };
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .or_else(|| args.real_time.then(|| PathBuf::from("nodewright-sim.kubeconfig")));
+    let options = PlayOptions {
+        speed: if args.real_time { 1.0 } else { args.speed },
+        port: args.port,
+        kubeconfig: kubeconfig.clone(),
+        ..PlayOptions::default()
+    };
+    println!(
+        "nodewright sim: scenario {} ({}), {} of simulated time at {}x",
+        scenario.name,
+        scenario.description,
+        format_args!("{:#}", scenario.duration),
+        options.speed
+    );
+    let mut last: Option<(usize, usize, usize, usize)> = None;
+    let outcome = play(&scenario, &options, |progress| match progress {
+        Progress::Started(url) => match &kubeconfig {
+            Some(path) => println!("  cluster at {url}; kubectl --kubeconfig {} get nodeclaims,nodes,pods", path.display()),
+            None => println!("  cluster at {url}"),
+        },
+        Progress::Step { at, description } => println!("{:>9}  >> {description}", clock_text(at)),
+        Progress::Sample(sample) => {
+            let key = (sample.pending_pods, sample.node_claims, sample.nodes_ready(), sample.nodes_not_ready);
+            if last != Some(key) {
+                last = Some(key);
+                println!(
+                    "{:>9}  pending {:>4}  running {:>4}  nodeclaims {:>3}  nodes {:>3} ready {:>3} starting  ${:.4}/h",
+                    clock_text(sample.at),
+                    sample.pending_pods,
+                    sample.running_pods,
+                    sample.node_claims,
+                    sample.nodes_ready(),
+                    sample.nodes_not_ready,
+                    dollars(sample.cost_per_hour_nano_usd),
+                );
+            }
+        }
+    })
+    .await?;
+    println!();
+    print!("{}", report::summary(&scenario.name, &outcome));
+    let svg = chart::svg(&format!("nodewright sim: {}", scenario.name), &outcome.samples)?;
+    std::fs::write(&args.chart, svg).with_context(|| format!("writing {}", args.chart.display()))?;
+    println!("timeline chart written to {}", args.chart.display());
+    Ok(())
+}
+
+fn clock_text(at: SignedDuration) -> String {
+    let secs = at.as_secs();
+    format!("{}m{:02}s", secs / 60, secs % 60)
+}
+
+// Prices are far below 2^52 nano-dollars: exact enough to print.
+#[allow(clippy::cast_precision_loss)]
+fn dollars(nano: u64) -> f64 {
+    nano as f64 / 1e9
 }
 
 async fn serve_cluster(args: ServeArgs) -> Result<()> {

@@ -123,7 +123,7 @@ fn kubectl_drives_the_simulated_cluster() {
     sim.ok(&["apply", "-f", &repo("examples/inflate.yaml")]);
     // A watch started now sees the pods the scale-up creates.
     let mut watch = sim
-        .kubectl(&["get", "pods", "-w", "--output-watch-events", "-o", "name"])
+        .kubectl(&["get", "pods", "-w", "--output-watch-events"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

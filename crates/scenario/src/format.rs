@@ -1,0 +1,342 @@
+//! The scenario file: what happens when, in simulated time.
+//!
+//! ```yaml
+//! name: inflate-lab
+//! description: The hands-on lab's inflate flow.
+//! duration: 60m            # simulated time to play (after the last step, the cluster is watched until then)
+//! sampleEvery: 15s         # how often progress is recorded (default 10s)
+//! steps:
+//!   - at: 0s
+//!     apply: { file: examples/inflate.yaml }     # or { inline: "<YAML>" }
+//!   - at: 1m
+//!     scale: { kind: Deployment, name: inflate, replicas: 5 }   # namespace defaults to "default"
+//!   - at: 50m
+//!     delete: { kind: Deployment, name: burst-small }
+//! ```
+//!
+//! Durations are Go/Kubernetes style (`90s`, `1m30s`, `2h`). Steps must be in time order and
+//! within `duration`.
+
+use std::path::{Path, PathBuf};
+
+use jiff::SignedDuration;
+use serde::Deserialize;
+
+/// Why a scenario cannot be played.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        file: String,
+        field: String,
+        message: String,
+    },
+    #[error("{file}: {field}: reading {path}: {source}")]
+    Read {
+        file: String,
+        field: String,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A parsed, checked scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub duration: SignedDuration,
+    pub sample_every: SignedDuration,
+    pub steps: Vec<Step>,
+}
+
+/// One timed action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub at: SignedDuration,
+    pub action: Action,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Server-side apply of a YAML stream.
+    Apply { source: String, yaml: String },
+    /// Sets `spec.replicas` of a Deployment, ReplicaSet or StatefulSet through its scale subresource.
+    Scale {
+        kind: ScaleKind,
+        namespace: String,
+        name: String,
+        replicas: i32,
+    },
+    /// Deletes an object (background propagation).
+    Delete {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
+}
+
+/// The kinds `scale` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleKind {
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+}
+
+impl Action {
+    /// One line for progress output.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Apply { source, .. } => format!("apply {source}"),
+            Self::Scale {
+                kind, name, replicas, ..
+            } => format!("scale {kind:?} {name} to {replicas}"),
+            Self::Delete { kind, name, .. } => format!("delete {kind} {name}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    duration: String,
+    #[serde(default)]
+    sample_every: Option<String>,
+    steps: Vec<RawStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    at: String,
+    #[serde(default)]
+    apply: Option<RawApply>,
+    #[serde(default)]
+    scale: Option<RawScale>,
+    #[serde(default)]
+    delete: Option<RawDelete>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApply {
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    inline: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScale {
+    kind: String,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    replicas: i32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelete {
+    kind: String,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+impl Scenario {
+    /// Parses a scenario; `apply.file` paths are read relative to `base`. `file` names the
+    /// scenario in errors.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Self, ScenarioError> {
+        let raw: RawScenario = serde_saphyr::from_str(text).map_err(|e| ScenarioError::Parse {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |field: String, message: String| ScenarioError::Invalid {
+            file: file.to_owned(),
+            field,
+            message,
+        };
+        let duration = parse_duration(&raw.duration).map_err(|m| invalid("duration".into(), m))?;
+        let sample_every = match &raw.sample_every {
+            Some(text) => parse_duration(text).map_err(|m| invalid("sampleEvery".into(), m))?,
+            None => SignedDuration::from_secs(10),
+        };
+        if sample_every.is_zero() {
+            return Err(invalid("sampleEvery".into(), "must be more than 0s".into()));
+        }
+        let mut steps = Vec::with_capacity(raw.steps.len());
+        let mut previous = SignedDuration::ZERO;
+        for (i, step) in raw.steps.into_iter().enumerate() {
+            let field = |name: &str| format!("steps[{i}].{name}");
+            let at = parse_duration(&step.at).map_err(|m| invalid(field("at"), m))?;
+            if at < previous {
+                return Err(invalid(
+                    field("at"),
+                    format!("{} comes before the previous step", step.at),
+                ));
+            }
+            if at > duration {
+                return Err(invalid(
+                    field("at"),
+                    format!("{} is after the scenario's duration", step.at),
+                ));
+            }
+            previous = at;
+            let action = match (step.apply, step.scale, step.delete) {
+                (Some(apply), None, None) => read_apply(apply, base, file, &field("apply"))?,
+                (None, Some(scale), None) => Action::Scale {
+                    kind: match scale.kind.as_str() {
+                        "Deployment" => ScaleKind::Deployment,
+                        "ReplicaSet" => ScaleKind::ReplicaSet,
+                        "StatefulSet" => ScaleKind::StatefulSet,
+                        other => {
+                            return Err(invalid(
+                                field("scale.kind"),
+                                format!(
+                                    "{other:?} cannot be scaled; use Deployment, ReplicaSet or StatefulSet"
+                                ),
+                            ));
+                        }
+                    },
+                    namespace: scale.namespace.unwrap_or_else(|| "default".to_owned()),
+                    name: scale.name,
+                    replicas: if scale.replicas < 0 {
+                        return Err(invalid(field("scale.replicas"), "must not be negative".into()));
+                    } else {
+                        scale.replicas
+                    },
+                },
+                (None, None, Some(delete)) => Action::Delete {
+                    kind: delete.kind,
+                    namespace: delete.namespace.unwrap_or_else(|| "default".to_owned()),
+                    name: delete.name,
+                },
+                _ => {
+                    return Err(invalid(
+                        format!("steps[{i}]"),
+                        "needs exactly one of apply, scale or delete".into(),
+                    ));
+                }
+            };
+            steps.push(Step { at, action });
+        }
+        Ok(Self {
+            name: raw.name,
+            description: raw.description,
+            duration,
+            sample_every,
+            steps,
+        })
+    }
+}
+
+fn read_apply(apply: RawApply, base: &Path, file: &str, field: &str) -> Result<Action, ScenarioError> {
+    match (apply.file, apply.inline) {
+        (Some(path), None) => {
+            let full: PathBuf = base.join(&path);
+            let yaml = std::fs::read_to_string(&full).map_err(|source| ScenarioError::Read {
+                file: file.to_owned(),
+                field: format!("{field}.file"),
+                path: full.display().to_string(),
+                source,
+            })?;
+            Ok(Action::Apply { source: path, yaml })
+        }
+        (None, Some(yaml)) => Ok(Action::Apply {
+            source: "inline YAML".to_owned(),
+            yaml,
+        }),
+        _ => Err(ScenarioError::Invalid {
+            file: file.to_owned(),
+            field: field.to_owned(),
+            message: "needs exactly one of file or inline".into(),
+        }),
+    }
+}
+
+/// `90s`, `1m30s`, `2h`, `0s`.
+pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
+    let parsed: SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 90s or 1m30s: {e}"))?;
+    if parsed.is_negative() {
+        return Err(format!("{text:?} is negative"));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, "test.yaml", Path::new("."))
+    }
+
+    #[test]
+    fn a_scenario_parses_with_defaults() {
+        let scenario = parse(
+            "name: t\nduration: 10m\nsteps:\n- at: 1m\n  scale: {kind: Deployment, name: web, replicas: 3}\n- at: 2m30s\n  delete: {kind: Deployment, name: web}\n- at: 3m\n  apply: {inline: 'kind: x'}\n",
+        )
+        .unwrap();
+        assert_eq!(scenario.duration, SignedDuration::from_mins(10));
+        assert_eq!(scenario.sample_every, SignedDuration::from_secs(10));
+        assert_eq!(scenario.steps[1].at, SignedDuration::from_secs(150));
+        assert_eq!(
+            scenario.steps[0].action,
+            Action::Scale {
+                kind: ScaleKind::Deployment,
+                namespace: "default".into(),
+                name: "web".into(),
+                replicas: 3
+            }
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_step_and_field() {
+        let cases = [
+            (
+                "name: t\nduration: 10m\nsteps:\n- at: 1m\n",
+                "test.yaml: steps[0]: needs exactly one of apply, scale or delete",
+            ),
+            (
+                "name: t\nduration: 10m\nsteps:\n- at: soon\n  delete: {kind: Pod, name: a}\n",
+                "steps[0].at: \"soon\" is not a duration",
+            ),
+            (
+                "name: t\nduration: 1m\nsteps:\n- at: 2m\n  delete: {kind: Pod, name: a}\n",
+                "steps[0].at: 2m is after the scenario's duration",
+            ),
+            (
+                "name: t\nduration: 9m\nsteps:\n- at: 2m\n  delete: {kind: Pod, name: a}\n- at: 1m\n  delete: {kind: Pod, name: a}\n",
+                "steps[1].at: 1m comes before the previous step",
+            ),
+            (
+                "name: t\nduration: 9m\nsteps:\n- at: 2m\n  scale: {kind: Pod, name: a, replicas: 1}\n",
+                "steps[0].scale.kind: \"Pod\" cannot be scaled",
+            ),
+            (
+                "name: t\nduration: 9m\nsteps:\n- at: 2m\n  apply: {file: does/not/exist.yaml}\n",
+                "steps[0].apply.file: reading ./does/not/exist.yaml",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}\n  expected: {expected}");
+        }
+        let unknown = parse("name: t\nduration: 1m\nsteps: []\nspeed: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("speed"), "{unknown}");
+    }
+}
