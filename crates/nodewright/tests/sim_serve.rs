@@ -1,7 +1,8 @@
 //! `nodewright sim serve` end to end with the real kubectl (the test fails, never skips, when
 //! kubectl is missing): CRDs and the examples apply, NodePools print their columns, the inflate
 //! Deployment scales through its ReplicaSet, pods are marked Unschedulable while no node fits,
-//! run once a Node joins, are watched, and go when the Deployment is deleted.
+//! run once a Node joins, are watched, and go when the Deployment is deleted; a finalizer holds a
+//! deleted object until it is removed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
@@ -181,6 +182,38 @@ fn kubectl_drives_the_simulated_cluster() {
     // Deleting the Deployment takes its ReplicaSet and pods with it.
     sim.ok(&["delete", "deployment", "inflate"]);
     sim.eventually(&["get", "pods", "-o", "name"], "the pods to go", str::is_empty);
+
+    // Finalizers hold a deleted object until they are removed.
+    let held = r#"{"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}"#;
+    let held_file = sim.dir.join("held.json");
+    std::fs::write(&held_file, held).unwrap();
+    sim.ok(&["create", "-f", held_file.to_str().unwrap()]);
+    sim.ok(&["delete", "configmap", "held", "--wait=false"]);
+    let stamp = sim.ok(&[
+        "get",
+        "configmap",
+        "held",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(
+        !stamp.is_empty(),
+        "a deleted object with a finalizer stays, terminating"
+    );
+    sim.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    sim.eventually(
+        &["get", "configmaps", "-o", "name"],
+        "the configmap to go",
+        |out| !out.contains("held"),
+    );
 
     let _ = watch.kill();
     let mut events = String::new();
