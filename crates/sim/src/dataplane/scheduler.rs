@@ -129,6 +129,21 @@ fn bind(ctx: &Ctx<'_>, pod: &Pod, node: &str) -> Result<usize, DataPlaneError> {
 }
 
 fn mark_unschedulable(ctx: &Ctx<'_>, pod: &Pod, message: &str) -> Result<usize, DataPlaneError> {
+    // Most passes find pods already marked with the same words: skip the write (and its
+    // decode/encode round trip) then.
+    let already = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+        .is_some_and(|c| {
+            c.status == "False"
+                && c.reason.as_deref() == Some(UNSCHEDULABLE)
+                && c.message.as_deref() == Some(message)
+        });
+    if already {
+        return Ok(0);
+    }
     let (ns, name) = key(pod);
     let now = Time(ctx.now());
     let written = ctx.update::<Pod>("", "pods", ns, name, Subresource::Status, &mut |p| {
