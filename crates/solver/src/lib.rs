@@ -30,6 +30,10 @@ pub mod volumes;
 pub use plan::{NodeClaimPlan, Plan, Unschedulable};
 pub use problem::{ExistingNode, MinValuesPolicy, Options, PoolInput, PreferencePolicy, Problem};
 
+/// From this many pods the two shaping runs get a thread each; below, a thread costs more than
+/// it saves.
+const PARALLEL_FROM_PODS: usize = 256;
+
 /// Solves a problem: the cheapest set of new nodes found, placements, and reasons.
 ///
 /// Two shaping strategies run (price-efficient shapes, and Karpenter's largest-type filling); the
@@ -49,8 +53,21 @@ pub fn solve(problem: &Problem) -> Plan {
         let outcome = finalize::choose(&compiled, &mut state, &problem.options);
         (state, outcome)
     };
-    let look_ahead = run(state::Shaping::LookAhead);
-    let largest = run(state::Shaping::Largest);
+    // The two runs are independent: on a large problem they run on two threads (each is
+    // deterministic, so the plan is the same either way).
+    let (look_ahead, largest) = if compiled.pod_count >= PARALLEL_FROM_PODS {
+        std::thread::scope(|scope| {
+            let largest = scope.spawn(|| run(state::Shaping::Largest));
+            let look_ahead = run(state::Shaping::LookAhead);
+            // A panic in the other run is re-raised here, as it would be without the thread.
+            let largest = largest
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (look_ahead, largest)
+        })
+    } else {
+        (run(state::Shaping::LookAhead), run(state::Shaping::Largest))
+    };
     let rank = |o: &finalize::Outcome| (o.unplaced, o.total, o.nodes);
     let (state, outcome) = if rank(&largest.1) < rank(&look_ahead.1) {
         largest
