@@ -108,24 +108,106 @@ struct Fit {
 /// Why a node refused a pod, and whether it will refuse every later pod of the class too (nodes
 /// only fill up, narrow and gain topology members, so resource, taint, port, requirement and
 /// hostname-count refusals stand).
-#[derive(Debug)]
+///
+/// The reason is a small value rendered into words only when someone asks ([`Why::describe`]):
+/// refusals happen on every node a pod is tried against, explanations rarely.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Refusal {
     pub permanent: bool,
-    pub reason: String,
+    pub why: Why,
+}
+
+/// What refused a pod.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Why {
+    NoRoom,
+    HostPort,
+    /// Taint `taint` of existing node `node`.
+    Taint {
+        node: usize,
+        taint: usize,
+    },
+    /// The labels of existing node `node` do not meet the pod's requirements.
+    Requirements {
+        node: usize,
+    },
+    SpreadExceeded {
+        key: Sym,
+        max_skew: i64,
+    },
+    SpreadUnsatisfiable {
+        key: Sym,
+        max_skew: i64,
+    },
+    Affinity {
+        key: Sym,
+        anti: bool,
+    },
+    /// A placed pod's required anti-affinity forbids this domain.
+    AntiAffinityOf {
+        key: Sym,
+        domain: Sym,
+    },
+    /// Placed pods' anti-affinity forbids every domain of the key.
+    AntiAffinityEverywhere {
+        key: Sym,
+    },
+}
+
+impl Why {
+    /// The reason in words; `requirements` are the pod's (for requirement refusals).
+    pub(crate) fn describe(self, compiled: &Compiled, requirements: &Requirements) -> String {
+        let name = |key: Sym| compiled.interner.resolve(key);
+        match self {
+            Self::NoRoom => "not enough free resources".to_owned(),
+            Self::HostPort => "host port conflict".to_owned(),
+            Self::Taint { node, taint } => compiled.existing[node]
+                .taints
+                .get(taint)
+                .map_or_else(|| "a taint is not tolerated".to_owned(), describe_taint),
+            Self::Requirements { node } => compiled.existing[node]
+                .requirements
+                .compatible(requirements, &|_| false, &compiled.interner)
+                .err()
+                .map_or_else(
+                    || "node labels do not match".to_owned(),
+                    |i| i.describe(&compiled.interner),
+                ),
+            Self::SpreadExceeded { key, max_skew } => {
+                format!(
+                    "topology spread on {} (maxSkew {max_skew}) would be exceeded",
+                    name(key)
+                )
+            }
+            Self::SpreadUnsatisfiable { key, max_skew } => {
+                format!(
+                    "topology spread on {} (maxSkew {max_skew}) cannot be satisfied",
+                    name(key)
+                )
+            }
+            Self::Affinity { key, anti } => {
+                let kind = if anti { "pod anti-affinity" } else { "pod affinity" };
+                format!("{kind} on {} cannot be satisfied", name(key))
+            }
+            Self::AntiAffinityOf { key, domain } => {
+                format!("pod anti-affinity of a pod in {} {}", name(key), name(domain))
+            }
+            Self::AntiAffinityEverywhere { key } => {
+                format!("pod anti-affinity of pods in every {}", name(key))
+            }
+        }
+    }
 }
 
 impl Refusal {
-    fn permanent(reason: impl Into<String>) -> Self {
-        Self {
-            permanent: true,
-            reason: reason.into(),
-        }
+    fn permanent(why: Why) -> Self {
+        Self { permanent: true, why }
     }
 
-    fn passing(reason: impl Into<String>) -> Self {
+    fn passing(why: Why) -> Self {
         Self {
             permanent: false,
-            reason: reason.into(),
+            why,
         }
     }
 }
@@ -280,21 +362,25 @@ fn try_place(
     false
 }
 
+fn describe_taint(t: &Taint) -> String {
+    format!(
+        "taint {}{}:{} not tolerated",
+        t.key,
+        t.value.as_ref().map(|v| format!("={v}")).unwrap_or_default(),
+        t.effect
+    )
+}
+
+/// The first taint the class does not tolerate.
+fn blocking_taint(taints: &[Taint], class: &Class, attempt: &Attempt) -> Option<usize> {
+    taints.iter().position(|t| {
+        let relaxed = t.effect == "PreferNoSchedule" && attempt.tolerate_prefer_no_schedule;
+        !relaxed && !tolerates(&class.tolerations, t)
+    })
+}
+
 fn taint_blocks(taints: &[Taint], class: &Class, attempt: &Attempt) -> Option<String> {
-    taints
-        .iter()
-        .find(|t| {
-            let relaxed = t.effect == "PreferNoSchedule" && attempt.tolerate_prefer_no_schedule;
-            !relaxed && !tolerates(&class.tolerations, t)
-        })
-        .map(|t| {
-            format!(
-                "taint {}{}:{} not tolerated",
-                t.key,
-                t.value.as_ref().map(|v| format!("={v}")).unwrap_or_default(),
-                t.effect
-            )
-        })
+    blocking_taint(taints, class, attempt).map(|i| describe_taint(&taints[i]))
 }
 
 fn ports_conflict(used: &[HostPort], wanted: &[HostPort]) -> bool {
@@ -312,17 +398,20 @@ fn check_existing(
     let c = &compiled.classes[class];
     let e = &compiled.existing[node];
     if !c.requests.fits_in(&state.existing_remaining[node]) {
-        return Err(Refusal::permanent("not enough free resources"));
+        return Err(Refusal::permanent(Why::NoRoom));
     }
-    if let Some(reason) = taint_blocks(&e.taints, c, attempt) {
-        return Err(Refusal::permanent(reason));
+    if let Some(taint) = blocking_taint(&e.taints, c, attempt) {
+        return Err(Refusal::permanent(Why::Taint { node, taint }));
     }
     if ports_conflict(&state.existing_ports[node], &c.host_ports) {
-        return Err(Refusal::permanent("host port conflict"));
+        return Err(Refusal::permanent(Why::HostPort));
     }
-    e.requirements
+    if e.requirements
         .compatible(requirements, &|_| false, &compiled.interner)
-        .map_err(|i| Refusal::permanent(i.describe(&compiled.interner)))?;
+        .is_err()
+    {
+        return Err(Refusal::permanent(Why::Requirements { node }));
+    }
     if !needs_topology(state, c, class) {
         return Ok(());
     }
@@ -351,7 +440,7 @@ fn check_bin(
     if !grows_within_target {
         return Err(true);
     }
-    if taint_blocks(&pool.taints, c, attempt).is_some() || ports_conflict(&bin.host_ports, &c.host_ports) {
+    if blocking_taint(&pool.taints, c, attempt).is_some() || ports_conflict(&bin.host_ports, &c.host_ports) {
         return Err(true);
     }
     let well_known = |k: Sym| compiled.is_well_known(k);
@@ -472,7 +561,7 @@ fn check_new(
             },
             &mut merged,
         )
-        .map_err(|refusal| refusal.reason)?;
+        .map_err(|refusal| refusal.why.describe(compiled, requirements))?;
     }
     let remaining = &state.pool_remaining[p];
     let list = compiled.allowed_types(p, &merged);
@@ -708,15 +797,14 @@ fn spread(
         .iter()
         .filter(|s| s.required || !attempt.drop_soft_spread)
     {
-        let key_name = interner.resolve(spread.key);
         if spread.key == compiled.keys.hostname {
             let domain = domain_of(compiled, node, spread.key).unwrap_or(Sym(u32::MAX));
             if state.count(spread.group, domain) + 1 > spread.max_skew {
                 // Counts on a node only grow: this node stays closed to the class.
-                return Err(Refusal::permanent(format!(
-                    "topology spread on {key_name} (maxSkew {}) would be exceeded",
-                    spread.max_skew
-                )));
+                return Err(Refusal::permanent(Why::SpreadExceeded {
+                    key: spread.key,
+                    max_skew: spread.max_skew,
+                }));
             }
             continue;
         }
@@ -751,10 +839,10 @@ fn spread(
             Node::Existing(_) => {
                 let domain = domain_of(compiled, node, spread.key);
                 if !domain.is_some_and(|d| eligible.contains(&d) && allowed(d)) {
-                    return Err(Refusal::passing(format!(
-                        "topology spread on {key_name} (maxSkew {}) would be exceeded",
-                        spread.max_skew
-                    )));
+                    return Err(Refusal::passing(Why::SpreadExceeded {
+                        key: spread.key,
+                        max_skew: spread.max_skew,
+                    }));
                 }
             }
             Node::Building { .. } => {
@@ -764,12 +852,10 @@ fn spread(
                     .copied()
                     .filter(|d| current.as_ref().is_none_or(|r| r.has(*d, interner)) && allowed(*d))
                     .min_by_key(|d| (state.count(spread.group, *d), *d))
-                    .ok_or_else(|| {
-                        Refusal::passing(format!(
-                            "topology spread on {key_name} (maxSkew {}) cannot be satisfied",
-                            spread.max_skew
-                        ))
-                    })?;
+                    .ok_or(Refusal::passing(Why::SpreadUnsatisfiable {
+                        key: spread.key,
+                        max_skew: spread.max_skew,
+                    }))?;
                 requirements.add(spread.key, Requirement::one_of(vec![best]), interner);
             }
         }
@@ -789,12 +875,6 @@ fn pod_affinity(
     let c = &compiled.classes[class];
     let interner = &compiled.interner;
     for term in c.affinity.iter().filter(|a| attempt.honours(c, a)) {
-        let key_name = interner.resolve(term.key);
-        let kind = if term.anti {
-            "pod anti-affinity"
-        } else {
-            "pod affinity"
-        };
         let member = state.memberships[class].contains(&term.group);
         let ok = |d: Sym| {
             let count = state.count(term.group, d);
@@ -814,7 +894,10 @@ fn pod_affinity(
                     } else {
                         Refusal::passing
                     };
-                    return Err(refusal(format!("{kind} on {key_name} cannot be satisfied")));
+                    return Err(refusal(Why::Affinity {
+                        key: term.key,
+                        anti: term.anti,
+                    }));
                 }
             }
             (Node::Building { .. }, false) => {
@@ -824,7 +907,10 @@ fn pod_affinity(
                     .copied()
                     .filter(|d| current.as_ref().is_none_or(|r| r.has(*d, interner)) && ok(*d))
                     .min_by_key(|d| (std::cmp::Reverse(state.count(term.group, *d)), *d))
-                    .ok_or_else(|| Refusal::passing(format!("{kind} on {key_name} cannot be satisfied")))?;
+                    .ok_or(Refusal::passing(Why::Affinity {
+                        key: term.key,
+                        anti: term.anti,
+                    }))?;
                 requirements.add(term.key, Requirement::one_of(vec![best]), interner);
             }
         }
@@ -848,11 +934,7 @@ fn inverse_anti_affinity(
             if let Some(domain) = domain_of(compiled, node, key)
                 && state.forbidden[group].contains(&domain)
             {
-                return Err(Refusal::permanent(format!(
-                    "pod anti-affinity of a pod in {} {}",
-                    interner.resolve(key),
-                    interner.resolve(domain)
-                )));
+                return Err(Refusal::permanent(Why::AntiAffinityOf { key, domain }));
             }
             continue;
         }
@@ -867,10 +949,7 @@ fn inverse_anti_affinity(
             interner,
         );
         if requirements.get(key).is_some_and(Requirement::is_empty) {
-            return Err(Refusal::permanent(format!(
-                "pod anti-affinity of pods in every {}",
-                interner.resolve(key)
-            )));
+            return Err(Refusal::permanent(Why::AntiAffinityEverywhere { key }));
         }
     }
     Ok(())
@@ -1057,7 +1136,7 @@ fn existing_summary(
     for node in 0..total {
         let reason = match check_existing(compiled, state, class, attempt, requirements, node) {
             Ok(()) => "fits, but not together with the pods placed before it".to_owned(),
-            Err(refusal) => refusal.reason,
+            Err(refusal) => refusal.why.describe(compiled, requirements),
         };
         *counts.entry(reason).or_default() += 1;
     }
