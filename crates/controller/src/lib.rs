@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod leader;
 pub mod lifecycle;
+pub mod nodepool_status;
 pub mod settings;
 pub mod state;
 pub mod unavailable;
@@ -99,4 +100,5 @@ pub async fn run(
 /// The mutating loops, started when this replica leads.
 fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(lifecycle::run(ctx.clone()));
+    loops.spawn(nodepool_status::run(ctx.clone()));
 }

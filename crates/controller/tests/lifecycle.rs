@@ -10,7 +10,7 @@ use jiff::SignedDuration;
 use k8s_openapi::api::{core::v1::Node, events::v1::Event};
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
 use nodewright_api::{EC2NodeClass, NodeClaim, NodePool, labels};
 use nodewright_catalog::CapacityType;
@@ -19,6 +19,7 @@ use nodewright_controller::{
     Context, Settings,
     events::Events,
     lifecycle::{self, Failure},
+    nodepool_status,
     state::ClusterState,
     unavailable::UnavailableOfferings,
 };
@@ -537,6 +538,49 @@ async fn two_nodes_with_one_provider_id_block_registration() {
     assert_eq!(status_of(condition(&claim, "Ready")), "False");
     let impostor = h.nodes().get("impostor").await.unwrap();
     assert!(impostor.finalizers().is_empty(), "nothing is synced");
+}
+
+#[tokio::test]
+async fn nodepool_status_counts_nodes_and_resources_and_follows_the_node_class() {
+    let h = Harness::start().await;
+    let first = h.create_claim(true).await;
+    h.create_claim(true).await;
+    h.round().await;
+    h.boot();
+    h.round().await;
+    assert!(
+        h.claim(&first).await.status.unwrap().node_name.is_some(),
+        "registered"
+    );
+
+    let failures = nodepool_status::reconcile_all(&h.ctx).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let status = h.pool().await.status.unwrap();
+    assert_eq!(status.nodes, Some(2));
+    assert_eq!(status.resources["nodes"].0, "2");
+    assert_eq!(status.resources["cpu"].0, "4", "two m5.large");
+    assert!(status.resources.contains_key("memory"));
+    let pool = h.pool().await;
+    assert_eq!(status_of(pool_condition(&pool, "ValidationSucceeded")), "True");
+    assert_eq!(status_of(pool_condition(&pool, "NodeClassReady")), "True");
+    assert_eq!(status_of(pool_condition(&pool, "Ready")), "True");
+    assert_eq!(
+        status_of(pool_condition(&pool, "NodeRegistrationHealthy")),
+        "True",
+        "kept as the lifecycle wrote it"
+    );
+
+    let classes: Api<EC2NodeClass> = Api::all(h.cluster.client());
+    classes.delete("default", &DeleteParams::default()).await.unwrap();
+    h.synced().await;
+    let failures = nodepool_status::reconcile_all(&h.ctx).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let pool = h.pool().await;
+    assert_eq!(
+        pool_condition(&pool, "NodeClassReady"),
+        ("False".into(), "NodeClassNotFound".into())
+    );
+    assert_eq!(status_of(pool_condition(&pool, "Ready")), "False");
 }
 
 #[tokio::test]
