@@ -11,6 +11,8 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod leader;
+pub mod lifecycle;
+pub mod nodepool_status;
 pub mod settings;
 pub mod state;
 pub mod unavailable;
@@ -97,5 +99,6 @@ pub async fn run(
 
 /// The mutating loops, started when this replica leads.
 fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
-    let _ = (ctx, loops);
+    loops.spawn(lifecycle::run(ctx.clone()));
+    loops.spawn(nodepool_status::run(ctx.clone()));
 }
