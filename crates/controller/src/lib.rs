@@ -10,9 +10,11 @@
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod leader;
 pub mod settings;
 pub mod state;
+pub mod termination;
 pub mod unavailable;
 
 use std::sync::Arc;
@@ -97,5 +99,6 @@ pub async fn run(
 
 /// The mutating loops, started when this replica leads.
 fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
-    let _ = (ctx, loops);
+    loops.spawn(termination::run(ctx.clone()));
+    loops.spawn(gc::run(ctx.clone()));
 }
