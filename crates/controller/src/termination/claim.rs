@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
@@ -58,7 +58,7 @@ async fn terminate_launched(
 ) -> Result<Progress, ControllerError> {
     let nodes = nodes_of(ctx, provider_id);
     if !nodes.is_empty() {
-        let node_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
+        let node_api: Api<Node> = Api::all(ctx.client.clone());
         let mut names = Vec::new();
         for node in &nodes {
             let name = node.name_any();
@@ -139,7 +139,7 @@ async fn terminate_unrecorded_launches(
 /// Nodes registered for the instance, from the cache: a Node registered a moment ago may be
 /// missing, which only means its kubelet's machine is terminated under it and the Node
 /// finalizer finds the instance gone.
-fn nodes_of(ctx: &Context, provider_id: &str) -> Vec<Arc<k8s_openapi::api::core::v1::Node>> {
+fn nodes_of(ctx: &Context, provider_id: &str) -> Vec<Arc<Node>> {
     ctx.state
         .nodes
         .all()

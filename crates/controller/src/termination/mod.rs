@@ -3,10 +3,10 @@
 //! the `karpenter.sh/termination` finalizers come off.
 //!
 //! Two finalizers cooperate, as in Karpenter:
-//! - the NodeClaim's ([`claim`]): delete the Node and wait for it to go, then terminate the
+//! - the NodeClaim's (`claim.rs`): delete the Node and wait for it to go, then terminate the
 //!   instance (or, for a NodeClaim that never recorded a launch, any instance tagged with its
 //!   name), then let the NodeClaim go;
-//! - the Node's ([`node`]): taint `karpenter.sh/disrupted:NoSchedule`, drain ([`drain`] plans
+//! - the Node's (`node.rs`): taint `karpenter.sh/disrupted:NoSchedule`, drain ([`drain`] plans
 //!   each step), wait for VolumeAttachments ([`volumes`]), terminate the instance, let the Node
 //!   go. Deleting a Node directly deletes its NodeClaim too.
 //!
