@@ -18,6 +18,8 @@ pub mod reasons {
     pub const DISRUPTION_BLOCKED: &str = "DisruptionBlocked";
     pub const FAILED_DRAINING: &str = "FailedDraining";
     pub const EVICTED: &str = "Evicted";
+    /// A pod deleted because its node's termination grace period ran out.
+    pub const DISRUPTED: &str = "Disrupted";
     pub const TERMINATION_GRACE_PERIOD_EXPIRING: &str = "TerminationGracePeriodExpiring";
     pub const FAILED_CONSISTENCY_CHECK: &str = "FailedConsistencyCheck";
 }

@@ -10,11 +10,13 @@
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod leader;
 pub mod lifecycle;
 pub mod nodepool_status;
 pub mod settings;
 pub mod state;
+pub mod termination;
 pub mod unavailable;
 
 use std::sync::Arc;
@@ -101,4 +103,6 @@ pub async fn run(
 fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(lifecycle::run(ctx.clone()));
     loops.spawn(nodepool_status::run(ctx.clone()));
+    loops.spawn(termination::run(ctx.clone()));
+    loops.spawn(gc::run(ctx.clone()));
 }

@@ -19,6 +19,9 @@ pub struct Settings {
     /// Cloud instances tagged for this cluster with no NodeClaim are terminated after this long
     /// (Karpenter: 30 s after launch).
     pub orphan_grace: Duration,
+    /// How often the cloud and the cluster are compared for leaked instances and NodeClaims
+    /// whose instance is gone (10 s, the AWS provider's first-minutes rate).
+    pub garbage_collection_interval: Duration,
     /// The leader-election Lease: its namespace and name.
     pub lease_namespace: String,
     pub lease_name: String,
@@ -39,6 +42,7 @@ impl Default for Settings {
             registration_ttl: Duration::from_mins(15),
             unavailable_offering_ttl: Duration::from_mins(3),
             orphan_grace: Duration::from_secs(30),
+            garbage_collection_interval: Duration::from_secs(10),
             lease_namespace: "kube-system".to_owned(),
             lease_name: "karpenter-leader-election".to_owned(),
             lease_duration: Duration::from_secs(15),
