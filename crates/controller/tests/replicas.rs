@@ -37,6 +37,17 @@ fn claim(name: &str) -> NodeClaim {
     .unwrap()
 }
 
+/// The Lease the controllers elect on, held by `identity`.
+fn lease_for(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: "kube-system".to_owned(),
+        name: "karpenter-leader-election".to_owned(),
+        identity: identity.to_owned(),
+        duration: Duration::from_secs(15),
+        renew_interval: Duration::from_secs(2),
+    }
+}
+
 async fn holder(leases: &Api<Lease>) -> Option<String> {
     leases
         .get_opt("karpenter-leader-election")
@@ -78,13 +89,7 @@ async fn only_the_leader_acts_and_the_other_replica_takes_over_when_it_stops() {
     };
     let leases: Api<Lease> = Api::namespaced(cluster.client(), "kube-system");
     // Someone else holds the lease: neither replica may act.
-    let outsider = LeaseConfig {
-        namespace: "kube-system".to_owned(),
-        name: "karpenter-leader-election".to_owned(),
-        identity: "outsider".to_owned(),
-        duration: Duration::from_secs(15),
-        renew_interval: Duration::from_secs(2),
-    };
+    let outsider = lease_for("outsider");
     assert!(
         try_acquire_or_renew(&leases, &outsider, clock.now())
             .await
