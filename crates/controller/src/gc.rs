@@ -256,7 +256,7 @@ pub async fn run(ctx: Context) {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "garbage collection failed"),
         }
-        tokio::time::sleep(ctx.settings.garbage_collection_interval).await;
+        tokio::time::sleep(ctx.settings.wall(ctx.settings.garbage_collection_interval)).await;
     }
 }
 

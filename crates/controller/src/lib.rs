@@ -57,7 +57,7 @@ pub async fn run(
                 name: settings.lease_name.clone(),
                 identity: settings.identity.clone(),
                 duration: settings.lease_duration,
-                renew_interval: settings.lease_renew_interval,
+                renew_interval: settings.wall(settings.lease_renew_interval),
             };
             let (leadership, elector) = leader::start(client.clone(), config, clock.clone());
             background.spawn(elector);

@@ -54,7 +54,7 @@ pub async fn run(ctx: Context) {
             () = classes.changed() => {}
             () = claims.changed() => {}
             () = nodes.changed() => {}
-            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            () = tokio::time::sleep(ctx.settings.wall(POLL_INTERVAL)) => {}
         }
     }
 }

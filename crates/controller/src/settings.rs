@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Tunables shared by the controllers. Defaults are Karpenter's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The cluster's name (tags, the fake cloud's cluster tag, events).
     pub cluster_name: String,
@@ -31,6 +31,23 @@ pub struct Settings {
     pub lease_renew_interval: Duration,
     /// This replica's identity in the Lease.
     pub identity: String,
+    /// How many times faster than the wall clock the injected clock runs (1 in production;
+    /// `nodewright sim` and tests run simulated time faster). The loops' own waits — batch
+    /// windows, polls, rechecks, lease renewals — are wall-clock timers and are divided by it
+    /// (see [`Settings::wall`]), so they keep their length in the clock's time.
+    pub wall_clock_speedup: f64,
+}
+
+impl Settings {
+    /// A wait of `d` in the clock's time, as a wall-clock duration (at least 1 ms).
+    pub fn wall(&self, d: Duration) -> Duration {
+        let speedup = if self.wall_clock_speedup.is_finite() && self.wall_clock_speedup > 0.0 {
+            self.wall_clock_speedup
+        } else {
+            1.0
+        };
+        d.div_f64(speedup).max(Duration::from_millis(1))
+    }
 }
 
 impl Default for Settings {
@@ -48,6 +65,7 @@ impl Default for Settings {
             lease_duration: Duration::from_secs(15),
             lease_renew_interval: Duration::from_secs(2),
             identity: "nodewright".to_owned(),
+            wall_clock_speedup: 1.0,
         }
     }
 }

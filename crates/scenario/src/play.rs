@@ -142,16 +142,13 @@ impl ScaledClock {
     }
 }
 
-/// The controllers' timers are real (tokio) time: shorten them by the speed so their simulated
-/// length stays Karpenter's.
+/// The controllers' own waits are wall-clock timers: tell them how fast the clock runs so they
+/// keep Karpenter's lengths in simulated time.
 fn scaled_settings(speed: f64) -> Settings {
-    let defaults = Settings::default();
-    let scale = |d: Duration| d.div_f64(speed).max(Duration::from_millis(1));
     Settings {
         cluster_name: "nodewright-sim".to_owned(),
-        batch_idle: scale(defaults.batch_idle),
-        batch_max: scale(defaults.batch_max),
-        ..defaults
+        wall_clock_speedup: speed,
+        ..Settings::default()
     }
 }
 

@@ -64,7 +64,7 @@ pub async fn run(ctx: Context) {
         tokio::select! {
             () = claims.changed() => {}
             () = nodes.changed() => {}
-            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            () = tokio::time::sleep(ctx.settings.wall(POLL_INTERVAL)) => {}
         }
     }
 }

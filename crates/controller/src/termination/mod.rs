@@ -217,7 +217,8 @@ impl Schedule {
         self.not_before.get(key).is_none_or(|at| *at <= now)
     }
 
-    fn record(&mut self, report: Report, now: Instant) {
+    /// `wall` turns a wait in the clock's time into a wall-clock one.
+    fn record(&mut self, report: Report, now: Instant, wall: impl Fn(Duration) -> Duration) {
         let live: HashSet<&ObjectKey> = report.candidates.iter().collect();
         self.not_before.retain(|key, _| live.contains(key));
         for (key, outcome) in report.outcomes {
@@ -230,7 +231,7 @@ impl Schedule {
                 Ok(Progress::Waiting { retry_after, reason }) => {
                     tracing::debug!(object = %key, reason, "termination waiting");
                     self.backoff.succeeded(&name);
-                    self.not_before.insert(key, now + retry_after);
+                    self.not_before.insert(key, now + wall(retry_after));
                 }
                 Err(error) if error.class() == ErrorClass::Gone => {
                     self.backoff.succeeded(&name);
@@ -239,7 +240,7 @@ impl Schedule {
                 Err(error) => {
                     let delay = self.backoff.failed(&name);
                     tracing::warn!(object = %key, %error, retry_in = ?delay, "termination failed");
-                    self.not_before.insert(key, now + delay);
+                    self.not_before.insert(key, now + wall(delay));
                 }
             }
         }
@@ -269,14 +270,14 @@ pub async fn run(ctx: Context) {
         let report = terminator
             .reconcile_where(&ctx, |key| schedule.is_due(key, started))
             .await;
-        schedule.record(report, Instant::now());
-        let wake = schedule.next_wake(Instant::now() + RECHECK);
+        schedule.record(report, Instant::now(), |d| ctx.settings.wall(d));
+        let wake = schedule.next_wake(Instant::now() + ctx.settings.wall(RECHECK));
         tokio::select! {
             () = node_changes.changed() => {}
             () = claim_changes.changed() => {}
             () = tokio::time::sleep_until(wake) => {}
         }
-        tokio::time::sleep_until(started + MIN_ROUND_INTERVAL).await;
+        tokio::time::sleep_until(started + ctx.settings.wall(MIN_ROUND_INTERVAL)).await;
     }
 }
 
@@ -310,6 +311,7 @@ mod tests {
                 ],
             },
             now,
+            |d| d,
         );
         assert!(!schedule.is_due(&waiting, now + Duration::from_secs(4)));
         assert!(schedule.is_due(&waiting, now + INSTANCE_RECHECK));
@@ -325,6 +327,7 @@ mod tests {
                 outcomes: vec![],
             },
             now,
+            |d| d,
         );
         assert!(schedule.is_due(&failing, now));
         assert!(!schedule.is_due(&waiting, now));
