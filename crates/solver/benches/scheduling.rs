@@ -252,6 +252,12 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    // `--one-thread` keeps every solve on one core (the target is stated per core).
+    let parallel = !args.iter().any(|a| a == "--one-thread");
+    let options = nodewright_solver::Options {
+        parallel,
+        ..nodewright_solver::Options::default()
+    };
     let types = synthetic_types();
     assert_eq!(types.len(), 400);
 
@@ -266,13 +272,14 @@ fn main() {
         let problem = Problem {
             pods: diverse_pods(count, &mut rng),
             nodepools: vec![pool(types.clone(), &["spot", "on-demand"])],
+            options: options.clone(),
             ..Problem::default()
         };
         let (seconds, plan) = measure(&problem);
         let placed = count - plan.unschedulable.len();
         println!(
             "{}",
-            json!({ "benchmark": "diverse", "pods": count, "seconds": seconds, "pods_per_second": count as f64 / seconds,
+            json!({ "benchmark": "diverse", "threads": if parallel { 2 } else { 1 }, "pods": count, "seconds": seconds, "pods_per_second": count as f64 / seconds,
                     "placed": placed, "nodes": plan.new_nodes.len(), "usd_per_hour": plan.total_price.as_usd(),
                     "lower_bound_usd_per_hour": plan.lower_bound.as_usd() })
         );
@@ -447,6 +454,7 @@ fn main() {
         pods: diverse_pods(pending, &mut rng),
         nodepools: vec![pool(types.clone(), &["spot", "on-demand"])],
         existing_nodes,
+        options: options.clone(),
         ..Problem::default()
     };
     let (seconds, plan) = measure(&problem);

@@ -89,9 +89,9 @@ pub(crate) struct SpreadC {
 /// Every pod's facts. Replicas of one workload arrive together with identical specs, labels and
 /// namespace, so a pod equal to the one before it reuses that pod's facts instead of re-reading
 /// requests, terms and volumes.
-fn pod_facts(pods: &[Pod], volumes: &crate::volumes::VolumeIndex<'_>) -> Vec<PodFacts> {
+fn pod_facts(pods: &[Pod], volumes: &crate::volumes::VolumeIndex<'_>, parallel: bool) -> Vec<PodFacts> {
     // Reading pods is independent per pod: a large batch is read in two halves on two threads.
-    if pods.len() >= PARALLEL_FACTS_FROM {
+    if parallel && pods.len() >= PARALLEL_FACTS_FROM {
         let (first, second) = pods.split_at(pods.len() / 2);
         return std::thread::scope(|scope| {
             let later = scope.spawn(|| pod_facts_in_order(second, volumes));
@@ -322,7 +322,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
     well_known.sort_unstable();
 
     let volume_index = crate::volumes::VolumeIndex::new(&problem.volumes);
-    let facts = pod_facts(&problem.pods, &volume_index);
+    let facts = pod_facts(&problem.pods, &volume_index, problem.options.parallel);
     let daemon_facts: Vec<PodFacts> = problem.daemonset_pods.iter().map(PodFacts::from_pod).collect();
     let extended = facts
         .iter()
@@ -878,7 +878,7 @@ mod tests {
         ];
         let volumes = crate::volumes::Volumes::default();
         let index = crate::volumes::VolumeIndex::new(&volumes);
-        let reused = pod_facts(&pods, &index);
+        let reused = pod_facts(&pods, &index, false);
         let one_by_one: Vec<PodFacts> = pods
             .iter()
             .map(|p| PodFacts::from_pod_with_volumes(p, &index))

@@ -55,7 +55,7 @@ pub fn solve(problem: &Problem) -> Plan {
     };
     // The two runs are independent: on a large problem they run on two threads (each is
     // deterministic, so the plan is the same either way).
-    let (look_ahead, largest) = if compiled.pod_count >= PARALLEL_FROM_PODS {
+    let (look_ahead, largest) = if problem.options.parallel && compiled.pod_count >= PARALLEL_FROM_PODS {
         std::thread::scope(|scope| {
             let largest = scope.spawn(|| run(state::Shaping::Largest));
             let look_ahead = run(state::Shaping::LookAhead);

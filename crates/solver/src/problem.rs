@@ -78,6 +78,8 @@ pub struct Options {
     /// Rounds of the local search that merges and empties new nodes. A count, not a time, so the
     /// same input always gives the same plan.
     pub improvement_rounds: u32,
+    /// Whether a large solve may use a second thread (the plan is the same either way).
+    pub parallel: bool,
 }
 
 impl Default for Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             min_values_policy: MinValuesPolicy::Strict,
             max_instance_types: 60,
             improvement_rounds: 4,
+            parallel: true,
         }
     }
 }
