@@ -11,6 +11,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod leader;
+pub mod provisioner;
 pub mod settings;
 pub mod state;
 pub mod unavailable;
@@ -97,5 +98,5 @@ pub async fn run(
 
 /// The mutating loops, started when this replica leads.
 fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
-    let _ = (ctx, loops);
+    loops.spawn(provisioner::run(ctx.clone()));
 }
