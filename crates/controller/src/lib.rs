@@ -14,6 +14,7 @@ pub mod gc;
 pub mod leader;
 pub mod lifecycle;
 pub mod nodepool_status;
+pub mod provisioner;
 pub mod settings;
 pub mod state;
 pub mod termination;
@@ -101,6 +102,7 @@ pub async fn run(
 
 /// The mutating loops, started when this replica leads.
 fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
+    loops.spawn(provisioner::run(ctx.clone()));
     loops.spawn(lifecycle::run(ctx.clone()));
     loops.spawn(nodepool_status::run(ctx.clone()));
     loops.spawn(termination::run(ctx.clone()));
