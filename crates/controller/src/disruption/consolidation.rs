@@ -11,7 +11,7 @@
 //! Savings are measured against a baseline that removes nothing, so pending pods' own new nodes
 //! cost the same on both sides and do not count against a removal.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
 use nodewright_catalog::{CapacityType, Price};
@@ -61,7 +61,7 @@ pub struct Outcome {
 pub fn search(
     base: &Problem,
     candidates: &[Priced],
-    budgets: &mut HashMap<String, u64>,
+    budgets: &mut BTreeMap<String, u64>,
     allow_spot_to_spot: bool,
 ) -> Outcome {
     let mut outcome = Outcome::default();
@@ -178,7 +178,7 @@ fn evaluate(
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeMap, sync::Arc};
+    use std::sync::Arc;
 
     use k8s_openapi::api::core::v1::{Node, Pod};
     use nodewright_api::{NodeClaim, NodePool, labels};
@@ -288,8 +288,8 @@ mod tests {
         }
     }
 
-    fn budgets(n: u64) -> HashMap<String, u64> {
-        HashMap::from([("default".to_owned(), n)])
+    fn budgets(n: u64) -> BTreeMap<String, u64> {
+        BTreeMap::from([("default".to_owned(), n)])
     }
 
     #[test]

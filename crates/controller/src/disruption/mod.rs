@@ -187,7 +187,7 @@ impl Disruption {
         let world = World::read(&self.ctx);
         self.untaint_stale(&world).await?;
         let mut refused: HashMap<String, Blocker> = HashMap::new();
-        let command = match self.emptiness(&world, &mut refused) {
+        let command = match Self::emptiness(&world, &mut refused) {
             Some(command) => Some(command),
             None => self.consolidation(&world, &mut refused).await,
         };
@@ -232,7 +232,7 @@ impl Disruption {
     }
 
     /// Empty candidates whose consolidateAfter elapsed, within each pool's Empty budget.
-    fn emptiness(&self, world: &World, refused: &mut HashMap<String, Blocker>) -> Option<Command> {
+    fn emptiness(world: &World, refused: &mut HashMap<String, Blocker>) -> Option<Command> {
         let counts = world.pool_nodes(&HashSet::new());
         let mut left: HashMap<String, u64> = HashMap::new();
         let mut chosen = Vec::new();
@@ -309,7 +309,7 @@ impl Disruption {
             }
         }
         let counts = world.pool_nodes(&HashSet::new());
-        let mut budgets: HashMap<String, u64> = world
+        let mut budgets: BTreeMap<String, u64> = world
             .pools
             .iter()
             .map(|pool| {
