@@ -19,8 +19,8 @@
 //!
 //! Simplifications (see the module docs of each part): drift and expiration are not built;
 //! `Balanced` pools get emptiness only; pods moved by consolidation are simulated without their
-//! volumes' topology; spot-to-spot replacement is off ([`Disruption::allow_spot_to_spot`]) until
-//! a setting carries it.
+//! volumes' topology; spot-to-spot replacement follows
+//! [`crate::Settings::spot_to_spot_consolidation`] (off by default, as Karpenter's feature gate).
 
 pub mod budgets;
 pub mod candidates;
@@ -53,6 +53,7 @@ use self::{
 use crate::{
     context::Context,
     error::{Backoff, ControllerError},
+    events::reasons::{DISRUPTION_LAUNCHING, DISRUPTION_TERMINATING, UNCONSOLIDATABLE},
     provisioner::snapshot,
 };
 
@@ -63,10 +64,6 @@ pub const POLL: Duration = Duration::from_secs(10);
 pub const VALIDATION_DELAY: SignedDuration = SignedDuration::from_secs(15);
 /// How long replacements may take to initialize before the command is rolled back.
 pub const REPLACEMENT_TIMEOUT: SignedDuration = SignedDuration::from_mins(10);
-/// Event reasons.
-pub const DISRUPTION_TERMINATING: &str = "DisruptionTerminating";
-pub const DISRUPTION_LAUNCHING: &str = "DisruptionLaunching";
-pub const UNCONSOLIDATABLE: &str = "Unconsolidatable";
 const PASS_KEY: &str = "disruption";
 
 /// Runs disruption until the task is dropped.
@@ -176,9 +173,9 @@ impl World {
 impl Disruption {
     pub fn new(ctx: Context) -> Self {
         Self {
-            ctx,
             told: HashMap::new(),
-            allow_spot_to_spot: false,
+            allow_spot_to_spot: ctx.settings.spot_to_spot_consolidation,
+            ctx,
         }
     }
 
