@@ -62,3 +62,30 @@ async fn a_scenario_scales_up_on_new_nodes_and_is_reported() {
     assert!(summary.contains("scale Deployment web to 3"), "{summary}");
     assert!(!summary.contains("pending\n"), "the scale-up settled: {summary}");
 }
+
+/// Every scenario shipped in `scenarios/` parses, and the objects it applies are valid.
+#[test]
+fn shipped_scenarios_parse_and_apply_valid_objects() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let scenario = Scenario::parse(&text, &path.display().to_string(), &dir).unwrap();
+        for step in &scenario.steps {
+            if let nodewright_scenario::format::Action::Apply { yaml, source } = &step.action {
+                let objects: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).unwrap();
+                assert!(
+                    !objects.is_empty(),
+                    "{}: {source} applies nothing",
+                    path.display()
+                );
+                for object in objects {
+                    let _: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(object).unwrap();
+                }
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 1);
+}
