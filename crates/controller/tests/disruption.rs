@@ -72,7 +72,12 @@ async fn do_not_disrupt_on_the_node_keeps_it_until_removed() {
     lab.scale(0).await;
     lab.run_until("the pod to go", || lab.running(0)).await;
     lab.pass_minutes(5).await;
-    assert_eq!(lab.node_names(), std::slice::from_ref(&node), "{}", lab.leftovers());
+    assert_eq!(
+        lab.node_names(),
+        std::slice::from_ref(&node),
+        "{}",
+        lab.leftovers()
+    );
     assert_eq!(
         consolidatable(&lab),
         [("False".to_owned(), "NodeDoNotDisrupt".to_owned())]
