@@ -19,6 +19,8 @@ pub mod provisioner;
 pub mod settings;
 pub mod state;
 pub mod termination;
+#[cfg(test)]
+mod test_fixtures;
 pub mod unavailable;
 
 use std::sync::Arc;

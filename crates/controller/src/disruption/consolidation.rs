@@ -181,48 +181,13 @@ mod tests {
     use std::sync::Arc;
 
     use k8s_openapi::api::core::v1::{Node, Pod};
-    use nodewright_api::{NodeClaim, NodePool, labels};
-    use nodewright_catalog::{InstanceType, Offering, Overhead, Resources};
+    use nodewright_api::{NodeClaim, labels};
+    use nodewright_catalog::Resources;
     use nodewright_solver::{ExistingNode, PoolInput};
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
-
-    fn arc<T: serde::de::DeserializeOwned>(value: Value) -> Arc<T> {
-        Arc::new(serde_json::from_value(value).unwrap())
-    }
-
-    fn pool() -> Arc<NodePool> {
-        arc(json!({
-            "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
-            "metadata": { "name": "default", "uid": "pool-uid" },
-            "spec": { "template": { "spec": {
-                "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }],
-                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" }
-            } } }
-        }))
-    }
-
-    fn instance_type(name: &str, cpu_millis: i64, usd: f64) -> InstanceType {
-        InstanceType {
-            name: name.to_owned(),
-            labels: BTreeMap::from([(labels::INSTANCE_TYPE.to_owned(), name.to_owned())]),
-            capacity: Resources {
-                cpu_millis,
-                memory_bytes: 8 << 30,
-                pods: 110,
-                ..Resources::default()
-            },
-            overhead: Overhead::default(),
-            offerings: vec![Offering {
-                zone: "us-east-1a".into(),
-                capacity_type: CapacityType::OnDemand,
-                price: Price::from_usd(usd),
-                available: true,
-                reservation: None,
-            }],
-        }
-    }
+    use crate::test_fixtures::{arc, instance_type, pool};
 
     fn pod(name: &str, node: &str, cpu: &str) -> Pod {
         serde_json::from_value(json!({
