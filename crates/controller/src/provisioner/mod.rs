@@ -281,7 +281,7 @@ impl Provisioner {
     /// could not run at all; failed writes are in the report.
     pub async fn provision_once(&mut self) -> Result<RoundReport, ControllerError> {
         self.forget_delivered_claims().await;
-        let snapshot = snapshot::take(&self.ctx, &self.recent, &self.gone).await;
+        let snapshot = snapshot::take_leaving_out(&self.ctx, &self.recent, &self.gone).await;
         let mut report = RoundReport {
             considered: snapshot.pods.len(),
             skipped_nodepools: snapshot

@@ -82,9 +82,8 @@ pub(crate) struct World {
 
 impl World {
     /// The watched objects, plus NodeClaims this provisioner created that the watch has not
-    /// delivered yet (`recent`), so a round never misses capacity it just asked for, and the
-    /// pods known to be `gone` despite the cache.
-    pub(crate) fn read(state: &ClusterState, recent: &[NodeClaim], gone: &HashSet<String>) -> Self {
+    /// delivered yet (`recent`), so a round never misses capacity it just asked for.
+    pub(crate) fn read(state: &ClusterState, recent: &[NodeClaim]) -> Self {
         let nodes = state.nodes.all();
         let mut claims = state.node_claims.all();
         let stored: HashSet<String> = claims.iter().map(|c| c.name_any()).collect();
@@ -102,14 +101,24 @@ impl World {
             pvcs: state.pvcs.all(),
             pvs: state.pvs.all(),
             storage_classes: state.storage_classes.all(),
-            gone: gone.clone(),
+            gone: HashSet::new(),
         }
     }
 }
 
 /// Reads the cluster and the cloud's instance types for a round.
-pub(crate) async fn take(ctx: &Context, recent: &[NodeClaim], gone: &HashSet<String>) -> Snapshot {
-    let world = World::read(&ctx.state, recent, gone);
+pub(crate) async fn take(ctx: &Context, recent: &[NodeClaim]) -> Snapshot {
+    take_leaving_out(ctx, recent, &HashSet::new()).await
+}
+
+/// [`take`], with the pods known to be `gone` despite the cache not waiting.
+pub(crate) async fn take_leaving_out(
+    ctx: &Context,
+    recent: &[NodeClaim],
+    gone: &HashSet<String>,
+) -> Snapshot {
+    let mut world = World::read(&ctx.state, recent);
+    world.gone.clone_from(gone);
     let (usable, mut skipped) = pools::usable(&ctx.state.node_pools.all(), &ctx.state.node_classes.all());
     let now = ctx.clock.now();
     let mut with_types = Vec::with_capacity(usable.len());
