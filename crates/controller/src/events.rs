@@ -42,6 +42,12 @@ pub mod reasons {
     pub const EVICTED: &str = "Evicted";
     /// A pod deleted because its node's termination grace period ran out.
     pub const DISRUPTED: &str = "Disrupted";
+    /// A node is being disrupted (emptiness, consolidation) and will be terminated.
+    pub const DISRUPTION_TERMINATING: &str = "DisruptionTerminating";
+    /// Replacements are being launched for a disruption.
+    pub const DISRUPTION_LAUNCHING: &str = "DisruptionLaunching";
+    /// Why a node cannot be consolidated (changes only).
+    pub const UNCONSOLIDATABLE: &str = "Unconsolidatable";
     pub const TERMINATION_GRACE_PERIOD_EXPIRING: &str = "TerminationGracePeriodExpiring";
     pub const FAILED_CONSISTENCY_CHECK: &str = "FailedConsistencyCheck";
 }

@@ -8,6 +8,7 @@
 //! simulation's clock in tests and `nodewright sim`.
 
 pub mod context;
+pub mod disruption;
 pub mod error;
 pub mod events;
 pub mod gc;
@@ -18,6 +19,8 @@ pub mod provisioner;
 pub mod settings;
 pub mod state;
 pub mod termination;
+#[cfg(test)]
+mod test_fixtures;
 pub mod unavailable;
 
 use std::sync::Arc;
@@ -107,4 +110,5 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(nodepool_status::run(ctx.clone()));
     loops.spawn(termination::run(ctx.clone()));
     loops.spawn(gc::run(ctx.clone()));
+    loops.spawn(disruption::run(ctx.clone()));
 }

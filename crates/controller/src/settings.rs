@@ -36,6 +36,9 @@ pub struct Settings {
     /// windows, polls, rechecks, lease renewals — are wall-clock timers and are divided by it
     /// (see [`Settings::wall`]), so they keep their length in the clock's time.
     pub wall_clock_speedup: f64,
+    /// Whether consolidation may replace a spot node with another spot node (Karpenter's
+    /// `SpotToSpotConsolidation` feature gate; off by default).
+    pub spot_to_spot_consolidation: bool,
 }
 
 impl Settings {
@@ -66,6 +69,7 @@ impl Default for Settings {
             lease_renew_interval: Duration::from_secs(2),
             identity: "nodewright".to_owned(),
             wall_clock_speedup: 1.0,
+            spot_to_spot_consolidation: false,
         }
     }
 }

@@ -26,8 +26,8 @@ pub(crate) struct SimArgs {
 /// `nodewright sim` without a subcommand: play a scenario.
 #[derive(Debug, Args)]
 struct PlayArgs {
-    /// A scenario file (see examples/scenarios/ for the format); default: the built-in inflate lab
-    /// (examples/scenarios/inflate-lab.yaml).
+    /// A scenario file (see scenarios/ and the scenario crate docs for the format); default: the built-in inflate lab
+    /// (scenarios/inflate-lab.yaml).
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
     /// Simulated seconds per wall-clock second.

@@ -183,7 +183,21 @@ fn kubectl_drives_the_simulated_cluster() {
     sim.ok(&["delete", "deployment", "inflate"]);
     sim.eventually(&["get", "pods", "-o", "name"], "the pods to go", str::is_empty);
 
-    // Finalizers hold a deleted object until they are removed.
+    finalizers_hold_deleted_objects(&sim);
+
+    let _ = watch.kill();
+    let mut events = String::new();
+    watch.stdout.take().unwrap().read_to_string(&mut events).unwrap();
+    let _ = watch.wait();
+    assert!(
+        events.lines().filter(|l| l.starts_with("ADDED")).count() >= 3,
+        "{events}"
+    );
+    assert!(events.lines().any(|l| l.starts_with("DELETED")), "{events}");
+}
+
+/// A finalizer holds a deleted object until kubectl patches it away.
+fn finalizers_hold_deleted_objects(sim: &Served) {
     let held = r#"{"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}"#;
     let held_file = sim.dir.join("held.json");
@@ -214,16 +228,6 @@ fn kubectl_drives_the_simulated_cluster() {
         "the configmap to go",
         |out| !out.contains("held"),
     );
-
-    let _ = watch.kill();
-    let mut events = String::new();
-    watch.stdout.take().unwrap().read_to_string(&mut events).unwrap();
-    let _ = watch.wait();
-    assert!(
-        events.lines().filter(|l| l.starts_with("ADDED")).count() >= 3,
-        "{events}"
-    );
-    assert!(events.lines().any(|l| l.starts_with("DELETED")), "{events}");
 }
 
 #[test]

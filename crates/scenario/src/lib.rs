@@ -15,4 +15,4 @@ pub use format::{Scenario, ScenarioError};
 pub use play::{Outcome, PlayError, PlayOptions, Progress, play};
 
 /// The default scenario: the hands-on lab's inflate flow.
-pub const DEFAULT_SCENARIO: &str = include_str!("../../../examples/scenarios/inflate-lab.yaml");
+pub const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/inflate-lab.yaml");

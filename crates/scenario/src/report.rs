@@ -11,8 +11,8 @@ use crate::{Outcome, sample::Sample};
 pub struct StepResult {
     pub at: SignedDuration,
     pub description: String,
-    /// From the step until no pod was pending (None: pods were still pending when the next step
-    /// came or the scenario ended).
+    /// From the step until every pod ran and every node was Ready (None: not by the next step or
+    /// the end of the scenario).
     pub settled_after: Option<SignedDuration>,
     /// Ready nodes and running pods when it settled (or at the last sample before the next step).
     pub nodes: usize,
@@ -24,10 +24,14 @@ pub struct StepResult {
 pub fn step_results(outcome: &Outcome) -> Vec<StepResult> {
     let mut results = Vec::new();
     for (i, (at, description)) in outcome.steps.iter().enumerate() {
+        // Steps at the same moment share the window up to the next later step.
         let until = outcome
             .steps
-            .get(i + 1)
-            .map_or(SignedDuration::MAX, |(next, _)| *next);
+            .iter()
+            .skip(i + 1)
+            .map(|(next, _)| *next)
+            .find(|next| next > at)
+            .unwrap_or(SignedDuration::MAX);
         let window: Vec<&Sample> = outcome
             .samples
             .iter()
@@ -35,7 +39,7 @@ pub fn step_results(outcome: &Outcome) -> Vec<StepResult> {
             .collect();
         let settled = window
             .iter()
-            .find(|s| s.pending_pods == 0 && s.nodes_not_ready == 0);
+            .find(|s| s.pending_pods == 0 && s.starting_pods == 0 && s.nodes_not_ready == 0);
         let shown = settled.or(window.last());
         results.push(StepResult {
             at: *at,
@@ -157,5 +161,24 @@ mod tests {
         assert!(table.contains("+1m00s"), "{table}");
         assert!(table.contains("$0.2880"), "{table}");
         assert!(table.contains("peak ready nodes        3"), "{table}");
+    }
+
+    #[test]
+    fn steps_at_the_same_moment_share_their_window() {
+        let outcome = Outcome {
+            samples: vec![sample(60, 5, 0), sample(120, 0, 3)],
+            steps: vec![
+                (SignedDuration::from_secs(60), "delete Deployment a".to_owned()),
+                (
+                    SignedDuration::from_secs(60),
+                    "scale Deployment b to 5".to_owned(),
+                ),
+            ],
+            ledger: Ledger::default(),
+            live_instances: 3,
+        };
+        let results = step_results(&outcome);
+        assert_eq!(results[0].settled_after, Some(SignedDuration::from_secs(60)));
+        assert_eq!(results[1].settled_after, Some(SignedDuration::from_secs(60)));
     }
 }

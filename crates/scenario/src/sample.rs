@@ -21,6 +21,8 @@ pub struct Sample {
     pub pending_pods: usize,
     /// Pods bound to a node and Running.
     pub running_pods: usize,
+    /// Pods bound to a node but not Running yet.
+    pub starting_pods: usize,
     pub node_claims: usize,
     /// Ready nodes per instance type.
     pub nodes_by_type: BTreeMap<String, usize>,
@@ -63,6 +65,8 @@ impl Sample {
                 sample.pending_pods += 1;
             } else if phase == Some("Running") {
                 sample.running_pods += 1;
+            } else {
+                sample.starting_pods += 1;
             }
         }
         for node in &nodes {

@@ -22,14 +22,14 @@
 
 mod announce;
 mod batch;
-mod claims;
+pub(crate) mod claims;
 mod inflight;
 mod limits;
-mod pods;
+pub(crate) mod pods;
 mod pools;
 mod recheck;
 mod resources;
-mod snapshot;
+pub(crate) mod snapshot;
 
 use std::{
     collections::{HashMap, HashSet},

@@ -399,16 +399,10 @@ fn volumes_of(world: &World, waiting: &[Arc<Pod>]) -> Volumes {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use nodewright_catalog::{CapacityType, Offering, Overhead, Price};
     use serde_json::{Value, json};
 
     use super::*;
-
-    fn arc<T: serde::de::DeserializeOwned>(value: Value) -> Arc<T> {
-        Arc::new(serde_json::from_value(value).unwrap())
-    }
+    use crate::test_fixtures::{arc, instance_type, pool};
 
     fn pending(name: &str, cpu: &str) -> Arc<Pod> {
         arc(json!({
@@ -426,38 +420,6 @@ mod tests {
             "spec": { "nodeName": node, "containers": [{ "name": "c", "resources": { "requests": { "cpu": "1" } } }] },
             "status": { "phase": "Running" }
         }))
-    }
-
-    fn pool() -> Arc<NodePool> {
-        arc(json!({
-            "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
-            "metadata": { "name": "default", "uid": "pool-uid" },
-            "spec": { "template": { "spec": {
-                "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }],
-                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" }
-            } } }
-        }))
-    }
-
-    fn instance_type(name: &str, cpu_millis: i64, usd: f64) -> InstanceType {
-        InstanceType {
-            name: name.to_owned(),
-            labels: BTreeMap::from([(labels::INSTANCE_TYPE.to_owned(), name.to_owned())]),
-            capacity: Resources {
-                cpu_millis,
-                memory_bytes: 8 << 30,
-                pods: 110,
-                ..Resources::default()
-            },
-            overhead: Overhead::default(),
-            offerings: vec![Offering {
-                zone: "us-east-1a".into(),
-                capacity_type: CapacityType::OnDemand,
-                price: Price::from_usd(usd),
-                available: true,
-                reservation: None,
-            }],
-        }
     }
 
     fn types() -> Vec<InstanceType> {

@@ -302,3 +302,42 @@ impl Lab {
         )
     }
 }
+
+/// Helpers for the disruption tests.
+impl Lab {
+    /// Merge-patches the default NodePool.
+    pub(crate) async fn patch_nodepool(&self, patch: serde_json::Value) {
+        let pools: Api<nodewright_api::NodePool> = Api::all(self.cluster.client());
+        pools
+            .patch("default", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// Merge-patches a Node.
+    pub(crate) async fn patch_node(&self, name: &str, patch: serde_json::Value) {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.cluster.client());
+        nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// Names of the Nodes, sorted.
+    pub(crate) fn node_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .stored::<k8s_openapi::api::core::v1::Node>("", "nodes")
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Moves the clock `minutes` simulated minutes, step by step.
+    pub(crate) async fn pass_minutes(&self, minutes: i64) {
+        for _ in 0..(minutes * 60 / STEP.as_secs()) {
+            self.step().await;
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! Which NodeClaims disruption may act on, and for each one it may not, a machine-readable
+//! reason (Karpenter's `NewCandidate` and `ValidatePodsDisruptable`). Pure.
+//!
+//! A candidate has a Node and is Initialized, is not being deleted or already tainted
+//! `karpenter.sh/disrupted`, belongs to a NodePool that exists, is not annotated
+//! `karpenter.sh/do-not-disrupt: "true"`, runs no pod with an active `do-not-disrupt` ("true" or
+//! a duration not yet elapsed since the pod started), and runs no pod a PodDisruptionBudget
+//! would refuse to evict (covered by a PDB with `disruptionsAllowed` 0, or by more than one).
+//!
+//! **Nominated nodes.** Karpenter skips nodes a provisioning round expects pods to land on.
+//! Nodewright's provisioner nominates through events only, so the rule here is time-based and
+//! honest about it: a node is treated as nominated for [`NOMINATION_WINDOW`] after it was
+//! initialized and after every pod event on it (a pod bound or gone) — Karpenter's nomination
+//! period (twice the 10 s batch maximum) — since a provisioning round that placed pods on it
+//! acts within that time.
+//!
+//! Whether a candidate's pods can be rescheduled anywhere is the simulation's question
+//! ([`super::consolidation`]); its answer is reported the same way.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::{
+    core::v1::{Node, Pod},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::ResourceExt;
+use nodewright_api::{NodeClaim, NodePool, conditions, labels};
+use nodewright_solver::pod::Selector;
+
+use crate::{provisioner::pods::is_daemon_set_pod, termination::drain};
+
+/// How long after its initialization or a pod event a node counts as nominated.
+pub const NOMINATION_WINDOW: SignedDuration = SignedDuration::from_secs(20);
+
+/// Why a NodeClaim is not a disruption candidate. [`Blocker::reason`] is the machine-readable
+/// form written to the `Consolidatable` condition and events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocker {
+    NotInitialized,
+    NodeNotFound,
+    Deleting,
+    NodePoolNotFound(String),
+    NominatedRecently,
+    NodeDoNotDisrupt,
+    PodDoNotDisrupt(String),
+    PdbBlocks {
+        pod: String,
+        pdb: String,
+    },
+    MultiplePdbs(String),
+    ConsolidationDisabled,
+    ConsolidateAfterNotElapsed(Timestamp),
+    /// From the simulation: these pods fit nowhere else.
+    PodsNotReschedulable(String),
+    /// From the simulation: no cheaper arrangement without this node was found.
+    NotCheaper,
+    /// From the simulation: the only cheaper arrangement replaces spot with spot.
+    SpotToSpotDisabled,
+    /// The node's price is unknown, so it can only be removed when empty.
+    PriceUnknown,
+    /// The NodePool's policy does not consolidate underutilized nodes.
+    PolicyWhenEmpty,
+    /// The NodePool's policy is Balanced, whose savings-versus-disruption test is not built yet:
+    /// only empty nodes are removed.
+    BalancedNotSupported,
+    /// The NodePool's disruption budget for this reason is used up.
+    BudgetExhausted(&'static str),
+}
+
+impl Blocker {
+    /// The condition and event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotInitialized => "NotInitialized",
+            Self::NodeNotFound => "NodeNotFound",
+            Self::Deleting => "Deleting",
+            Self::NodePoolNotFound(_) => "NodePoolNotFound",
+            Self::NominatedRecently => "Nominated",
+            Self::NodeDoNotDisrupt => "NodeDoNotDisrupt",
+            Self::PodDoNotDisrupt(_) => "PodDoNotDisrupt",
+            Self::PdbBlocks { .. } => "PodDisruptionBudgetBlocks",
+            Self::MultiplePdbs(_) => "MultiplePodDisruptionBudgets",
+            Self::ConsolidationDisabled => "ConsolidationDisabled",
+            Self::ConsolidateAfterNotElapsed(_) => "ConsolidateAfterNotElapsed",
+            Self::PodsNotReschedulable(_) => "PodsNotReschedulable",
+            Self::NotCheaper => "NotCheaper",
+            Self::SpotToSpotDisabled => "SpotToSpotConsolidationDisabled",
+            Self::PriceUnknown => "PriceUnknown",
+            Self::PolicyWhenEmpty => "ConsolidationPolicyWhenEmpty",
+            Self::BalancedNotSupported => "BalancedConsolidationNotSupported",
+            Self::BudgetExhausted(_) => "DisruptionBudgetExhausted",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn message(&self) -> String {
+        match self {
+            Self::NotInitialized => "the node is not initialized".to_owned(),
+            Self::NodeNotFound => "no Node has registered for the NodeClaim".to_owned(),
+            Self::Deleting => "the node is already being deleted or disrupted".to_owned(),
+            Self::NodePoolNotFound(pool) => format!("NodePool {pool:?} not found"),
+            Self::NominatedRecently => format!(
+                "pods were bound or removed, or the node initialized, less than {}s ago",
+                NOMINATION_WINDOW.as_secs()
+            ),
+            Self::NodeDoNotDisrupt => format!("the node is annotated {}=true", labels::DO_NOT_DISRUPT),
+            Self::PodDoNotDisrupt(pod) => format!("pod {pod} has an active {}", labels::DO_NOT_DISRUPT),
+            Self::PdbBlocks { pod, pdb } => {
+                format!("PodDisruptionBudget {pdb} allows no disruption of pod {pod}")
+            }
+            Self::MultiplePdbs(pod) => format!("pod {pod} is covered by more than one PodDisruptionBudget"),
+            Self::ConsolidationDisabled => "the NodePool's consolidateAfter is Never".to_owned(),
+            Self::ConsolidateAfterNotElapsed(at) => format!("consolidateAfter elapses at {at}"),
+            Self::PodsNotReschedulable(pods) => format!("pods fit on no other node: {pods}"),
+            Self::NotCheaper => "no cheaper arrangement of its pods was found".to_owned(),
+            Self::SpotToSpotDisabled => {
+                "replacing spot with spot is disabled (spot-to-spot consolidation)".to_owned()
+            }
+            Self::PriceUnknown => "the node's offering price is unknown".to_owned(),
+            Self::PolicyWhenEmpty => {
+                "the NodePool's consolidationPolicy is WhenEmpty: only empty nodes are removed".to_owned()
+            }
+            Self::BalancedNotSupported => {
+                "the NodePool's consolidationPolicy is Balanced, not supported yet: only empty nodes are removed"
+                    .to_owned()
+            }
+            Self::BudgetExhausted(reason) => {
+                format!("the NodePool's disruption budget for reason {reason} allows no more nodes now")
+            }
+        }
+    }
+}
+
+/// A node disruption may act on.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub claim: Arc<NodeClaim>,
+    pub node: Arc<Node>,
+    pub pool: Arc<NodePool>,
+    /// Pods that would have to move: bound, not finished or terminating, not DaemonSet or
+    /// mirror pods.
+    pub pods: Vec<Arc<Pod>>,
+    /// When consolidateAfter has elapsed (None: Never).
+    pub consolidatable_at: Option<Timestamp>,
+}
+
+impl Candidate {
+    pub fn name(&self) -> String {
+        self.node.name_any()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+
+    /// Whether consolidateAfter has elapsed at `now`.
+    pub fn is_consolidatable(&self, now: Timestamp) -> bool {
+        self.consolidatable_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// One NodeClaim's evaluation.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub claim: Arc<NodeClaim>,
+    pub outcome: Result<Candidate, Blocker>,
+}
+
+/// What candidates are computed from.
+#[derive(Debug, Default)]
+pub struct Inputs<'a> {
+    pub claims: &'a [Arc<NodeClaim>],
+    pub nodes: &'a [Arc<Node>],
+    pub pods: &'a [Arc<Pod>],
+    pub pools: &'a [Arc<NodePool>],
+    pub pdbs: &'a [Arc<PodDisruptionBudget>],
+}
+
+/// Evaluates every NodeClaim at `now`.
+pub fn evaluate(inputs: &Inputs<'_>, now: Timestamp) -> Vec<Evaluation> {
+    let node_by_provider: BTreeMap<&str, &Arc<Node>> = inputs
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n.spec.as_ref()?.provider_id.as_deref()?, n)))
+        .collect();
+    let mut pods_by_node: BTreeMap<&str, Vec<&Arc<Pod>>> = BTreeMap::new();
+    for pod in inputs.pods {
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            pods_by_node.entry(node).or_default().push(pod);
+        }
+    }
+    inputs
+        .claims
+        .iter()
+        .map(|claim| {
+            let node = claim
+                .status
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .and_then(|id| node_by_provider.get(id).copied());
+            let pods = node
+                .and_then(|n| pods_by_node.get(n.name_any().as_str()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            Evaluation {
+                claim: Arc::clone(claim),
+                outcome: evaluate_one(claim, node, pods, inputs, now),
+            }
+        })
+        .collect()
+}
+
+fn evaluate_one(
+    claim: &Arc<NodeClaim>,
+    node: Option<&Arc<Node>>,
+    pods: &[&Arc<Pod>],
+    inputs: &Inputs<'_>,
+    now: Timestamp,
+) -> Result<Candidate, Blocker> {
+    if claim.metadata.deletion_timestamp.is_some() {
+        return Err(Blocker::Deleting);
+    }
+    let node = node.ok_or(Blocker::NodeNotFound)?;
+    if node.metadata.deletion_timestamp.is_some() || is_tainted_disrupted(node) {
+        return Err(Blocker::Deleting);
+    }
+    let initialized_at = initialized_at(claim).ok_or(Blocker::NotInitialized)?;
+    let pool_name = claim.nodepool_name().unwrap_or_default().to_owned();
+    let pool = inputs
+        .pools
+        .iter()
+        .find(|p| p.name_any() == pool_name)
+        .ok_or_else(|| Blocker::NodePoolNotFound(pool_name.clone()))?;
+    if node.annotations().get(labels::DO_NOT_DISRUPT).map(String::as_str) == Some("true") {
+        return Err(Blocker::NodeDoNotDisrupt);
+    }
+    let moving: Vec<Arc<Pod>> = pods
+        .iter()
+        .filter(|p| must_move(p))
+        .map(|p| Arc::clone(p))
+        .collect();
+    for pod in &moving {
+        if drain::has_active_do_not_disrupt(pod, now) {
+            return Err(Blocker::PodDoNotDisrupt(pod_ref(pod)));
+        }
+        check_pdbs(pod, inputs.pdbs)?;
+    }
+    let last_event = last_pod_event(claim).map_or(initialized_at, |at| at.max(initialized_at));
+    if now < last_event.checked_add(NOMINATION_WINDOW).unwrap_or(last_event) {
+        return Err(Blocker::NominatedRecently);
+    }
+    let consolidatable_at = match pool.spec.disruption.consolidate_after.parse() {
+        Ok(Some(after)) => SignedDuration::try_from(after)
+            .ok()
+            .and_then(|after| last_event.checked_add(after).ok()),
+        Ok(None) | Err(_) => None,
+    };
+    Ok(Candidate {
+        claim: Arc::clone(claim),
+        node: Arc::clone(node),
+        pool: Arc::clone(pool),
+        pods: moving,
+        consolidatable_at,
+    })
+}
+
+/// Pods that leave with the node and need a place elsewhere.
+pub fn must_move(pod: &Pod) -> bool {
+    !drain::is_terminal(pod)
+        && !drain::is_terminating(pod)
+        && !drain::is_mirror(pod)
+        && !is_daemon_set_pod(pod)
+}
+
+pub fn pod_ref(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+pub fn is_tainted_disrupted(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|taints| taints.iter().any(|t| labels::DISRUPTED_TAINT.matches(t)))
+}
+
+/// When the claim's `Initialized` condition became True.
+pub fn initialized_at(claim: &NodeClaim) -> Option<Timestamp> {
+    claim
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::nodeclaim::INITIALIZED && c.status == conditions::TRUE)
+        .map(|c| c.last_transition_time.0)
+}
+
+fn last_pod_event(claim: &NodeClaim) -> Option<Timestamp> {
+    claim.status.as_ref()?.last_pod_event_time.as_ref().map(|t| t.0)
+}
+
+/// An eviction of `pod` would be refused: a covering PDB allows no disruption (unless the pod is
+/// unhealthy and the PDB lets unhealthy pods go), or more than one PDB covers it (the Eviction
+/// API refuses those).
+fn check_pdbs(pod: &Pod, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<(), Blocker> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let pod_labels = pod.labels();
+    let covering: Vec<&Arc<PodDisruptionBudget>> = pdbs
+        .iter()
+        .filter(|pdb| pdb.namespace().unwrap_or_default() == namespace)
+        .filter(|pdb| {
+            Selector::from_k8s(pdb.spec.as_ref().and_then(|s| s.selector.as_ref())).matches(pod_labels)
+        })
+        .collect();
+    if covering.len() > 1 {
+        return Err(Blocker::MultiplePdbs(pod_ref(pod)));
+    }
+    let Some(pdb) = covering.first() else {
+        return Ok(());
+    };
+    let allowed = pdb.status.as_ref().map_or(0, |s| s.disruptions_allowed);
+    let unhealthy_may_go = pdb
+        .spec
+        .as_ref()
+        .and_then(|s| s.unhealthy_pod_eviction_policy.as_deref())
+        == Some("AlwaysAllow")
+        && !is_ready(pod);
+    if allowed <= 0 && !unhealthy_may_go {
+        return Err(Blocker::PdbBlocks {
+            pod: pod_ref(pod),
+            pdb: pdb.name_any(),
+        });
+    }
+    Ok(())
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn arc<T: serde::de::DeserializeOwned>(value: Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(value).unwrap())
+    }
+
+    const NOW: &str = "2026-01-01T01:00:00Z";
+
+    fn now() -> Timestamp {
+        NOW.parse().unwrap()
+    }
+
+    fn claim(name: &str, extra_status: &Value) -> Arc<NodeClaim> {
+        let mut status = json!({
+            "providerID": format!("aws:///{name}"),
+            "conditions": [{ "type": "Initialized", "status": "True", "reason": "Initialized", "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z" }]
+        });
+        for (k, v) in extra_status.as_object().unwrap() {
+            status[k] = v.clone();
+        }
+        arc(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": { "name": name, "labels": { "karpenter.sh/nodepool": "default" } },
+            "spec": { "requirements": [], "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" } },
+            "status": status
+        }))
+    }
+
+    fn node(name: &str, annotations: &Value, taints: &Value) -> Arc<Node> {
+        arc(json!({
+            "metadata": { "name": name, "annotations": annotations },
+            "spec": { "providerID": format!("aws:///{name}"), "taints": taints }
+        }))
+    }
+
+    fn pod(name: &str, node: &str, annotations: &Value) -> Arc<Pod> {
+        arc(json!({
+            "metadata": { "name": name, "namespace": "default", "labels": { "app": "web" }, "annotations": annotations },
+            "spec": { "nodeName": node, "containers": [{ "name": "c" }] },
+            "status": { "phase": "Running", "startTime": "2026-01-01T00:00:00Z",
+                "conditions": [{ "type": "Ready", "status": "True" }] }
+        }))
+    }
+
+    fn pool(consolidate_after: &str) -> Arc<NodePool> {
+        arc(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+            "metadata": { "name": "default" },
+            "spec": {
+                "template": { "spec": { "requirements": [],
+                    "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" } } },
+                "disruption": { "consolidateAfter": consolidate_after }
+            }
+        }))
+    }
+
+    fn pdb(name: &str, allowed: i32) -> Arc<PodDisruptionBudget> {
+        arc(json!({
+            "metadata": { "name": name, "namespace": "default" },
+            "spec": { "selector": { "matchLabels": { "app": "web" } } },
+            "status": { "disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1 }
+        }))
+    }
+
+    struct World {
+        claims: Vec<Arc<NodeClaim>>,
+        nodes: Vec<Arc<Node>>,
+        pods: Vec<Arc<Pod>>,
+        pools: Vec<Arc<NodePool>>,
+        pdbs: Vec<Arc<PodDisruptionBudget>>,
+    }
+
+    impl World {
+        fn one_node() -> Self {
+            Self {
+                claims: vec![claim("a", &json!({}))],
+                nodes: vec![node("a", &json!({}), &json!([]))],
+                pods: vec![pod("web-1", "a", &json!({}))],
+                pools: vec![pool("1m")],
+                pdbs: Vec::new(),
+            }
+        }
+
+        fn outcome(&self) -> Result<Candidate, Blocker> {
+            let inputs = Inputs {
+                claims: &self.claims,
+                nodes: &self.nodes,
+                pods: &self.pods,
+                pools: &self.pools,
+                pdbs: &self.pdbs,
+            };
+            evaluate(&inputs, now()).remove(0).outcome
+        }
+    }
+
+    #[test]
+    fn an_initialized_node_with_movable_pods_is_a_candidate() {
+        let world = World::one_node();
+        let candidate = world.outcome().unwrap();
+        assert_eq!(candidate.pods.len(), 1);
+        assert_eq!(
+            candidate.consolidatable_at,
+            Some("2026-01-01T00:01:00Z".parse().unwrap()),
+            "consolidateAfter runs from initialization when no pod event is recorded"
+        );
+        assert!(candidate.is_consolidatable(now()));
+    }
+
+    #[test]
+    fn each_blocker_has_its_reason() {
+        let mut world = World::one_node();
+        world.nodes = vec![node(
+            "a",
+            &json!({ "karpenter.sh/do-not-disrupt": "true" }),
+            &json!([]),
+        )];
+        assert_eq!(world.outcome().unwrap_err(), Blocker::NodeDoNotDisrupt);
+
+        let mut world = World::one_node();
+        world.pods = vec![pod("web-1", "a", &json!({ "karpenter.sh/do-not-disrupt": "2h" }))];
+        assert_eq!(
+            world.outcome().unwrap_err(),
+            Blocker::PodDoNotDisrupt("default/web-1".into()),
+            "started 1h ago: 2h not elapsed"
+        );
+        world.pods = vec![pod(
+            "web-1",
+            "a",
+            &json!({ "karpenter.sh/do-not-disrupt": "30m" }),
+        )];
+        assert!(world.outcome().is_ok(), "30m elapsed");
+
+        let mut world = World::one_node();
+        world.pdbs = vec![pdb("web", 0)];
+        assert_eq!(world.outcome().unwrap_err().reason(), "PodDisruptionBudgetBlocks");
+        world.pdbs = vec![pdb("web", 1)];
+        assert!(world.outcome().is_ok());
+        world.pdbs = vec![pdb("web", 1), pdb("web-too", 1)];
+        assert_eq!(
+            world.outcome().unwrap_err().reason(),
+            "MultiplePodDisruptionBudgets"
+        );
+
+        let mut world = World::one_node();
+        world.nodes = vec![node(
+            "a",
+            &json!({}),
+            &json!([{ "key": "karpenter.sh/disrupted", "effect": "NoSchedule" }]),
+        )];
+        assert_eq!(world.outcome().unwrap_err(), Blocker::Deleting);
+
+        let mut world = World::one_node();
+        world.nodes.clear();
+        assert_eq!(world.outcome().unwrap_err(), Blocker::NodeNotFound);
+
+        let mut world = World::one_node();
+        world.claims = vec![claim("a", &json!({ "conditions": [] }))];
+        assert_eq!(world.outcome().unwrap_err(), Blocker::NotInitialized);
+
+        let mut world = World::one_node();
+        world.pools.clear();
+        assert_eq!(
+            world.outcome().unwrap_err(),
+            Blocker::NodePoolNotFound("default".into())
+        );
+    }
+
+    #[test]
+    fn a_recent_pod_event_makes_the_node_nominated_then_starts_consolidate_after() {
+        let mut world = World::one_node();
+        world.claims = vec![claim("a", &json!({ "lastPodEventTime": "2026-01-01T00:59:50Z" }))];
+        assert_eq!(world.outcome().unwrap_err(), Blocker::NominatedRecently);
+        world.claims = vec![claim("a", &json!({ "lastPodEventTime": "2026-01-01T00:59:30Z" }))];
+        let candidate = world.outcome().unwrap();
+        assert_eq!(
+            candidate.consolidatable_at,
+            Some("2026-01-01T01:00:30Z".parse().unwrap())
+        );
+        assert!(!candidate.is_consolidatable(now()));
+    }
+
+    #[test]
+    fn daemon_set_and_finished_pods_do_not_count_and_never_disables_consolidation() {
+        let mut world = World::one_node();
+        let daemon = arc(json!({
+            "metadata": { "name": "agent", "namespace": "kube-system",
+                "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u" }] },
+            "spec": { "nodeName": "a", "containers": [{ "name": "c" }] },
+            "status": { "phase": "Running" }
+        }));
+        let done = arc(json!({
+            "metadata": { "name": "job", "namespace": "default" },
+            "spec": { "nodeName": "a", "containers": [{ "name": "c" }] },
+            "status": { "phase": "Succeeded" }
+        }));
+        world.pods = vec![daemon, done];
+        world.pools = vec![pool("Never")];
+        let candidate = world.outcome().unwrap();
+        assert!(candidate.is_empty());
+        assert_eq!(candidate.consolidatable_at, None);
+    }
+}

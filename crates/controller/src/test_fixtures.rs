@@ -1,0 +1,49 @@
+//! Test fixtures shared by the unit tests of the provisioner and disruption: a NodePool and
+//! synthetic instance types.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use nodewright_api::{NodePool, labels};
+use nodewright_catalog::{CapacityType, InstanceType, Offering, Overhead, Price, Resources};
+use serde_json::{Value, json};
+
+/// A value decoded from JSON, shared.
+pub(crate) fn arc<T: serde::de::DeserializeOwned>(value: Value) -> Arc<T> {
+    // Fixtures are literals that decode; a typo should fail the test loudly.
+    #[allow(clippy::unwrap_used)]
+    Arc::new(serde_json::from_value(value).unwrap())
+}
+
+/// The `default` NodePool: on-demand, the `default` EC2NodeClass.
+pub(crate) fn pool() -> Arc<NodePool> {
+    arc(json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+        "metadata": { "name": "default", "uid": "pool-uid" },
+        "spec": { "template": { "spec": {
+            "requirements": [{ "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }],
+            "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" }
+        } } }
+    }))
+}
+
+/// An instance type with `cpu_millis`, 8 GiB and 110 pods, on-demand in us-east-1a at `usd` an hour.
+pub(crate) fn instance_type(name: &str, cpu_millis: i64, usd: f64) -> InstanceType {
+    InstanceType {
+        name: name.to_owned(),
+        labels: BTreeMap::from([(labels::INSTANCE_TYPE.to_owned(), name.to_owned())]),
+        capacity: Resources {
+            cpu_millis,
+            memory_bytes: 8 << 30,
+            pods: 110,
+            ..Resources::default()
+        },
+        overhead: Overhead::default(),
+        offerings: vec![Offering {
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::OnDemand,
+            price: Price::from_usd(usd),
+            available: true,
+            reservation: None,
+        }],
+    }
+}
