@@ -70,7 +70,7 @@ pub async fn run(
     };
     state.wait_synced().await;
     let ctx = Context {
-        events: Events::new(client.clone(), &settings.identity),
+        events: Events::new(client.clone(), &settings.identity).with_clock(clock.clone()),
         unavailable: UnavailableOfferings::new(settings.unavailable_offering_ttl),
         settings: Arc::new(settings),
         client,

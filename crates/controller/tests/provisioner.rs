@@ -1,17 +1,21 @@
 //! The provisioner against the embedded API server, the fake cloud and the simulated data plane:
 //! pending pods get NodeClaims built from the NodePool template, pods covered by NodeClaims in
 //! flight cause no more, pods nothing can take are told why and create nothing, limits and
-//! weights are honoured, and the loop batches pods into rounds.
+//! weights are honoured, the loop batches pods into rounds, and pods gone from the API server
+//! while the watch lags buy no NodeClaim.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
 use std::{sync::Arc, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
+use k8s_openapi::api::{
+    core::v1::{Node, Pod},
+    events::v1::Event,
+};
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use nodewright_api::{NodeClaim, NodePool, Operator, labels};
 use nodewright_catalog::Resources;
@@ -36,6 +40,7 @@ struct Harness {
     cluster: TestCluster,
     clock: ManualClock,
     ctx: Context,
+    watches: tokio::task::JoinHandle<()>,
 }
 
 impl Harness {
@@ -62,7 +67,7 @@ impl Harness {
         }
         let client = cluster.client();
         let (state, watches) = ClusterState::start(&client);
-        tokio::spawn(watches);
+        let watches = tokio::spawn(watches);
         state.wait_synced().await;
         let settings = Settings {
             batch_idle: Duration::from_millis(50),
@@ -79,7 +84,30 @@ impl Harness {
             cloud,
             clock: clock.clock(),
         };
-        Self { cluster, clock, ctx }
+        Self {
+            cluster,
+            clock,
+            ctx,
+            watches,
+        }
+    }
+
+    /// Stops the watches: the stores keep what they last saw, as a lagging cache does.
+    async fn freeze_cache(&self) {
+        self.watches.abort();
+        while !self.watches.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Deletes a pod from the API server (the store may still show it).
+    async fn delete_pod(&self, name: &str) {
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), "default");
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    fn cached_pod(&self, name: &str) -> bool {
+        self.ctx.state.pods.all().iter().any(|p| p.name_any() == name)
     }
 
     /// Creates bare pods requesting `cpu` each (with extra spec fields), lets the simulated
@@ -558,4 +586,122 @@ async fn the_loop_batches_pending_pods_and_never_duplicates_in_flight_capacity()
     assert!(room >= 8000, "the NodeClaims hold the 8 pods: {room}m");
     assert!(!task.is_finished());
     task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_while_the_cache_lags_buys_no_node_claim() {
+    let h = Harness::start().await;
+    h.pending_pods("web", 1, "1", &json!({})).await;
+    h.freeze_cache().await;
+    h.delete_pod("web-0").await;
+    assert!(h.cached_pod("web-0"), "the store still shows it pending");
+
+    let mut provisioner = Provisioner::new(h.ctx.clone());
+    let report = provisioner.provision_once().await.unwrap();
+    assert_eq!(report.considered, 1);
+    assert_eq!(report.gone, 1, "{report:?}");
+    assert!(report.created.is_empty(), "{report:?}");
+    assert!(h.node_claims().await.is_empty());
+
+    // The store still lags: the next round leaves the pod out rather than asking again.
+    let again = provisioner.provision_once().await.unwrap();
+    assert_eq!(again.considered, 0, "{again:?}");
+    assert!(h.node_claims().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_claim_that_lost_a_pod_is_replanned_for_the_pods_left() {
+    let h = Harness::start().await;
+    // Two half-CPU pods share one NodeClaim.
+    h.pending_pods("web", 2, "500m", &json!({})).await;
+    h.freeze_cache().await;
+    h.delete_pod("web-0").await;
+
+    let mut provisioner = Provisioner::new(h.ctx.clone());
+    let report = provisioner.provision_once().await.unwrap();
+    assert_eq!((report.gone, report.deferred), (1, 1), "{report:?}");
+    assert!(report.created.is_empty(), "sized for two pods: not created");
+
+    let replanned = provisioner.provision_once().await.unwrap();
+    assert_eq!(replanned.considered, 1);
+    assert_eq!(replanned.created.len(), 1, "{replanned:?}");
+    let claims = h.node_claims().await;
+    assert_eq!(claims.len(), 1);
+    assert_eq!(requests(&claims[0]).cpu_millis, 500, "sized for web-1 alone");
+    let nominated = h.events("default", "web-1", "Nominated").await;
+    assert_eq!(nominated.len(), 1, "{nominated:?}");
+    assert!(h.events("default", "web-0", "Nominated").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_leaving_node_evicted_or_gone_with_it_buy_no_node_claim() {
+    let h = Harness::start().await;
+    h.cluster
+        .apply_yaml(
+            r"
+apiVersion: v1
+kind: Node
+metadata: { name: doomed, finalizers: [test.nodewright.dev/hold] }
+spec: { providerID: 'aws:///us-east-1a/i-doomed' }
+",
+        )
+        .unwrap();
+    for i in 0..2 {
+        let pod = json!({ "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": format!("run-{i}"), "namespace": "default" },
+            "spec": { "nodeName": "doomed", "containers": [{ "name": "app", "image": "registry.k8s.io/pause:3.9",
+                "resources": { "requests": { "cpu": "500m", "memory": "128Mi" } } }] } });
+        h.cluster
+            .apply_yaml(&serde_json::to_string(&pod).unwrap())
+            .unwrap();
+    }
+    let nodes: Api<Node> = Api::all(h.ctx.client.clone());
+    nodes.delete("doomed", &DeleteParams::default()).await.unwrap();
+    let state = h.ctx.state.clone();
+    h.cluster
+        .wait_until(WAIT, "the leaving node and its pods in the store", || {
+            let leaving = state
+                .nodes
+                .all()
+                .iter()
+                .any(|n| n.name_any() == "doomed" && n.metadata.deletion_timestamp.is_some());
+            let pods = state
+                .pods
+                .all()
+                .iter()
+                .filter(|p| p.name_any().starts_with("run-"))
+                .count();
+            std::future::ready(leaving && pods == 2)
+        })
+        .await
+        .unwrap();
+    h.freeze_cache().await;
+    // Evicted: terminating (or gone) on the API server, still running in the store.
+    h.delete_pod("run-0").await;
+
+    let mut provisioner = Provisioner::new(h.ctx.clone());
+    let report = provisioner.provision_once().await.unwrap();
+    assert_eq!(report.considered, 2, "both pods need a new home by the store");
+    assert_eq!((report.gone, report.deferred), (1, 1), "{report:?}");
+    assert!(report.created.is_empty());
+    let replanned = provisioner.provision_once().await.unwrap();
+    assert_eq!(replanned.created.len(), 1, "{replanned:?}");
+    assert_eq!(requests(&h.node_claims().await[0]).cpu_millis, 500);
+
+    // The node finishes going away. A restarted provisioner (which does not remember the
+    // NodeClaim it created, absent from the frozen store) finds run-1's node gone and buys
+    // nothing for it: its replacement will arrive as a pending pod.
+    nodes
+        .patch(
+            "doomed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+    assert!(nodes.get_opt("doomed").await.unwrap().is_none());
+    let restarted = Provisioner::new(h.ctx.clone()).provision_once().await.unwrap();
+    assert_eq!(restarted.considered, 2, "{restarted:?}");
+    assert!(restarted.created.is_empty(), "{restarted:?}");
+    assert_eq!(h.node_claims().await.len(), 1);
 }

@@ -11,6 +11,9 @@
 //!   unavailable) and what their NodeClaims already use, the nodes with their pods, and every
 //!   NodeClaim without a Node as a node in flight — so pods it will take do not cause another.
 //! - **Decide**: `nodewright_solver::solve`, pure.
+//! - **Recheck** ([`recheck`]): the pods placed on new NodeClaims are read again from the API
+//!   server; a NodeClaim that lost one (deleted, terminating or bound while the cache lagged) is
+//!   not created, and the next round, run at once, re-plans without the pods that are gone.
 //! - **Write** ([`claims`], [`announce`]): one NodeClaim per new node of the plan (with the
 //!   termination finalizer from the start), `Nominated` events on pods placed on existing or
 //!   coming capacity, `FailedScheduling` with the solver's reasons on pods nothing can take.
@@ -24,6 +27,7 @@ mod inflight;
 mod limits;
 pub(crate) mod pods;
 mod pools;
+mod recheck;
 mod resources;
 pub(crate) mod snapshot;
 
@@ -54,6 +58,9 @@ use crate::{
 const ROUND_KEY: &str = "provisioner";
 /// API writes (NodeClaims, events) in flight at once.
 const PARALLEL_WRITES: usize = 16;
+/// Rounds run back to back when the recheck deferred pods, before waiting as usual. Each such
+/// round leaves out at least one more pod, so this only bounds a cache lagging badly.
+const REPLANS_AT_MOST: usize = 3;
 
 /// Runs the provisioner until the task is dropped.
 pub async fn run(ctx: Context) {
@@ -63,6 +70,7 @@ pub async fn run(ctx: Context) {
     loop {
         wake.wait_for_batch().await;
         wake.wait_for_batch_end().await;
+        let mut replans = 0;
         loop {
             match provisioner.provision_once().await {
                 Ok(report) if report.needs_retry() => {
@@ -78,6 +86,14 @@ pub async fn run(ctx: Context) {
                         "provisioning round could not write everything; retrying"
                     );
                     tokio::time::sleep(ctx.settings.wall(delay)).await;
+                }
+                Ok(report) if report.deferred > 0 && replans < REPLANS_AT_MOST => {
+                    replans += 1;
+                    tracing::info!(
+                        gone = report.gone,
+                        deferred = report.deferred,
+                        "planned pods were gone: planning again without them"
+                    );
                 }
                 Ok(report) => {
                     backoff.succeeded(ROUND_KEY);
@@ -203,6 +219,13 @@ pub struct RoundReport {
     pub nominated: usize,
     /// Pods nothing can take.
     pub unschedulable: usize,
+    /// Pods placed on new NodeClaims that the API server says need none any more (deleted,
+    /// terminating, bound, or their leaving node gone) although the cache still showed them
+    /// waiting.
+    pub gone: usize,
+    /// Pods still waiting whose planned NodeClaim was not created because it lost a pod that is
+    /// gone: the next round re-plans them.
+    pub deferred: usize,
     /// NodePools left out, as `(name, why)`.
     pub skipped_nodepools: Vec<(String, String)>,
     /// Writes that failed. Transient ones make the loop retry the round with backoff.
@@ -219,13 +242,17 @@ impl RoundReport {
 }
 
 /// The provisioner's memory between rounds: NodeClaims it created that the watch may not have
-/// delivered yet, and the events it already told pods.
+/// delivered yet, pods found gone that the watch still shows waiting, and the events it already
+/// told pods.
 #[derive(Debug)]
 pub struct Provisioner {
     ctx: Context,
     /// Created NodeClaims not yet seen in the store: counted as in flight until they are (the
     /// watch lags the create), so the next round does not create them again.
     recent: Vec<NodeClaim>,
+    /// UIDs of pods the recheck found gone while the store still shows them waiting: left out
+    /// until the store catches up.
+    gone: HashSet<String>,
     announced: Announced,
     announced_pools: Announced,
 }
@@ -244,6 +271,7 @@ impl Provisioner {
         Self {
             ctx,
             recent: Vec::new(),
+            gone: HashSet::new(),
             announced: Announced::default(),
             announced_pools: Announced::default(),
         }
@@ -253,7 +281,7 @@ impl Provisioner {
     /// could not run at all; failed writes are in the report.
     pub async fn provision_once(&mut self) -> Result<RoundReport, ControllerError> {
         self.forget_delivered_claims().await;
-        let snapshot = snapshot::take(&self.ctx, &self.recent).await;
+        let snapshot = snapshot::take_leaving_out(&self.ctx, &self.recent, &self.gone).await;
         let mut report = RoundReport {
             considered: snapshot.pods.len(),
             skipped_nodepools: snapshot
@@ -270,13 +298,17 @@ impl Provisioner {
             targets,
             pools,
             skipped,
+            still_gone,
         } = snapshot;
+        self.gone = still_gone;
         let waiting: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         self.announced.retain(&waiting);
         if pods.is_empty() {
             return Ok(report);
         }
         let (problem, mut plan) = solve(problem).await?;
+        // Before limits: a NodeClaim dropped here must not take limit room from others.
+        (report.gone, report.deferred) = self.drop_gone(&pods, &mut plan.new_nodes).await?;
         let refused = limits::enforce(&mut plan.new_nodes, &problem.nodepools);
         drop(problem);
 
@@ -342,6 +374,35 @@ impl Provisioner {
         }
         self.publish(events).await;
         Ok(report)
+    }
+
+    /// Rechecks the pods planned on new NodeClaims, drops the NodeClaims that lost one and
+    /// remembers the gone pods; returns how many pods were gone and how many were deferred.
+    async fn drop_gone(
+        &mut self,
+        pods: &[Arc<Pod>],
+        new_nodes: &mut Vec<NodeClaimPlan>,
+    ) -> Result<(usize, usize), ControllerError> {
+        let gone = recheck::gone_pods(&self.ctx.client, pods, new_nodes).await?;
+        if gone.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut indices = HashSet::new();
+        for (index, why) in &gone {
+            let pod = &pods[*index];
+            tracing::info!(
+                pod = %pod.name_any(),
+                namespace = %pod.namespace().unwrap_or_default(),
+                %why,
+                "a pod planned on a new NodeClaim needs none any more"
+            );
+            if let Some(uid) = &pod.metadata.uid {
+                self.gone.insert(uid.clone());
+            }
+            indices.insert(*index);
+        }
+        let deferred = recheck::drop_affected(new_nodes, &indices);
+        Ok((indices.len(), deferred))
     }
 
     /// Drops created NodeClaims the store now has, and ones deleted before it ever saw them.

@@ -61,6 +61,8 @@ pub(crate) struct Snapshot {
     pub(crate) pools: HashMap<String, Arc<NodePool>>,
     /// NodePools left out this round.
     pub(crate) skipped: Vec<Skipped>,
+    /// The pods of [`World::gone`] the cache still shows waiting (left out of `pods`).
+    pub(crate) still_gone: HashSet<String>,
 }
 
 /// The stored objects a snapshot is made of.
@@ -73,6 +75,9 @@ pub(crate) struct World {
     pub(crate) pvcs: Vec<Arc<PersistentVolumeClaim>>,
     pub(crate) pvs: Vec<Arc<PersistentVolume>>,
     pub(crate) storage_classes: Vec<Arc<StorageClass>>,
+    /// UIDs of pods the API server said need no new home while the cache still showed them
+    /// waiting (see [`super::recheck`]): not waiting, until the cache catches up.
+    pub(crate) gone: HashSet<String>,
 }
 
 impl World {
@@ -96,13 +101,24 @@ impl World {
             pvcs: state.pvcs.all(),
             pvs: state.pvs.all(),
             storage_classes: state.storage_classes.all(),
+            gone: HashSet::new(),
         }
     }
 }
 
 /// Reads the cluster and the cloud's instance types for a round.
 pub(crate) async fn take(ctx: &Context, recent: &[NodeClaim]) -> Snapshot {
-    let world = World::read(&ctx.state, recent);
+    take_leaving_out(ctx, recent, &HashSet::new()).await
+}
+
+/// [`take`], with the pods known to be `gone` despite the cache not waiting.
+pub(crate) async fn take_leaving_out(
+    ctx: &Context,
+    recent: &[NodeClaim],
+    gone: &HashSet<String>,
+) -> Snapshot {
+    let mut world = World::read(&ctx.state, recent);
+    world.gone.clone_from(gone);
     let (usable, mut skipped) = pools::usable(&ctx.state.node_pools.all(), &ctx.state.node_classes.all());
     let now = ctx.clock.now();
     let mut with_types = Vec::with_capacity(usable.len());
@@ -185,7 +201,17 @@ pub(crate) fn assemble(
     skipped: Vec<Skipped>,
 ) -> Snapshot {
     let leaving = leaving_nodes(&world.nodes, &world.claims);
-    let waiting: Vec<Arc<Pod>> = waiting(&world.pods, &leaving).cloned().collect();
+    let mut still_gone = HashSet::new();
+    let waiting: Vec<Arc<Pod>> = waiting(&world.pods, &leaving)
+        .filter(|pod| match pod.metadata.uid.as_ref() {
+            Some(uid) if world.gone.contains(uid) => {
+                still_gone.insert(uid.clone());
+                false
+            }
+            _ => true,
+        })
+        .cloned()
+        .collect();
     let daemonset_pods: Vec<Pod> = world.daemon_sets.iter().filter_map(|d| daemon_pod(d)).collect();
     let types_of: HashMap<String, &[InstanceType]> = pools
         .iter()
@@ -252,6 +278,7 @@ pub(crate) fn assemble(
         targets,
         pools: pool_names,
         skipped,
+        still_gone,
     }
 }
 
@@ -462,6 +489,23 @@ mod tests {
         assert!(plan.new_nodes.is_empty(), "{plan:?}");
         assert_eq!(plan.existing_placements.len(), 4);
         assert!(plan.existing_placements.iter().all(|(_, n)| n == "default-a"));
+    }
+
+    #[test]
+    fn pods_known_gone_are_not_waiting_until_the_cache_catches_up() {
+        let world = World {
+            pods: vec![pending("p0", "1"), pending("p1", "1"), running("r1", "ip-1")],
+            gone: HashSet::from(["uid-p0".to_owned(), "uid-r1".to_owned(), "uid-old".to_owned()]),
+            ..World::default()
+        };
+        let snapshot = assemble(&world, vec![(pool(), types())], Vec::new());
+        let waiting: Vec<String> = snapshot.pods.iter().map(|p| p.name_any()).collect();
+        assert_eq!(waiting, ["p1"]);
+        assert_eq!(
+            snapshot.still_gone,
+            HashSet::from(["uid-p0".to_owned()]),
+            "r1 is not waiting (its node stays) and the old pod left the cache: both forgotten"
+        );
     }
 
     #[test]
