@@ -94,7 +94,12 @@ where
 {
     let (store, writer) = reflector::store();
     let (counter, changes) = watch::channel(0_u64);
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+    // managedFields are never read by the controllers and are over half of a cached pod's size
+    // (2,029 MiB of caches for 5,000 nodes and 50,000 pods with them, 876 MiB without).
+    let objects = watcher(api, watcher::Config::default()).modify(|object| {
+        object.meta_mut().managed_fields = None;
+    });
+    let stream = reflector::reflector(writer, objects)
         .default_backoff()
         .touched_objects();
     tasks.push(Box::pin(async move {
