@@ -96,12 +96,25 @@ pub fn parse_value(text: &str) -> Result<i128, QuantityError> {
     })
 }
 
+/// An amount of the resource `name` as Nodewright's integers count it: `cpu` in millicores,
+/// everything else (memory and storage in bytes, pods, extended resources) in whole units.
+pub fn parse_resource(name: &str, text: &str) -> Result<i128, QuantityError> {
+    if name == "cpu" {
+        parse_milli(text)
+    } else {
+        parse_value(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_common_forms() {
+        assert_eq!(parse_resource("cpu", "1500m").unwrap(), 1500);
+        assert_eq!(parse_resource("memory", "1Ki").unwrap(), 1024);
+        assert_eq!(parse_resource("pods", "100m").unwrap(), 1, "whole units round up");
         assert_eq!(parse_milli("100m").unwrap(), 100);
         assert_eq!(parse_milli("1").unwrap(), 1000);
         assert_eq!(parse_milli("1.5").unwrap(), 1500);

@@ -290,12 +290,7 @@ fn resources_of(
 ) -> Resources {
     let mut resources = Resources::default();
     for (name, value) in list {
-        let parsed = if name == "cpu" {
-            quantity::parse_milli(&value.0)
-        } else {
-            quantity::parse_value(&value.0)
-        };
-        if let Ok(Ok(amount)) = parsed.map(i64::try_from) {
+        if let Ok(Ok(amount)) = quantity::parse_resource(name, &value.0).map(i64::try_from) {
             resources.set(name, amount);
         }
     }

@@ -815,12 +815,8 @@ fn check_quantity(resource: &str, amount: &Quantity, path: &FieldPath, problems:
 
 /// `cpu` in millicores, everything else in whole units.
 fn parse_amount(resource: &str, amount: &Quantity) -> Result<i64, String> {
-    let parsed = if resource == "cpu" {
-        quantity::parse_milli(&amount.0)
-    } else {
-        quantity::parse_value(&amount.0)
-    }
-    .map_err(|e| format!("not a quantity: {}", e.reason))?;
+    let parsed =
+        quantity::parse_resource(resource, &amount.0).map_err(|e| format!("not a quantity: {}", e.reason))?;
     match i64::try_from(parsed) {
         Ok(v) if v >= 0 => Ok(v),
         Ok(_) => Err("must be greater than or equal to 0".to_owned()),

@@ -262,12 +262,7 @@ fn container_requests(container: &Container, problems: &mut Vec<String>) -> Reso
 }
 
 fn parse_amount(name: &str, value: &Quantity, problems: &mut Vec<String>) -> i64 {
-    let parsed = if name == "cpu" {
-        quantity::parse_milli(&value.0)
-    } else {
-        quantity::parse_value(&value.0)
-    };
-    match parsed.map(i64::try_from) {
+    match quantity::parse_resource(name, &value.0).map(i64::try_from) {
         Ok(Ok(amount)) if amount >= 0 => amount,
         _ => {
             problems.push(format!("invalid {name} quantity {:?}", value.0));

@@ -234,11 +234,7 @@ pub fn verify(problem: &Problem, plan: &Plan) -> Vec<String> {
             .unwrap_or_default()
             .plus(&pool.in_use);
         for (resource, limit) in &pool.nodepool.spec.limits {
-            let limit = if resource == "cpu" {
-                nodewright_api::quantity::parse_milli(&limit.0)
-            } else {
-                nodewright_api::quantity::parse_value(&limit.0)
-            };
+            let limit = nodewright_api::quantity::parse_resource(resource, &limit.0);
             if let Ok(limit) = limit
                 && i128::from(used.get(resource)) > limit
             {

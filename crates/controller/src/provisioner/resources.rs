@@ -16,12 +16,10 @@ pub(crate) fn parse(list: &BTreeMap<String, Quantity>) -> (Resources, Vec<String
     let mut resources = Resources::default();
     let mut invalid = Vec::new();
     for (name, amount) in list {
-        let parsed = if name == "cpu" {
-            quantity::parse_milli(&amount.0)
-        } else {
-            quantity::parse_value(&amount.0)
-        };
-        match parsed.ok().and_then(|v| i64::try_from(v).ok()) {
+        match quantity::parse_resource(name, &amount.0)
+            .ok()
+            .and_then(|v| i64::try_from(v).ok())
+        {
             Some(value) if value >= 0 => resources.set(name, value),
             _ => invalid.push(format!("{name}: {:?}", amount.0)),
         }

@@ -246,12 +246,7 @@ impl FakeCloud {
 fn requests(node_claim: &NodeClaim) -> Result<Resources, String> {
     let mut resources = Resources::default();
     for (name, value) in &node_claim.spec.resources.requests {
-        let parsed = if name == "cpu" {
-            quantity::parse_milli(&value.0)
-        } else {
-            quantity::parse_value(&value.0)
-        }
-        .map_err(|e| format!("request {name}: {e}"))?;
+        let parsed = quantity::parse_resource(name, &value.0).map_err(|e| format!("request {name}: {e}"))?;
         let amount =
             i64::try_from(parsed).map_err(|_| format!("request {name}: {} is too large", value.0))?;
         resources.set(name, amount);

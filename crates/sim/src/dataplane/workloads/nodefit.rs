@@ -4,9 +4,7 @@
 //! taints, counting the tolerations the controller adds to every daemon pod. Resources are not
 //! checked: the real controller leaves that to the scheduler and kubelet too.
 
-use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, Toleration};
 
 /// Where a daemon pod stands with a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +62,7 @@ pub(super) fn fit(spec: &PodSpec, node: &Node) -> Fit {
     let untolerated = |effect: &str| {
         taints
             .iter()
-            .any(|t| t.effect == effect && !tolerations.iter().any(|tol| tolerates(tol, t)))
+            .any(|t| t.effect == effect && !nodewright_solver::pod::tolerates(tolerations, t))
     };
     let evicted = untolerated("NoExecute");
     Fit {
@@ -136,31 +134,14 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
     }
 }
 
-/// Kubernetes' `ToleratesTaint`: the effect (if given) and key (if given) match, and
-/// `Exists` tolerates any value while `Equal` (the default) needs the same value.
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let nonempty = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
-    if nonempty(&toleration.effect).is_some_and(|e| e != taint.effect) {
-        return false;
-    }
-    if nonempty(&toleration.key).is_some_and(|k| k != taint.key) {
-        return false;
-    }
-    match toleration.operator.as_deref() {
-        Some("Exists") => true,
-        None | Some("" | "Equal") => {
-            toleration.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
-        }
-        Some(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::{
         api::core::v1::{Affinity, NodeAffinity, NodeSelector, NodeSpec},
         apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     };
+
+    use k8s_openapi::api::core::v1::Taint;
 
     use super::*;
 
