@@ -120,6 +120,13 @@ impl Res {
         }
     }
 
+    /// `self -= factor × other`, without building the scaled vector.
+    pub fn sub_scaled(&mut self, other: &Res, factor: i64) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a = a.saturating_sub(b.saturating_mul(factor));
+        }
+    }
+
     #[must_use]
     pub fn scaled(&self, factor: i64) -> Res {
         Res(self.0.iter().map(|v| v.saturating_mul(factor)).collect())
