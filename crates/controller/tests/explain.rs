@@ -1,7 +1,8 @@
 //! `explain` against the embedded API server with hand-built clusters (no controllers running:
 //! nodes, NodeClaims, pods and PDBs are written as the controllers and kubelets would leave
 //! them): a node kept by a do-not-disrupt pod, one kept by a PDB, one whose consolidateAfter has
-//! not elapsed, one consolidation removes, an empty one, an unmanaged one; a pod pending for a
+//! not elapsed, one consolidation removes, an empty one, an unmanaged one, empty ones beyond the
+//! budget; a pod pending for a
 //! taint and NodePool limits, one too large for any instance type, one a new node would take,
 //! and one bound. Each answer is checked in the machine-readable form.
 
@@ -376,6 +377,27 @@ async fn nodes_are_explained_by_the_disruption_rules() {
         "PodDisruptionBudgetBlocks"
     );
     assert!(guarded.to_text().contains("Kept: PodDisruptionBudgetBlocks"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_nodes_beyond_the_budget_are_kept_with_the_budget_as_the_reason() {
+    let one = NODE_POOL.replace(r#"budgets: [{ nodes: "10" }]"#, r#"budgets: [{ nodes: "1" }]"#);
+    assert_ne!(one, NODE_POOL);
+    let setup = Setup::start(&one).await;
+    setup.clock.advance(SignedDuration::from_hours(1));
+    for name in ["empty-a", "empty-b"] {
+        setup
+            .node(name, "m5.xlarge", Some("default"), &json!({}), 3600)
+            .await;
+    }
+    let (cluster, types, now) = setup.read("default").await;
+    let explain = |name: &str| node::explain(&cluster, &types, name, now, node::Options::default()).unwrap();
+    // Emptiness takes empty nodes in name order: the budget of one goes to the first.
+    assert_eq!(explain("empty-a").decision.action, Action::RemoveEmpty);
+    let second = explain("empty-b");
+    assert_eq!(second.decision.action, Action::Keep);
+    assert_eq!(second.decision.reason, "DisruptionBudgetExhausted");
+    assert!(second.candidate);
 }
 
 const POD_POOLS: &str = r#"

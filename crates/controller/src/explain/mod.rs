@@ -136,7 +136,7 @@ impl Cluster {
             })
             .map(EventLine::from_event)
             .collect();
-        lines.sort_by(|a, b| a.last_seen.cmp(&b.last_seen));
+        sort_events(&mut lines);
         lines
     }
 }
@@ -240,6 +240,11 @@ impl EventLine {
     }
 }
 
+/// Oldest first (events without a time first).
+fn sort_events(lines: &mut [EventLine]) {
+    lines.sort_by_key(|e| e.last_seen.as_deref().and_then(|t| t.parse::<Timestamp>().ok()));
+}
+
 /// A status condition, as explain prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -282,5 +287,52 @@ fn write_events(out: &mut String, events: &[EventLine]) {
             event.reason,
             event.note
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(name: &str, value: &serde_json::Value) -> Event {
+        let mut event = json!({
+            "metadata": { "name": name, "namespace": "default" },
+            "regarding": { "kind": "Node", "name": "n1" },
+            "reason": name, "note": "", "type": "Normal"
+        });
+        for (key, field) in value.as_object().unwrap() {
+            event[key] = field.clone();
+        }
+        serde_json::from_value(event).unwrap()
+    }
+
+    #[test]
+    fn events_about_an_object_are_ordered_by_time_and_carry_their_count() {
+        let node: Node = serde_json::from_value(json!({ "metadata": { "name": "n1" } })).unwrap();
+        let cluster = Cluster {
+            events: vec![
+                // A repeated event: its series' last time counts, not its first.
+                event(
+                    "late",
+                    &json!({ "eventTime": "2026-01-01T00:00:01.000000Z",
+                             "series": { "count": 3, "lastObservedTime": "2026-01-01T00:00:09.000000Z" } }),
+                ),
+                // Fractional seconds sort by time, not as text.
+                event("middle", &json!({ "eventTime": "2026-01-01T00:00:05.500000Z" })),
+                event("early", &json!({ "eventTime": "2026-01-01T00:00:05.000000Z" })),
+                event(
+                    "other-node",
+                    &json!({ "regarding": { "kind": "Node", "name": "n2" } }),
+                ),
+            ],
+            ..Cluster::default()
+        };
+        let lines = cluster.events_about(&node);
+        let reasons: Vec<&str> = lines.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["early", "middle", "late"]);
+        assert_eq!(lines[2].count, 3);
+        assert_eq!(lines[0].count, 1);
     }
 }

@@ -187,7 +187,7 @@ pub fn explain(
     let (candidate, decision) = match claim {
         Some(claim) => {
             events.extend(cluster.events_about(claim.as_ref()));
-            events.sort_by(|a, b| a.last_seen.cmp(&b.last_seen));
+            super::sort_events(&mut events);
             decide(cluster, types, claim, now, options)
         }
         None => (
