@@ -15,7 +15,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use nodewright_api::NodeClaim;
 use nodewright_controller::{
@@ -577,4 +577,20 @@ async fn a_pod_too_large_a_pod_a_new_node_takes_and_a_bound_pod_are_explained() 
     assert_eq!(missing.to_string(), "pod default/nope not found");
     let malformed = pod::explain(&cluster, &types, "nope", now).unwrap_err();
     assert!(matches!(malformed, ExplainError::BadName(_)));
+
+    // A pod on a node being deleted is still bound, and said to need a place elsewhere.
+    let nodes = setup.nodes();
+    nodes
+        .patch(
+            "full",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": ["test/hold"] } })),
+        )
+        .await
+        .unwrap();
+    nodes.delete("full", &DeleteParams::default()).await.unwrap();
+    let (cluster, types, now) = setup.read("default").await;
+    let leaving = pod::explain(&cluster, &types, "default/filler", now).unwrap();
+    assert_eq!(leaving.verdict.outcome, Outcome::Scheduled);
+    assert!(leaving.verdict.message.contains("being deleted"), "{leaving:?}");
 }

@@ -176,7 +176,13 @@ pub fn explain(
         events: cluster.events_about(pod.as_ref()),
     };
     if let Some(node) = node {
-        explanation.verdict.message = format!("bound to node {node}");
+        explanation.verdict.message = if is_leaving(cluster, &node) {
+            format!(
+                "bound to node {node}, which is being deleted: the provisioner plans a place for it elsewhere"
+            )
+        } else {
+            format!("bound to node {node}")
+        };
         explanation.verdict.target = Some(format!("node/{node}"));
         return Ok(explanation);
     }
@@ -219,6 +225,20 @@ pub fn explain(
             .push(format!("nodepools not considered: {}", skipped.join(", ")));
     }
     Ok(explanation)
+}
+
+/// Whether the node, or the NodeClaim behind it, is being deleted.
+fn is_leaving(cluster: &Cluster, name: &str) -> bool {
+    let Some(node) = cluster.nodes.iter().find(|n| n.name_any() == name) else {
+        return false;
+    };
+    let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
+    node.metadata.deletion_timestamp.is_some()
+        || cluster.claims.iter().any(|c| {
+            c.metadata.deletion_timestamp.is_some()
+                && provider_id.is_some()
+                && c.status.as_ref().and_then(|s| s.provider_id.as_deref()) == provider_id
+        })
 }
 
 fn pod_scheduled(pod: &Pod) -> Option<PodScheduled> {
