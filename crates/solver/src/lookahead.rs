@@ -364,11 +364,11 @@ fn fill(
         .collect();
     let mut taken: Vec<(usize, i64)> = Vec::new();
     loop {
+        // The room only shrinks, so a class that is used up or no longer fits is done for this
+        // fill (order is kept: ties go to the earlier class).
+        left.retain(|(request, _, _, count)| *count > 0 && request.fits_in(room));
         let mut best: Option<(f64, usize)> = None;
-        for (i, (request, request_value, _, count)) in left.iter().enumerate() {
-            if *count <= 0 || !request.fits_in(room) {
-                continue;
-            }
+        for (i, (request, request_value, _, _)) in left.iter().enumerate() {
             #[allow(clippy::cast_precision_loss)]
             let density = match greedy {
                 Greedy::Density => {
