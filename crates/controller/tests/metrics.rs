@@ -166,7 +166,8 @@ async fn metrics_and_probes_follow_provisioning_consolidation_and_a_drain() {
     let probes_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics_listener.local_addr().unwrap();
     let probes = probes_listener.local_addr().unwrap();
-    let server = tokio::spawn(metrics::server::serve(metrics_listener, probes_listener));
+    let metrics_server = tokio::spawn(metrics::server::serve_metrics(metrics_listener));
+    let probes_server = tokio::spawn(metrics::server::serve_probes(probes_listener));
 
     // Alive at once; not ready before a controller has synced its caches.
     let mut lab = Lab::without_controllers().await;
@@ -293,5 +294,6 @@ async fn metrics_and_probes_follow_provisioning_consolidation_and_a_drain() {
         "promtool failed without saying why"
     );
 
-    server.abort();
+    metrics_server.abort();
+    probes_server.abort();
 }

@@ -7,6 +7,7 @@ use std::{
     process::ExitCode,
 };
 
+mod probes;
 mod sim;
 
 use anyhow::{Context, Result, bail};

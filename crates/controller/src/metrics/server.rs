@@ -28,16 +28,18 @@ pub fn probes_router() -> Router {
         .route("/readyz", get(readyz))
 }
 
-/// Serves `/metrics` on `metrics` and the probes on `probes` until an accept fails.
-pub async fn serve(metrics: TcpListener, probes: TcpListener) -> std::io::Result<()> {
-    let metrics = axum::serve(metrics, metrics_router());
-    let probes = axum::serve(probes, probes_router());
-    tokio::try_join!(async { metrics.await }, async { probes.await })?;
-    Ok(())
+/// Serves `/metrics` on `listener` until accepting fails.
+pub async fn serve_metrics(listener: TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router()).await
 }
 
-/// Serves everything on one listener (when both ports are the same).
-pub async fn serve_one(listener: TcpListener) -> std::io::Result<()> {
+/// Serves `/healthz` and `/readyz` on `listener` until accepting fails.
+pub async fn serve_probes(listener: TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, probes_router()).await
+}
+
+/// Serves all three on one listener (when the metrics and probe ports are the same).
+pub async fn serve_all(listener: TcpListener) -> std::io::Result<()> {
     axum::serve(listener, metrics_router().merge(probes_router())).await
 }
 
