@@ -3,10 +3,10 @@
 //! about their work.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     hash::BuildHasher,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::Instant,
@@ -32,6 +32,13 @@ use super::{
     global,
 };
 use crate::disruption::{budgets, budgets::PoolNodes, candidates::Candidate};
+
+/// The reasons budgets are reported for.
+const DISRUPTION_REASONS: [DisruptionReason; 3] = [
+    DisruptionReason::Empty,
+    DisruptionReason::Drifted,
+    DisruptionReason::Underutilized,
+];
 
 /// The `controller` label of the provisioner's scheduling metrics.
 const PROVISIONER: &str = "provisioner";
@@ -286,15 +293,27 @@ pub fn disruption_budgets<S: BuildHasher>(
     counts: &HashMap<String, PoolNodes, S>,
     now: Timestamp,
 ) {
+    // The NodePools reported last pass, so a deleted one's series go with it.
+    static REPORTED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let metrics = global();
+    let current: BTreeSet<String> = pools.iter().map(|p| p.name_any()).collect();
+    let mut reported = REPORTED.lock().unwrap_or_else(PoisonError::into_inner);
+    for gone in reported.difference(&current) {
+        for reason in DISRUPTION_REASONS {
+            let labels = PoolReasonLabels {
+                nodepool: gone.clone(),
+                reason: reason_label(reason).to_owned(),
+            };
+            metrics.nodepools_allowed_disruptions.remove(&labels);
+            metrics.nodepools_nodes_consuming_budgets.remove(&labels);
+        }
+    }
+    *reported = current;
+    drop(reported);
     for pool in pools {
         let name = pool.name_any();
         let nodes = counts.get(&name).copied().unwrap_or_default();
-        for reason in [
-            DisruptionReason::Empty,
-            DisruptionReason::Drifted,
-            DisruptionReason::Underutilized,
-        ] {
+        for reason in DISRUPTION_REASONS {
             let labels = PoolReasonLabels {
                 nodepool: name.clone(),
                 reason: reason_label(reason).to_owned(),
