@@ -54,6 +54,7 @@ use crate::{
     context::Context,
     error::{Backoff, ControllerError},
     events::reasons::{DISRUPTION_LAUNCHING, DISRUPTION_TERMINATING, UNCONSOLIDATABLE},
+    metrics,
     provisioner::snapshot,
 };
 
@@ -182,16 +183,19 @@ impl Disruption {
     /// One pass; returns whether a command ran.
     pub async fn pass(&mut self) -> Result<bool, ControllerError> {
         let world = World::read(&self.ctx);
+        metrics::disruption_budgets(&world.pools, &world.pool_nodes(&HashSet::new()), world.now);
         self.untaint_stale(&world).await?;
         let mut refused: HashMap<String, Blocker> = HashMap::new();
         let command = match Self::emptiness(&world, &mut refused) {
             Some(command) => Some(command),
             None => self.consolidation(&world, &mut refused).await,
         };
+        metrics::savings_backlog(command.as_ref().map_or(Price::ZERO, |c| c.savings));
         self.report(&world, &refused, command.as_ref()).await;
         let Some(command) = command else {
             return Ok(false);
         };
+        metrics::disruption_decided(command.reason, &command.candidates, command.replacements.len());
         self.execute(command).await?;
         Ok(true)
     }
@@ -230,6 +234,7 @@ impl Disruption {
 
     /// Empty candidates whose consolidateAfter elapsed, within each pool's Empty budget.
     fn emptiness(world: &World, refused: &mut HashMap<String, Blocker>) -> Option<Command> {
+        let _evaluation = metrics::disruption_evaluating(DisruptionReason::Empty);
         let counts = world.pool_nodes(&HashSet::new());
         let mut left: HashMap<String, u64> = HashMap::new();
         let mut chosen = Vec::new();
@@ -238,6 +243,7 @@ impl Disruption {
             .filter(|c| c.is_empty() && c.is_consolidatable(world.now))
             .collect();
         empty.sort_by_key(|c| c.name());
+        metrics::disruption_eligible(DisruptionReason::Empty, empty.len());
         for candidate in empty {
             let pool = candidate.pool.name_any();
             let allowed = left.entry(pool.clone()).or_insert_with(|| {
@@ -266,6 +272,7 @@ impl Disruption {
     /// The consolidation search over every non-empty candidate of pools that consolidate
     /// underutilized nodes.
     async fn consolidation(&self, world: &World, refused: &mut HashMap<String, Blocker>) -> Option<Command> {
+        let _evaluation = metrics::disruption_evaluating(DisruptionReason::Underutilized);
         let eligible: Vec<&Candidate> = world
             .candidates()
             .filter(|c| !c.is_empty() && c.is_consolidatable(world.now))
@@ -281,6 +288,7 @@ impl Disruption {
                 }
             })
             .collect();
+        metrics::disruption_eligible(DisruptionReason::Underutilized, eligible.len());
         if eligible.is_empty() {
             return None;
         }
@@ -428,7 +436,7 @@ impl Disruption {
                 }),
             };
             match created {
-                Ok(claim) => launched.push(claim.name_any()),
+                Ok(claim) => launched.push(metrics::replacement_created(&claim, command.reason)),
                 Err(error) => {
                     self.roll_back(&command, &launched).await;
                     return Err(error);
@@ -461,11 +469,13 @@ impl Disruption {
         };
         if !ready {
             tracing::warn!(replacements = ?launched, "replacements did not initialize in time; rolling back");
+            metrics::disruption_queue_failed(command.reason, command.candidates.len(), launched.len());
             self.roll_back(&command, &launched).await;
             return Ok(());
         }
         if let Err(blocker) = self.revalidate(&command) {
             tracing::info!(nodes = ?names, reason = blocker.reason(), "command no longer valid; rolling back");
+            metrics::disruption_validation_failed(command.reason, command.candidates.len());
             // Replacements that initialized stay: they are nodes like any other, and empty ones
             // are consolidated in turn.
             self.roll_back(&command, &[]).await;
@@ -474,6 +484,7 @@ impl Disruption {
         for candidate in &command.candidates {
             let claim = candidate.claim.name_any();
             write::delete_claim(&self.ctx, &claim).await?;
+            metrics::nodeclaim_disrupted(candidate, command.reason);
             let note = format!(
                 "disrupting node via {:?} (savings {})",
                 command.reason, command.savings
