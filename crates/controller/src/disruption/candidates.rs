@@ -48,6 +48,12 @@ pub enum Blocker {
         pod: String,
         pdb: String,
     },
+    /// The node runs more pods a PDB covers than the PDB allows disruptions.
+    PdbTooFewDisruptions {
+        pdb: String,
+        pods: u32,
+        allowed: u32,
+    },
     MultiplePdbs(String),
     ConsolidationDisabled,
     ConsolidateAfterNotElapsed(Timestamp),
@@ -61,9 +67,12 @@ pub enum Blocker {
     PriceUnknown,
     /// The NodePool's policy does not consolidate underutilized nodes.
     PolicyWhenEmpty,
-    /// The NodePool's policy is Balanced, whose savings-versus-disruption test is not built yet:
-    /// only empty nodes are removed.
-    BalancedNotSupported,
+    /// The NodePool's policy is Balanced and the move's savings do not outweigh its disruption
+    /// (the score, savings share over disruption share, is below 1/k).
+    SavingsBelowDisruption(String),
+    /// With the nodes already chosen, evicting this node's pods would take a
+    /// PodDisruptionBudget past its allowed disruptions.
+    PdbAllowanceUsed(String),
     /// The NodePool's disruption budget for this reason is used up.
     BudgetExhausted(&'static str),
 }
@@ -79,7 +88,7 @@ impl Blocker {
             Self::NominatedRecently => "Nominated",
             Self::NodeDoNotDisrupt => "NodeDoNotDisrupt",
             Self::PodDoNotDisrupt(_) => "PodDoNotDisrupt",
-            Self::PdbBlocks { .. } => "PodDisruptionBudgetBlocks",
+            Self::PdbBlocks { .. } | Self::PdbTooFewDisruptions { .. } => "PodDisruptionBudgetBlocks",
             Self::MultiplePdbs(_) => "MultiplePodDisruptionBudgets",
             Self::ConsolidationDisabled => "ConsolidationDisabled",
             Self::ConsolidateAfterNotElapsed(_) => "ConsolidateAfterNotElapsed",
@@ -88,7 +97,8 @@ impl Blocker {
             Self::SpotToSpotDisabled => "SpotToSpotConsolidationDisabled",
             Self::PriceUnknown => "PriceUnknown",
             Self::PolicyWhenEmpty => "ConsolidationPolicyWhenEmpty",
-            Self::BalancedNotSupported => "BalancedConsolidationNotSupported",
+            Self::SavingsBelowDisruption(_) => "SavingsBelowDisruption",
+            Self::PdbAllowanceUsed(_) => "PodDisruptionBudgetAllowanceUsed",
             Self::BudgetExhausted(_) => "DisruptionBudgetExhausted",
         }
     }
@@ -109,6 +119,9 @@ impl Blocker {
             Self::PdbBlocks { pod, pdb } => {
                 format!("PodDisruptionBudget {pdb} allows no disruption of pod {pod}")
             }
+            Self::PdbTooFewDisruptions { pdb, pods, allowed } => format!(
+                "PodDisruptionBudget {pdb} covers {pods} pods of the node but allows {allowed} disruptions"
+            ),
             Self::MultiplePdbs(pod) => format!("pod {pod} is covered by more than one PodDisruptionBudget"),
             Self::ConsolidationDisabled => "the NodePool's consolidateAfter is Never".to_owned(),
             Self::ConsolidateAfterNotElapsed(at) => format!("consolidateAfter elapses at {at}"),
@@ -121,10 +134,12 @@ impl Blocker {
             Self::PolicyWhenEmpty => {
                 "the NodePool's consolidationPolicy is WhenEmpty: only empty nodes are removed".to_owned()
             }
-            Self::BalancedNotSupported => {
-                "the NodePool's consolidationPolicy is Balanced, not supported yet: only empty nodes are removed"
-                    .to_owned()
-            }
+            Self::SavingsBelowDisruption(score) => format!(
+                "consolidationPolicy Balanced: the savings do not outweigh the disruption ({score})"
+            ),
+            Self::PdbAllowanceUsed(pdb) => format!(
+                "PodDisruptionBudget {pdb} allows no more evictions beside those of the nodes already chosen"
+            ),
             Self::BudgetExhausted(reason) => {
                 format!("the NodePool's disruption budget for reason {reason} allows no more nodes now")
             }
@@ -143,6 +158,19 @@ pub struct Candidate {
     pub pods: Vec<Arc<Pod>>,
     /// When consolidateAfter has elapsed (None: Never).
     pub consolidatable_at: Option<Timestamp>,
+    /// The PodDisruptionBudgets its pods' evictions count against, with how many; a plan that
+    /// removes several nodes adds these up per PDB and stays within `allowed`.
+    pub pdbs: Vec<PdbEvictions>,
+}
+
+/// Evictions of one node's pods that one PodDisruptionBudget counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PdbEvictions {
+    /// `namespace/name`.
+    pub pdb: String,
+    pub evictions: u32,
+    /// The PDB's `status.disruptionsAllowed`.
+    pub allowed: u32,
 }
 
 impl Candidate {
@@ -240,11 +268,26 @@ fn evaluate_one(
         .filter(|p| must_move(p))
         .map(|p| Arc::clone(p))
         .collect();
+    let mut pdbs: Vec<PdbEvictions> = Vec::new();
     for pod in &moving {
         if drain::has_active_do_not_disrupt(pod, now) {
             return Err(Blocker::PodDoNotDisrupt(pod_ref(pod)));
         }
-        check_pdbs(pod, inputs.pdbs)?;
+        if let Some(counted) = check_pdbs(pod, inputs.pdbs)? {
+            match pdbs.iter_mut().find(|p| p.pdb == counted.pdb) {
+                Some(entry) => entry.evictions += 1,
+                None => pdbs.push(counted),
+            }
+        }
+    }
+    // The node's own pods together: one node whose pods a PDB covers more often than it allows
+    // disruptions would break it when drained.
+    if let Some(over) = pdbs.iter().find(|p| p.evictions > p.allowed) {
+        return Err(Blocker::PdbTooFewDisruptions {
+            pdb: over.pdb.clone(),
+            pods: over.evictions,
+            allowed: over.allowed,
+        });
     }
     let last_event = last_pod_event(claim).map_or(initialized_at, |at| at.max(initialized_at));
     if now < last_event.checked_add(NOMINATION_WINDOW).unwrap_or(last_event) {
@@ -262,6 +305,7 @@ fn evaluate_one(
         pool: Arc::clone(pool),
         pods: moving,
         consolidatable_at,
+        pdbs,
     })
 }
 
@@ -301,8 +345,8 @@ fn last_pod_event(claim: &NodeClaim) -> Option<Timestamp> {
 
 /// An eviction of `pod` would be refused: a covering PDB allows no disruption (unless the pod is
 /// unhealthy and the PDB lets unhealthy pods go), or more than one PDB covers it (the Eviction
-/// API refuses those).
-fn check_pdbs(pod: &Pod, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<(), Blocker> {
+/// API refuses those). Otherwise the PDB the eviction counts against, if any (one eviction).
+fn check_pdbs(pod: &Pod, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<Option<PdbEvictions>, Blocker> {
     let namespace = pod.namespace().unwrap_or_default();
     let pod_labels = pod.labels();
     let covering: Vec<&Arc<PodDisruptionBudget>> = pdbs
@@ -316,7 +360,7 @@ fn check_pdbs(pod: &Pod, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<(), Blocke
         return Err(Blocker::MultiplePdbs(pod_ref(pod)));
     }
     let Some(pdb) = covering.first() else {
-        return Ok(());
+        return Ok(None);
     };
     let allowed = pdb.status.as_ref().map_or(0, |s| s.disruptions_allowed);
     let unhealthy_may_go = pdb
@@ -325,13 +369,21 @@ fn check_pdbs(pod: &Pod, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<(), Blocke
         .and_then(|s| s.unhealthy_pod_eviction_policy.as_deref())
         == Some("AlwaysAllow")
         && !is_ready(pod);
-    if allowed <= 0 && !unhealthy_may_go {
+    if unhealthy_may_go {
+        // The Eviction API lets it go without counting it.
+        return Ok(None);
+    }
+    if allowed <= 0 {
         return Err(Blocker::PdbBlocks {
             pod: pod_ref(pod),
             pdb: pdb.name_any(),
         });
     }
-    Ok(())
+    Ok(Some(PdbEvictions {
+        pdb: format!("{namespace}/{}", pdb.name_any()),
+        evictions: 1,
+        allowed: u32::try_from(allowed).unwrap_or(u32::MAX),
+    }))
 }
 
 fn is_ready(pod: &Pod) -> bool {
