@@ -535,6 +535,26 @@ mod tests {
         assert_eq!(world.outcome().unwrap_err().reason(), "PodDisruptionBudgetBlocks");
         world.pdbs = vec![pdb("web", 1)];
         assert!(world.outcome().is_ok());
+        let candidate = world.outcome().unwrap();
+        assert_eq!(
+            candidate.pdbs,
+            [PdbEvictions {
+                pdb: "default/web".into(),
+                evictions: 1,
+                allowed: 1
+            }]
+        );
+        world.pods.push(pod("web-2", "a", &json!({})));
+        assert_eq!(
+            world.outcome().unwrap_err(),
+            Blocker::PdbTooFewDisruptions {
+                pdb: "default/web".into(),
+                pods: 2,
+                allowed: 1
+            },
+            "draining the node evicts both"
+        );
+        world.pods.pop();
         world.pdbs = vec![pdb("web", 1), pdb("web-too", 1)];
         assert_eq!(
             world.outcome().unwrap_err().reason(),

@@ -596,7 +596,7 @@ mod tests {
     use nodewright_solver::{ExistingNode, PoolInput};
     use serde_json::json;
 
-    use super::*;
+    use super::{super::candidates::PdbEvictions, *};
     use crate::test_fixtures::{arc, instance_type, pool};
 
     fn pod(name: &str, node: &str, cpu: &str) -> Pod {
@@ -741,5 +741,114 @@ mod tests {
         assert_eq!(refused.refused[0].1, Blocker::SpotToSpotDisabled);
         let allowed = search(&base, &[priced], &mut budgets(1), &BTreeMap::new(), true);
         assert_eq!(allowed.decision.unwrap().replacements.len(), 1);
+    }
+
+    fn balanced_pool(mut priced: Priced) -> Priced {
+        let mut balanced = (*priced.candidate.pool).clone();
+        balanced.spec.disruption.consolidation_policy = ConsolidationPolicy::Balanced;
+        priced.candidate.pool = Arc::new(balanced);
+        priced
+    }
+
+    fn totals(usd: f64, disruption: f64) -> BTreeMap<String, PoolTotals> {
+        BTreeMap::from([(
+            "default".to_owned(),
+            PoolTotals {
+                cost: Price::from_usd(usd),
+                disruption,
+            },
+        )])
+    }
+
+    /// A four-CPU node ($0.20) running 3 CPU could be a cheaper four-CPU type ($0.18): 10% of
+    /// the pool's cost saved for all of its disruption (score 0.1 < 0.5). Balanced keeps it;
+    /// WhenEmptyOrUnderutilized replaces it.
+    #[test]
+    fn balanced_refuses_a_small_saving_for_a_whole_pools_disruption() {
+        let pods = vec![pod("p1", "z", "1"), pod("p2", "z", "1"), pod("p3", "z", "1")];
+        let mut base = problem(vec![existing("z", 4000, pods.clone())]);
+        base.nodepools[0]
+            .instance_types
+            .push(instance_type("four-cheap", 4000, 0.18));
+        let plain = candidate("z", &pods, 0.2);
+        let pool_totals = totals(0.2, 4.0);
+        let outcome = search(&base, &[balanced_pool(plain.clone())], &mut budgets(1), &pool_totals, false);
+        assert!(outcome.decision.is_none());
+        assert_eq!(outcome.refused[0].1.reason(), "SavingsBelowDisruption");
+        let outcome = search(&base, &[plain], &mut budgets(1), &pool_totals, false);
+        let decision = outcome.decision.unwrap();
+        assert_eq!(decision.replacements[0].instance_type, "four-cheap");
+        assert_eq!(decision.savings, Price::from_usd(0.02));
+    }
+
+    /// Two four-CPU nodes ($0.20 each) running 2 and 1 CPU; disruption 3 and 2 of 5. Deleting b
+    /// saves half the pool's cost for 2/5 of its disruption: score 1.25, approved.
+    #[test]
+    fn balanced_approves_a_deletion_worth_its_disruption() {
+        let a = vec![pod("a1", "a", "1"), pod("a2", "a", "1")];
+        let b = vec![pod("b1", "b", "1")];
+        let base = problem(vec![existing("a", 4000, a.clone()), existing("b", 4000, b.clone())]);
+        let candidates = [
+            balanced_pool(candidate("a", &a, 0.2)),
+            balanced_pool(candidate("b", &b, 0.2)),
+        ];
+        let outcome = search(&base, &candidates, &mut budgets(2), &totals(0.4, 5.0), false);
+        let decision = outcome.decision.unwrap();
+        assert_eq!(decision.remove, [1]);
+        assert_eq!(decision.savings, Price::from_usd(0.2));
+    }
+
+    /// Two nodes whose pods one PDB covers (one disruption allowed), and room for both pods on
+    /// a third: removing both would evict two pods at once, so only one goes.
+    #[test]
+    fn evictions_of_the_whole_plan_stay_within_a_pdb() {
+        let a = vec![pod("a1", "a", "1")];
+        let b = vec![pod("b1", "b", "1")];
+        let base = problem(vec![
+            existing("a", 4000, a.clone()),
+            existing("b", 4000, b.clone()),
+            existing("c", 4000, Vec::new()),
+        ]);
+        let covered = |mut priced: Priced| {
+            priced.candidate.pdbs = vec![PdbEvictions {
+                pdb: "default/web".into(),
+                evictions: 1,
+                allowed: 1,
+            }];
+            priced
+        };
+        let candidates = [covered(candidate("a", &a, 0.2)), covered(candidate("b", &b, 0.2))];
+        let outcome = search(&base, &candidates, &mut budgets(10), &BTreeMap::new(), false);
+        assert_eq!(outcome.decision.unwrap().remove, [0]);
+        assert_eq!(
+            outcome.refused,
+            [(1, Blocker::PdbAllowanceUsed("default/web".into()))]
+        );
+    }
+
+    /// Three eight-CPU nodes ($0.40) running 3 CPU each: a's pods go to b, then b's six to c
+    /// (five fit) and a two-CPU node for the last; c cannot go (its eight pods need an eight).
+    #[test]
+    fn pods_moved_onto_a_node_move_again_when_it_goes() {
+        let a = vec![pod("a1", "a", "1"), pod("a2", "a", "1"), pod("a3", "a", "1")];
+        let b = vec![pod("b1", "b", "1"), pod("b2", "b", "1"), pod("b3", "b", "1")];
+        let c = vec![pod("c1", "c", "1"), pod("c2", "c", "1"), pod("c3", "c", "1")];
+        let base = problem(vec![
+            existing("a", 8000, a.clone()),
+            existing("b", 8000, b.clone()),
+            existing("c", 8000, c.clone()),
+        ]);
+        let candidates = [
+            candidate("a", &a, 0.4),
+            candidate("b", &b, 0.4),
+            candidate("c", &c, 0.4),
+        ];
+        let outcome = search(&base, &candidates, &mut budgets(10), &BTreeMap::new(), false);
+        let decision = outcome.decision.unwrap();
+        assert_eq!(decision.remove, [0, 1]);
+        assert_eq!(decision.replacements.len(), 1);
+        assert_eq!(decision.replacements[0].instance_type, "two");
+        assert_eq!(decision.savings, Price::from_usd(0.7));
+        assert_eq!(outcome.refused, [(2, Blocker::NotCheaper)]);
     }
 }
