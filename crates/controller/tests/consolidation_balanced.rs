@@ -66,8 +66,10 @@ async fn balanced_keeps_a_node_whose_small_saving_does_not_outweigh_moving_every
     assert_eq!(lab.node_names(), node, "{}", lab.leftovers());
     assert_eq!(reasons(&lab), ["SavingsBelowDisruption"]);
 
-    lab.patch_nodepool(json!({ "spec": { "disruption": { "consolidationPolicy": "WhenEmptyOrUnderutilized" } } }))
-        .await;
+    lab.patch_nodepool(
+        json!({ "spec": { "disruption": { "consolidationPolicy": "WhenEmptyOrUnderutilized" } } }),
+    )
+    .await;
     lab.run_until("the pods running on an m5a.xlarge alone", || async {
         instance_types(&lab) == ["m5a.xlarge"] && lab.running(3).await && lab.node_names().len() == 1
     })

@@ -132,7 +132,10 @@ fn pod_spec() -> impl Strategy<Value = PodSpec> {
 fn cluster_spec() -> impl Strategy<Value = ClusterSpec> {
     let pool = (
         prop::sample::select(vec!["WhenEmpty", "WhenEmptyOrUnderutilized", "Balanced"]),
-        prop::collection::vec(prop::sample::select(vec!["0", "1", "2", "3", "10%", "50%", "100%"]), 1..=2),
+        prop::collection::vec(
+            prop::sample::select(vec!["0", "1", "2", "3", "10%", "50%", "100%"]),
+            1..=2,
+        ),
     )
         .prop_map(|(policy, budgets)| PoolSpec { policy, budgets });
     (
@@ -144,7 +147,10 @@ fn cluster_spec() -> impl Strategy<Value = ClusterSpec> {
                 prop::bool::weighted(0.3),
                 prop::bool::weighted(0.05),
                 // Mostly busy nodes: an empty node makes the pass emptiness's alone.
-                (prop::bool::weighted(0.08), prop::collection::vec(pod_spec(), 1..=6))
+                (
+                    prop::bool::weighted(0.08),
+                    prop::collection::vec(pod_spec(), 1..=6),
+                )
                     .prop_map(|(empty, pods)| if empty { Vec::new() } else { pods }),
             ),
             1..=10,
@@ -331,7 +337,10 @@ fn decide(cluster: &Cluster, now: Timestamp) -> Option<Plan> {
         pdbs: &cluster.pdbs,
     };
     let evaluations = candidates::evaluate(&inputs, now);
-    let all: Vec<&Candidate> = evaluations.iter().filter_map(|e| e.outcome.as_ref().ok()).collect();
+    let all: Vec<&Candidate> = evaluations
+        .iter()
+        .filter_map(|e| e.outcome.as_ref().ok())
+        .collect();
     let counts = pool_nodes(&cluster.claims, &cluster.nodes, &HashSet::new());
     let (empty, _) = consolidation::emptiness(&all, &counts, now);
     if !empty.is_empty() {
@@ -389,7 +398,10 @@ fn check(spec: &ClusterSpec) -> Result<(), TestCaseError> {
     }
     for pdb in &cluster.pdbs {
         let app = pdb.name_any();
-        let covered = evicted.iter().filter(|p| p.labels().get("app") == Some(&app)).count();
+        let covered = evicted
+            .iter()
+            .filter(|p| p.labels().get("app") == Some(&app))
+            .count();
         let allowed = pdb.status.as_ref().unwrap().disruptions_allowed;
         prop_assert!(
             i32::try_from(covered).unwrap() <= allowed,
@@ -403,8 +415,16 @@ fn check(spec: &ClusterSpec) -> Result<(), TestCaseError> {
     }
     for (name, taken) in per_pool {
         let pool = cluster.pools.iter().find(|p| p.name_any() == name).unwrap();
-        let allowed = budgets::allowed(pool, plan.reason, counts.get(&name).copied().unwrap_or_default(), now);
-        prop_assert!(taken <= allowed, "pool {name}: {taken} nodes removed, budget {allowed}");
+        let allowed = budgets::allowed(
+            pool,
+            plan.reason,
+            counts.get(&name).copied().unwrap_or_default(),
+            now,
+        );
+        prop_assert!(
+            taken <= allowed,
+            "pool {name}: {taken} nodes removed, budget {allowed}"
+        );
         if plan.reason == DisruptionReason::Underutilized {
             prop_assert_ne!(
                 &pool.spec.disruption.consolidation_policy,
@@ -466,5 +486,8 @@ fn random_clusters_do_get_plans() {
         }
     }
     eprintln!("empty {empty}, deleted {deleted}, replaced {replaced}, none {none}");
-    assert!(empty >= 5 && deleted >= 5 && replaced >= 2, "empty {empty}, deleted {deleted}, replaced {replaced}, none {none}");
+    assert!(
+        empty >= 5 && deleted >= 5 && replaced >= 2,
+        "empty {empty}, deleted {deleted}, replaced {replaced}, none {none}"
+    );
 }

@@ -134,9 +134,9 @@ impl Blocker {
             Self::PolicyWhenEmpty => {
                 "the NodePool's consolidationPolicy is WhenEmpty: only empty nodes are removed".to_owned()
             }
-            Self::SavingsBelowDisruption(score) => format!(
-                "consolidationPolicy Balanced: the savings do not outweigh the disruption ({score})"
-            ),
+            Self::SavingsBelowDisruption(score) => {
+                format!("consolidationPolicy Balanced: the savings do not outweigh the disruption ({score})")
+            }
             Self::PdbAllowanceUsed(pdb) => format!(
                 "PodDisruptionBudget {pdb} allows no more evictions beside those of the nodes already chosen"
             ),
@@ -207,6 +207,7 @@ pub struct Inputs<'a> {
 
 /// Evaluates every NodeClaim at `now`.
 pub fn evaluate(inputs: &Inputs<'_>, now: Timestamp) -> Vec<Evaluation> {
+    let pdbs_read: Vec<PdbSelector<'_>> = inputs.pdbs.iter().map(PdbSelector::new).collect();
     let node_by_provider: BTreeMap<&str, &Arc<Node>> = inputs
         .nodes
         .iter()
@@ -233,7 +234,7 @@ pub fn evaluate(inputs: &Inputs<'_>, now: Timestamp) -> Vec<Evaluation> {
                 .unwrap_or_default();
             Evaluation {
                 claim: Arc::clone(claim),
-                outcome: evaluate_one(claim, node, pods, inputs, now),
+                outcome: evaluate_one(claim, node, pods, inputs.pools, &pdbs_read, now),
             }
         })
         .collect()
@@ -243,7 +244,8 @@ fn evaluate_one(
     claim: &Arc<NodeClaim>,
     node: Option<&Arc<Node>>,
     pods: &[&Arc<Pod>],
-    inputs: &Inputs<'_>,
+    pools: &[Arc<NodePool>],
+    pdbs_read: &[PdbSelector<'_>],
     now: Timestamp,
 ) -> Result<Candidate, Blocker> {
     if claim.metadata.deletion_timestamp.is_some() {
@@ -255,8 +257,7 @@ fn evaluate_one(
     }
     let initialized_at = initialized_at(claim).ok_or(Blocker::NotInitialized)?;
     let pool_name = claim.nodepool_name().unwrap_or_default().to_owned();
-    let pool = inputs
-        .pools
+    let pool = pools
         .iter()
         .find(|p| p.name_any() == pool_name)
         .ok_or_else(|| Blocker::NodePoolNotFound(pool_name.clone()))?;
@@ -273,7 +274,7 @@ fn evaluate_one(
         if drain::has_active_do_not_disrupt(pod, now) {
             return Err(Blocker::PodDoNotDisrupt(pod_ref(pod)));
         }
-        if let Some(counted) = check_pdbs(pod, inputs.pdbs)? {
+        if let Some(counted) = check_pdbs(pod, pdbs_read)? {
             match pdbs.iter_mut().find(|p| p.pdb == counted.pdb) {
                 Some(entry) => entry.evictions += 1,
                 None => pdbs.push(counted),
@@ -343,18 +344,33 @@ fn last_pod_event(claim: &NodeClaim) -> Option<Timestamp> {
     claim.status.as_ref()?.last_pod_event_time.as_ref().map(|t| t.0)
 }
 
+/// A PDB with its selector read once per evaluation (not once per pod).
+struct PdbSelector<'a> {
+    namespace: String,
+    selector: Selector,
+    pdb: &'a Arc<PodDisruptionBudget>,
+}
+
+impl<'a> PdbSelector<'a> {
+    fn new(pdb: &'a Arc<PodDisruptionBudget>) -> Self {
+        Self {
+            namespace: pdb.namespace().unwrap_or_default(),
+            selector: Selector::from_k8s(pdb.spec.as_ref().and_then(|s| s.selector.as_ref())),
+            pdb,
+        }
+    }
+}
+
 /// An eviction of `pod` would be refused: a covering PDB allows no disruption (unless the pod is
 /// unhealthy and the PDB lets unhealthy pods go), or more than one PDB covers it (the Eviction
 /// API refuses those). Otherwise the PDB the eviction counts against, if any (one eviction).
-fn check_pdbs(pod: &Pod, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<Option<PdbEvictions>, Blocker> {
+fn check_pdbs(pod: &Pod, pdbs: &[PdbSelector<'_>]) -> Result<Option<PdbEvictions>, Blocker> {
     let namespace = pod.namespace().unwrap_or_default();
     let pod_labels = pod.labels();
     let covering: Vec<&Arc<PodDisruptionBudget>> = pdbs
         .iter()
-        .filter(|pdb| pdb.namespace().unwrap_or_default() == namespace)
-        .filter(|pdb| {
-            Selector::from_k8s(pdb.spec.as_ref().and_then(|s| s.selector.as_ref())).matches(pod_labels)
-        })
+        .filter(|p| p.namespace == namespace && p.selector.matches(pod_labels))
+        .map(|p| p.pdb)
         .collect();
     if covering.len() > 1 {
         return Err(Blocker::MultiplePdbs(pod_ref(pod)));

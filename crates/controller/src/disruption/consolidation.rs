@@ -33,7 +33,7 @@ use nodewright_api::{
     NodePool, labels,
     nodepool::{ConsolidationPolicy, DisruptionReason},
 };
-use nodewright_catalog::{CapacityType, InstanceType, Price};
+use nodewright_catalog::{CapacityType, InstanceType, Price, Resources};
 use nodewright_solver::{ExistingNode, NodeClaimPlan, Plan, Problem};
 
 use self::{
@@ -289,7 +289,12 @@ pub fn search(
         candidates[*b]
             .savings_ratio()
             .total_cmp(&candidates[*a].savings_ratio())
-            .then_with(|| candidates[*a].candidate.name().cmp(&candidates[*b].candidate.name()))
+            .then_with(|| {
+                candidates[*a]
+                    .candidate
+                    .name()
+                    .cmp(&candidates[*b].candidate.name())
+            })
     });
     let mut model = Model::new(
         base,
@@ -300,7 +305,15 @@ pub fn search(
     let mut set = Growing::default();
     let mut left = budgets.clone();
     for index in order {
-        match consider(&mut model, &set, candidates, index, &left, totals, allow_spot_to_spot) {
+        match consider(
+            &mut model,
+            &set,
+            candidates,
+            index,
+            &left,
+            totals,
+            allow_spot_to_spot,
+        ) {
             Ok(trial) => {
                 let priced = &candidates[index];
                 set.chosen.push(index);
@@ -442,7 +455,11 @@ impl<'a> Verifier<'a> {
         let nodes = if needs_pods(base, candidates) {
             base.existing_nodes.clone()
         } else {
-            base.existing_nodes.iter().map(without_pods).collect()
+            base.existing_nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| without_pods(node, model.initial_free(i)))
+                .collect()
         };
         let mut verifier = Self {
             base,
@@ -525,7 +542,11 @@ impl<'a> Verifier<'a> {
         }
         let savings = Price(removed_price.0 - replacement_price.0);
         let mut shares: BTreeMap<String, PoolShare> = BTreeMap::new();
-        for priced in set.iter().map(|i| &self.candidates[*i]).filter(|p| p.is_balanced()) {
+        for priced in set
+            .iter()
+            .map(|i| &self.candidates[*i])
+            .filter(|p| p.is_balanced())
+        {
             let share = shares.entry(priced.pool()).or_default();
             share.price = share.price.saturating_add(priced.price);
             share.disruption += priced.disruption;
@@ -546,7 +567,9 @@ impl<'a> Verifier<'a> {
 fn needs_pods(base: &Problem, candidates: &[Priced]) -> bool {
     let topology = |pod: &Pod| {
         pod.spec.as_ref().is_some_and(|spec| {
-            spec.topology_spread_constraints.as_ref().is_some_and(|t| !t.is_empty())
+            spec.topology_spread_constraints
+                .as_ref()
+                .is_some_and(|t| !t.is_empty())
                 || spec
                     .affinity
                     .as_ref()
@@ -570,17 +593,13 @@ fn needs_pods(base: &Problem, candidates: &[Priced]) -> bool {
             .any(|p| topology(p) || host_ports(p))
 }
 
-/// A node as its free capacity, its pods' requests taken.
-fn without_pods(node: &ExistingNode) -> ExistingNode {
-    let mut allocatable = node.allocatable.clone();
-    for spec in node.pods.iter().filter_map(|p| p.spec.as_ref()) {
-        allocatable = allocatable.minus(&nodewright_solver::pod::pod_requests(spec, &mut Vec::new()));
-    }
+/// A node as its free capacity (its pods' requests taken).
+fn without_pods(node: &ExistingNode, free: &Resources) -> ExistingNode {
     ExistingNode {
         name: node.name.clone(),
         labels: node.labels.clone(),
         taints: node.taints.clone(),
-        allocatable,
+        allocatable: free.clone(),
         pods: Vec::new(),
         initialized: node.initialized,
     }
@@ -696,7 +715,13 @@ mod tests {
         // One 8-CPU node running 1 CPU: a 2-CPU node costs a quarter.
         let big = vec![pod("x", "big", "1")];
         let base = problem(vec![existing("big", 8000, big.clone())]);
-        let outcome = search(&base, &[candidate("big", &big, 0.4)], &mut budgets(1), &BTreeMap::new(), false);
+        let outcome = search(
+            &base,
+            &[candidate("big", &big, 0.4)],
+            &mut budgets(1),
+            &BTreeMap::new(),
+            false,
+        );
         let decision = outcome.decision.unwrap();
         assert_eq!(decision.replacements.len(), 1);
         assert_eq!(decision.replacements[0].instance_type, "two");
@@ -705,7 +730,13 @@ mod tests {
         // A full 2-CPU node: nothing cheaper holds its pods.
         let full = vec![pod("y", "small", "2")];
         let base = problem(vec![existing("small", 2000, full.clone())]);
-        let outcome = search(&base, &[candidate("small", &full, 0.1)], &mut budgets(1), &BTreeMap::new(), false);
+        let outcome = search(
+            &base,
+            &[candidate("small", &full, 0.1)],
+            &mut budgets(1),
+            &BTreeMap::new(),
+            false,
+        );
         assert!(outcome.decision.is_none());
         assert_eq!(outcome.refused[0].1, Blocker::NotCheaper);
     }
@@ -717,7 +748,13 @@ mod tests {
             existing("a", 4000, Vec::new()),
             existing("b", 4000, b.clone()),
         ]);
-        let outcome = search(&base, &[candidate("b", &b, 0.2)], &mut budgets(0), &BTreeMap::new(), false);
+        let outcome = search(
+            &base,
+            &[candidate("b", &b, 0.2)],
+            &mut budgets(0),
+            &BTreeMap::new(),
+            false,
+        );
         assert!(outcome.decision.is_none());
     }
 
@@ -736,7 +773,13 @@ mod tests {
         base.existing_nodes.push(node);
         let mut priced = candidate("big", &big, 0.4);
         priced.spot = true;
-        let refused = search(&base, std::slice::from_ref(&priced), &mut budgets(1), &BTreeMap::new(), false);
+        let refused = search(
+            &base,
+            std::slice::from_ref(&priced),
+            &mut budgets(1),
+            &BTreeMap::new(),
+            false,
+        );
         assert!(refused.decision.is_none());
         assert_eq!(refused.refused[0].1, Blocker::SpotToSpotDisabled);
         let allowed = search(&base, &[priced], &mut budgets(1), &BTreeMap::new(), true);
@@ -772,7 +815,13 @@ mod tests {
             .push(instance_type("four-cheap", 4000, 0.18));
         let plain = candidate("z", &pods, 0.2);
         let pool_totals = totals(0.2, 4.0);
-        let outcome = search(&base, &[balanced_pool(plain.clone())], &mut budgets(1), &pool_totals, false);
+        let outcome = search(
+            &base,
+            &[balanced_pool(plain.clone())],
+            &mut budgets(1),
+            &pool_totals,
+            false,
+        );
         assert!(outcome.decision.is_none());
         assert_eq!(outcome.refused[0].1.reason(), "SavingsBelowDisruption");
         let outcome = search(&base, &[plain], &mut budgets(1), &pool_totals, false);
@@ -787,7 +836,10 @@ mod tests {
     fn balanced_approves_a_deletion_worth_its_disruption() {
         let a = vec![pod("a1", "a", "1"), pod("a2", "a", "1")];
         let b = vec![pod("b1", "b", "1")];
-        let base = problem(vec![existing("a", 4000, a.clone()), existing("b", 4000, b.clone())]);
+        let base = problem(vec![
+            existing("a", 4000, a.clone()),
+            existing("b", 4000, b.clone()),
+        ]);
         let candidates = [
             balanced_pool(candidate("a", &a, 0.2)),
             balanced_pool(candidate("b", &b, 0.2)),

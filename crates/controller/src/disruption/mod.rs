@@ -38,10 +38,7 @@ use std::{
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use nodewright_api::{
-    NodeClaim, NodePool, conditions, labels,
-    nodepool::DisruptionReason,
-};
+use nodewright_api::{NodeClaim, NodePool, conditions, labels, nodepool::DisruptionReason};
 use nodewright_catalog::Price;
 use nodewright_solver::NodeClaimPlan;
 

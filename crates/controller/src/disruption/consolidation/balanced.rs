@@ -46,10 +46,7 @@ pub fn eviction_cost(pod: &Pod) -> f64 {
 
 /// A node's disruption cost: 1 for the node plus each moving pod's positive eviction cost.
 pub fn disruption_cost<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> f64 {
-    1.0 + pods
-        .into_iter()
-        .map(|p| eviction_cost(p).max(0.0))
-        .sum::<f64>()
+    1.0 + pods.into_iter().map(|p| eviction_cost(p).max(0.0)).sum::<f64>()
 }
 
 /// One NodePool's totals the score is normalized by.
@@ -143,10 +140,7 @@ mod tests {
     fn eviction_cost_follows_deletion_cost_and_priority() {
         assert!((eviction_cost(&pod(&json!({}), None)) - 1.0).abs() < 1e-12);
         // 2^27 deletion cost adds 1; 2^25 priority adds 1.
-        let both = pod(
-            &json!({ POD_DELETION_COST: "134217728" }),
-            Some(33_554_432),
-        );
+        let both = pod(&json!({ POD_DELETION_COST: "134217728" }), Some(33_554_432));
         assert!((eviction_cost(&both) - 3.0).abs() < 1e-12);
         // system-cluster-critical (2,000,000,000) clamps at 10.
         assert!((eviction_cost(&pod(&json!({}), Some(2_000_000_000))) - 10.0).abs() < 1e-12);

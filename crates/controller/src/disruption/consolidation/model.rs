@@ -11,7 +11,10 @@
 //! from the cheapest price per CPU and per byte shows they might be cheaper than the node).
 //! Those new nodes then take later candidates' pods as well, which is how N nodes become M.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 use nodewright_api::{Operator, labels};
@@ -66,7 +69,11 @@ pub(super) struct Model {
     by_free_cpu: BTreeSet<(i64, usize)>,
     pub(super) pods: Vec<MovingPod>,
     candidate_destination: Vec<Option<usize>>,
-    candidate_pods: Vec<Vec<usize>>,
+    /// Each candidate's moving pods, read into [`Model::pods`] when it is first tried (most
+    /// candidates are never tried when a budget runs out).
+    candidate_pods: Vec<Result<Vec<usize>, Vec<Arc<Pod>>>>,
+    /// What each node of the problem had free before the search.
+    initial_free: Vec<Resources>,
     /// The pools, instance types and DaemonSets; pods swapped in per question.
     scratch: Problem,
     /// The cheapest price (nano-$/h) per millicore and per byte over every offering.
@@ -76,7 +83,10 @@ pub(super) struct Model {
 
 impl Model {
     /// `candidates[i]` = (the candidate's node name, its moving pods).
-    pub(super) fn new<'a>(base: &Problem, candidates: impl IntoIterator<Item = (String, &'a [std::sync::Arc<Pod>])>) -> Self {
+    pub(super) fn new<'a>(
+        base: &Problem,
+        candidates: impl IntoIterator<Item = (String, &'a [Arc<Pod>])>,
+    ) -> Self {
         let mut destinations = Vec::with_capacity(base.existing_nodes.len());
         let mut by_name = BTreeMap::new();
         for node in &base.existing_nodes {
@@ -96,28 +106,13 @@ impl Model {
                 usable: node.initialized,
             });
         }
-        let mut pods = Vec::new();
         let mut candidate_destination = Vec::new();
         let mut candidate_pods = Vec::new();
         for (name, moving) in candidates {
             candidate_destination.push(by_name.get(&name).copied());
-            let mut own = Vec::with_capacity(moving.len());
-            for pod in moving {
-                let mut pod = (**pod).clone();
-                if let Some(spec) = pod.spec.as_mut() {
-                    spec.node_name = None;
-                }
-                let facts = PodFacts::from_pod(&pod);
-                own.push(pods.len());
-                pods.push(MovingPod {
-                    pod,
-                    requests: facts.requests,
-                    required_terms: facts.required_terms,
-                    tolerations: facts.tolerations,
-                });
-            }
-            candidate_pods.push(own);
+            candidate_pods.push(Err(moving.to_vec()));
         }
+        let initial_free = destinations.iter().map(|d| d.free.clone()).collect();
         let by_free_cpu = destinations
             .iter()
             .enumerate()
@@ -128,9 +123,10 @@ impl Model {
         Self {
             destinations,
             by_free_cpu,
-            pods,
+            pods: Vec::new(),
             candidate_destination,
             candidate_pods,
+            initial_free,
             scratch: Problem {
                 nodepools: base.nodepools.clone(),
                 daemonset_pods: base.daemonset_pods.clone(),
@@ -143,16 +139,47 @@ impl Model {
         }
     }
 
-    /// The moving pods of candidate `index` (its own, not those the model put on it).
+    /// The moving pods of candidate `index` (its own, not those the model put on it); empty
+    /// for a candidate never tried.
     pub(super) fn own_pods(&self, index: usize) -> &[usize] {
-        &self.candidate_pods[index]
+        self.candidate_pods[index].as_deref().unwrap_or_default()
+    }
+
+    /// What node `index` of the problem had free before the search.
+    pub(super) fn initial_free(&self, index: usize) -> &Resources {
+        &self.initial_free[index]
+    }
+
+    /// Reads candidate `index`'s pods into the model, once.
+    fn read_pods(&mut self, index: usize) -> Vec<usize> {
+        let unread = match &mut self.candidate_pods[index] {
+            Ok(read) => return read.clone(),
+            Err(unread) => std::mem::take(unread),
+        };
+        let mut own = Vec::with_capacity(unread.len());
+        for pod in unread {
+            let mut pod = (*pod).clone();
+            if let Some(spec) = pod.spec.as_mut() {
+                spec.node_name = None;
+            }
+            let facts = PodFacts::from_pod(&pod);
+            own.push(self.pods.len());
+            self.pods.push(MovingPod {
+                pod,
+                requests: facts.requests,
+                required_terms: facts.required_terms,
+                tolerations: facts.tolerations,
+            });
+        }
+        self.candidate_pods[index] = Ok(own.clone());
+        own
     }
 
     /// Removes candidate `index` (priced `price`), moving its pods and those the model put on
     /// it. On `Err` the model is as before.
     pub(super) fn try_remove(&mut self, index: usize, price: Price) -> Result<Trial, Blocker> {
         let destination = self.candidate_destination[index];
-        let mut moving = self.candidate_pods[index].clone();
+        let mut moving = self.read_pods(index);
         let mut hosted_before = Vec::new();
         if let Some(d) = destination {
             self.set_live(d, false);
@@ -193,7 +220,8 @@ impl Model {
     /// Undoes a trial (the last one made).
     pub(super) fn undo(&mut self, trial: Trial) {
         for d in trial.opened_from..self.destinations.len() {
-            self.by_free_cpu.remove(&(self.destinations[d].free.cpu_millis, d));
+            self.by_free_cpu
+                .remove(&(self.destinations[d].free.cpu_millis, d));
         }
         self.destinations.truncate(trial.opened_from);
         for (d, pod) in trial.placed.into_iter().rev() {
@@ -236,7 +264,10 @@ impl Model {
             return Err(Blocker::NotCheaper);
         }
         trial.new_cost = plan.total_price;
-        trial.new_spot = plan.new_nodes.iter().any(|n| n.capacity_type == CapacityType::Spot);
+        trial.new_spot = plan
+            .new_nodes
+            .iter()
+            .any(|n| n.capacity_type == CapacityType::Spot);
         for node in &plan.new_nodes {
             let Some(pool) = self
                 .scratch
@@ -246,12 +277,16 @@ impl Model {
             else {
                 continue;
             };
-            let Some(instance_type) = pool.instance_types.iter().find(|t| t.name == node.instance_type) else {
+            let Some(instance_type) = pool.instance_types.iter().find(|t| t.name == node.instance_type)
+            else {
                 continue;
             };
             let mut node_labels = instance_type.labels.clone();
             node_labels.insert(labels::ZONE.to_owned(), node.zone.clone());
-            node_labels.insert(labels::CAPACITY_TYPE.to_owned(), node.capacity_type.label().to_owned());
+            node_labels.insert(
+                labels::CAPACITY_TYPE.to_owned(),
+                node.capacity_type.label().to_owned(),
+            );
             node_labels.insert(labels::NODE_POOL.to_owned(), node.nodepool.clone());
             let d = self.destinations.len();
             self.destinations.push(Destination {
@@ -293,7 +328,9 @@ impl Model {
     }
 
     fn reindex(&mut self, d: usize, change: impl FnOnce(&mut Destination)) {
-        let indexed = self.by_free_cpu.remove(&(self.destinations[d].free.cpu_millis, d));
+        let indexed = self
+            .by_free_cpu
+            .remove(&(self.destinations[d].free.cpu_millis, d));
         change(&mut self.destinations[d]);
         if indexed {
             self.by_free_cpu.insert((self.destinations[d].free.cpu_millis, d));
