@@ -214,6 +214,39 @@ fn pod(name: &str, node: Option<&str>, spec: &PodSpec) -> Pod {
     }))
 }
 
+/// The NodeClaim and Node of node `i`: initialized, Ready, labelled as Karpenter labels them.
+fn claim_and_node(i: usize, n: &NodeSpec) -> (Arc<NodeClaim>, Node) {
+    let name = format!("node-{i}");
+    let (type_name, cpu, gib, _) = TYPES[n.instance_type];
+    let pool = format!("pool-{}", n.pool);
+    let capacity_type = if n.spot { "spot" } else { "on-demand" };
+    let provider_id = format!("aws:///{ZONE}/i-{i}");
+    let claim = Arc::new(decode::<NodeClaim>(json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+        "metadata": { "name": format!("claim-{i}"), "labels": { "karpenter.sh/nodepool": pool } },
+        "spec": { "requirements": [], "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" } },
+        "status": { "providerID": provider_id, "conditions": [{ "type": "Initialized", "status": "True",
+            "reason": "Initialized", "message": "", "lastTransitionTime": "2026-01-05T09:00:00Z" }] }
+    })));
+    let annotations = if n.do_not_disrupt {
+        json!({ "karpenter.sh/do-not-disrupt": "true" })
+    } else {
+        json!({})
+    };
+    let allocatable = json!({ "cpu": format!("{cpu}m"), "memory": format!("{gib}Gi"), "pods": "110" });
+    let node = decode(json!({
+        "metadata": { "name": name, "annotations": annotations, "labels": {
+            "karpenter.sh/nodepool": pool, "node.kubernetes.io/instance-type": type_name,
+            "topology.kubernetes.io/zone": ZONE, "karpenter.sh/capacity-type": capacity_type,
+            "kubernetes.io/hostname": name, "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux",
+            "karpenter.sh/registered": "true", "karpenter.sh/initialized": "true" } },
+        "spec": { "providerID": provider_id },
+        "status": { "allocatable": allocatable, "capacity": allocatable,
+                    "conditions": [{ "type": "Ready", "status": "True" }] }
+    }));
+    (claim, node)
+}
+
 fn build(spec: &ClusterSpec) -> Cluster {
     let pools: Vec<Arc<NodePool>> = spec
         .pools
@@ -240,33 +273,8 @@ fn build(spec: &ClusterSpec) -> Cluster {
     let mut existing = Vec::new();
     for (i, n) in spec.nodes.iter().enumerate() {
         let name = format!("node-{i}");
-        let (type_name, cpu, gib, _) = TYPES[n.instance_type];
-        let pool = format!("pool-{}", n.pool);
-        let capacity_type = if n.spot { "spot" } else { "on-demand" };
-        let provider_id = format!("aws:///{ZONE}/i-{i}");
-        claims.push(Arc::new(decode::<NodeClaim>(json!({
-            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
-            "metadata": { "name": format!("claim-{i}"), "labels": { "karpenter.sh/nodepool": pool } },
-            "spec": { "requirements": [], "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" } },
-            "status": { "providerID": provider_id, "conditions": [{ "type": "Initialized", "status": "True",
-                "reason": "Initialized", "message": "", "lastTransitionTime": "2026-01-05T09:00:00Z" }] }
-        }))));
-        let annotations = if n.do_not_disrupt {
-            json!({ "karpenter.sh/do-not-disrupt": "true" })
-        } else {
-            json!({})
-        };
-        let allocatable = json!({ "cpu": format!("{cpu}m"), "memory": format!("{gib}Gi"), "pods": "110" });
-        let node: Node = decode(json!({
-            "metadata": { "name": name, "annotations": annotations, "labels": {
-                "karpenter.sh/nodepool": pool, "node.kubernetes.io/instance-type": type_name,
-                "topology.kubernetes.io/zone": ZONE, "karpenter.sh/capacity-type": capacity_type,
-                "kubernetes.io/hostname": name, "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux",
-                "karpenter.sh/registered": "true", "karpenter.sh/initialized": "true" } },
-            "spec": { "providerID": provider_id },
-            "status": { "allocatable": allocatable, "capacity": allocatable,
-                        "conditions": [{ "type": "Ready", "status": "True" }] }
-        }));
+        let (claim, node) = claim_and_node(i, n);
+        claims.push(claim);
         let mut on_node = Vec::new();
         for (j, p) in n.pods.iter().enumerate() {
             let bound = pod(&format!("pod-{i}-{j}"), Some(&name), p);

@@ -24,7 +24,10 @@
 pub mod balanced;
 mod model;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::BuildHasher,
+};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -102,9 +105,9 @@ pub struct Outcome {
 /// Empty candidates whose consolidateAfter elapsed, within each pool's `Empty` budget (any
 /// policy removes empty nodes). `counts` are the budget counts per NodePool. Returns the chosen
 /// nodes and, by node name, those the budget held back.
-pub fn emptiness(
+pub fn emptiness<S: BuildHasher>(
     candidates: &[&Candidate],
-    counts: &HashMap<String, PoolNodes>,
+    counts: &HashMap<String, PoolNodes, S>,
     now: Timestamp,
 ) -> (Vec<Candidate>, Vec<(String, Blocker)>) {
     let mut left: HashMap<String, u64> = HashMap::new();
@@ -136,9 +139,9 @@ pub fn emptiness(
 }
 
 /// How many nodes of each pool consolidation may take now (reason `Underutilized`).
-pub fn underutilized_budgets(
+pub fn underutilized_budgets<S: BuildHasher>(
     pools: &[std::sync::Arc<NodePool>],
-    counts: &HashMap<String, PoolNodes>,
+    counts: &HashMap<String, PoolNodes, S>,
     now: Timestamp,
 ) -> BTreeMap<String, u64> {
     pools

@@ -561,10 +561,10 @@ fn reevaluate(
 
 /// Budget counts per NodePool: managed, initialized nodes whose instance is not terminating;
 /// of them, the ones deleting, tainted disrupted (unless in `exclude`), or NotReady.
-pub fn pool_nodes(
+pub fn pool_nodes<S: std::hash::BuildHasher>(
     claims: &[Arc<NodeClaim>],
     nodes: &[Arc<Node>],
-    exclude: &HashSet<String>,
+    exclude: &HashSet<String, S>,
 ) -> HashMap<String, PoolNodes> {
     let node_by_provider: HashMap<&str, &Arc<Node>> = nodes
         .iter()
