@@ -7,6 +7,13 @@
 //! a duration not yet elapsed since the pod started), and runs no pod a PodDisruptionBudget
 //! would refuse to evict (covered by a PDB with `disruptionsAllowed` 0, or by more than one).
 //!
+//! **PDBs over the whole drain.** Stricter than Karpenter, which checks each pod alone: a node
+//! whose pods one PDB covers more often than the PDB allows disruptions is not a candidate
+//! (draining it would exceed the PDB), and each candidate carries its evictions per PDB
+//! ([`Candidate::pdbs`]) so a plan removing several nodes keeps their sum within the allowance.
+//! The cost: a node running, say, two replicas of a Deployment whose PDB allows one disruption
+//! waits until the replicas spread out (Karpenter would drain it, one eviction at a time).
+//!
 //! **Nominated nodes.** Karpenter skips nodes a provisioning round expects pods to land on.
 //! Nodewright's provisioner nominates through events only, so the rule here is time-based and
 //! honest about it: a node is treated as nominated for [`NOMINATION_WINDOW`] after it was
