@@ -14,6 +14,7 @@ pub mod events;
 pub mod gc;
 pub mod leader;
 pub mod lifecycle;
+pub mod nodepool_hash;
 pub mod nodepool_status;
 pub mod provisioner;
 pub mod settings;
@@ -111,4 +112,7 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(termination::run(ctx.clone()));
     loops.spawn(gc::run(ctx.clone()));
     loops.spawn(disruption::run(ctx.clone()));
+    loops.spawn(nodepool_hash::run(ctx.clone()));
+    loops.spawn(disruption::drift::detection::run(ctx.clone()));
+    loops.spawn(disruption::expiration::run(ctx.clone()));
 }
