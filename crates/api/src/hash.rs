@@ -52,7 +52,11 @@ fn canonical(pool: &NodePool) -> String {
         &[&reference.group, &reference.kind, &reference.name],
     );
     if let Some(grace) = &spec.termination_grace_period {
-        line(&mut text, "terminationGracePeriod", &[&duration_value(grace.as_str())]);
+        line(
+            &mut text,
+            "terminationGracePeriod",
+            &[&duration_value(grace.as_str())],
+        );
     }
     let expire_after = if spec.expire_after.is_never() {
         "Never".to_owned()

@@ -85,7 +85,9 @@ pub fn decide(pools: &[Arc<NodePool>], claims: &[Arc<NodeClaim>]) -> Vec<Stamp> 
     let mut stamps: Vec<Stamp> = claims
         .iter()
         .filter(|c| c.metadata.deletion_timestamp.is_none())
-        .filter(|c| annotation(&c.metadata, labels::NODE_POOL_HASH_VERSION) != Some(hash::NODEPOOL_HASH_VERSION))
+        .filter(|c| {
+            annotation(&c.metadata, labels::NODE_POOL_HASH_VERSION) != Some(hash::NODEPOOL_HASH_VERSION)
+        })
         .filter_map(|claim| {
             let pool_hash = hashes.get(claim.nodepool_name()?)?;
             let drifted = claim.status.as_ref().is_some_and(|s| {
@@ -191,8 +193,7 @@ mod tests {
     fn stamped_pool() -> Arc<NodePool> {
         let mut pool = (*pool()).clone();
         let hash = hash::nodepool_hash(&pool);
-        pool.annotations_mut()
-            .insert(labels::NODE_POOL_HASH.into(), hash);
+        pool.annotations_mut().insert(labels::NODE_POOL_HASH.into(), hash);
         pool.annotations_mut().insert(
             labels::NODE_POOL_HASH_VERSION.into(),
             hash::NODEPOOL_HASH_VERSION.into(),
@@ -217,7 +218,8 @@ mod tests {
     #[test]
     fn claims_of_another_version_are_restamped_unless_drifted_and_current_ones_are_not() {
         let current = hash::nodepool_hash(&pool());
-        let karpenter = json!({ "karpenter.sh/nodepool-hash": "123", "karpenter.sh/nodepool-hash-version": "v3" });
+        let karpenter =
+            json!({ "karpenter.sh/nodepool-hash": "123", "karpenter.sh/nodepool-hash-version": "v3" });
         let ours = json!({ "karpenter.sh/nodepool-hash": "999", "karpenter.sh/nodepool-hash-version": hash::NODEPOOL_HASH_VERSION });
         let claims = [
             claim("migrated", &karpenter, false),

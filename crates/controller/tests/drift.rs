@@ -156,7 +156,8 @@ async fn teardown(lab: &Lab) {
 async fn a_new_ami_replaces_every_node_one_at_a_time_under_a_budget_of_one() {
     let lab = one_pod_per_node(json!([{ "nodes": "1" }])).await;
     lab.scale(3).await;
-    lab.run_until("three running inflate pods", || lab.running(3)).await;
+    lab.run_until("three running inflate pods", || lab.running(3))
+        .await;
     assert_eq!(nodes(&lab).len(), 3, "{}", lab.leftovers());
     assert_eq!(amis(&lab), [DEFAULT_AMI; 3]);
     let original: BTreeSet<String> = lab.node_names().into_iter().collect();

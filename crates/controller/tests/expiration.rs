@@ -29,7 +29,7 @@ async fn an_expired_node_is_deleted_despite_a_zero_budget_and_its_pod_runs_elsew
     let claim = lab.claims_in_store().remove(0);
     let name = claim.metadata.name.clone().unwrap();
     let created: Timestamp = claim.metadata.creation_timestamp.unwrap().0;
-    let expires = created.checked_add(SignedDuration::from_mins(10)).unwrap();
+    let expiry = created.checked_add(SignedDuration::from_mins(10)).unwrap();
 
     let deleted_at = std::cell::Cell::new(None);
     lab.run_until("the expired NodeClaim deleted", || async {
@@ -46,8 +46,8 @@ async fn an_expired_node_is_deleted_despite_a_zero_budget_and_its_pod_runs_elsew
     .await;
     let deleted_at = deleted_at.get().unwrap();
     assert!(
-        deleted_at >= expires,
-        "deleted at {deleted_at}, before it expired at {expires}"
+        deleted_at >= expiry,
+        "deleted at {deleted_at}, before it expired at {expiry}"
     );
 
     lab.run_until("the pod running on a new node", || async {

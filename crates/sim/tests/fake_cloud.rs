@@ -656,10 +656,7 @@ async fn a_new_node_class_ami_drifts_the_instances_launched_with_the_old_one() {
         Some(DriftReason::new(nodewright_sim::cloud::AMI_DRIFT))
     );
     let new = cloud.create(&node_claim("default-b", json!([]))).await.unwrap();
-    assert_eq!(
-        new.status.as_ref().unwrap().image_id.as_deref(),
-        Some("ami-0new")
-    );
+    assert_eq!(new.status.as_ref().unwrap().image_id.as_deref(), Some("ami-0new"));
     assert_eq!(cloud.is_drifted(&new).await.unwrap(), None);
 
     // Another node class's instances are not touched; a terminated instance is not drifted.

@@ -81,9 +81,7 @@ pub fn empty(drifted: &[Candidate], budgets: &mut BTreeMap<String, u64>) -> Outc
                 *left -= 1;
                 chosen.push(index);
             }
-            _ => outcome
-                .refused
-                .push((index, Blocker::BudgetExhausted("Drifted"))),
+            _ => outcome.refused.push((index, Blocker::BudgetExhausted("Drifted"))),
         }
     }
     if !chosen.is_empty() {
@@ -103,9 +101,7 @@ pub fn search(base: &Problem, drifted: &[Candidate], budgets: &BTreeMap<String, 
             continue;
         }
         if budgets.get(&candidate.pool.name_any()).copied().unwrap_or(0) == 0 {
-            outcome
-                .refused
-                .push((index, Blocker::BudgetExhausted("Drifted")));
+            outcome.refused.push((index, Blocker::BudgetExhausted("Drifted")));
             continue;
         }
         match replacements_for(base, candidate) {
@@ -288,10 +284,7 @@ mod tests {
         Problem {
             nodepools: vec![PoolInput {
                 nodepool: (*pool()).clone(),
-                instance_types: vec![
-                    instance_type("two", 2000, 0.1),
-                    instance_type("four", 4000, 0.2),
-                ],
+                instance_types: vec![instance_type("two", 2000, 0.1), instance_type("four", 4000, 0.2)],
                 in_use: Resources::default(),
             }],
             existing_nodes: nodes,

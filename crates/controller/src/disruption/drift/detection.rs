@@ -246,7 +246,12 @@ fn is_launched(claim: &NodeClaim) -> bool {
 
 /// Sets `Drifted` True with the drift's reason, or removes it; writes only a change, guarded by
 /// the resourceVersion it was computed from.
-async fn write(ctx: &Context, claim: &NodeClaim, desired: Option<&Drift>, now: Timestamp) -> Result<(), ControllerError> {
+async fn write(
+    ctx: &Context,
+    claim: &NodeClaim,
+    desired: Option<&Drift>,
+    now: Timestamp,
+) -> Result<(), ControllerError> {
     let mut status = claim.status.clone().unwrap_or_default();
     let mut set = ConditionSet::new(
         &mut status.conditions,
@@ -266,10 +271,8 @@ async fn write(ctx: &Context, claim: &NodeClaim, desired: Option<&Drift>, now: T
     if !changed {
         return Ok(());
     }
-    match desired {
-        Some(drift) => tracing::info!(nodeclaim = %claim.name_any(), reason = drift.reason, "drifted"),
-        None => tracing::info!(nodeclaim = %claim.name_any(), "no longer drifted"),
-    }
+    let reason = desired.map_or("none", |d| d.reason.as_str());
+    tracing::info!(nodeclaim = %claim.name_any(), drifted = desired.is_some(), reason, "drift changed");
     let patch = json!({
         "metadata": { "resourceVersion": claim.resource_version() },
         "status": { "conditions": status.conditions },
@@ -340,10 +343,7 @@ mod tests {
             None,
             "versions differ: not comparable"
         );
-        assert_eq!(
-            drift(&claim(&json!({}), &labels, true), &pool, None),
-            None
-        );
+        assert_eq!(drift(&claim(&json!({}), &labels, true), &pool, None), None);
     }
 
     #[test]
@@ -356,13 +356,12 @@ mod tests {
         let pool = pool(&json!({}), &requirements);
         let fits = json!({ "karpenter.sh/capacity-type": "on-demand", "karpenter.k8s.aws/instance-generation": "5" });
         assert_eq!(drift(&claim(&json!({}), &fits, true), &pool, None), None);
-        let spot = json!({ "karpenter.sh/capacity-type": "spot", "karpenter.k8s.aws/instance-generation": "5" });
+        let spot =
+            json!({ "karpenter.sh/capacity-type": "spot", "karpenter.k8s.aws/instance-generation": "5" });
         let drifted = drift(&claim(&json!({}), &spot, true), &pool, None).unwrap();
         assert_eq!(drifted.reason, "RequirementsDrifted");
         assert!(
-            drifted
-                .message
-                .contains("label karpenter.sh/capacity-type=spot"),
+            drifted.message.contains("label karpenter.sh/capacity-type=spot"),
             "{}",
             drifted.message
         );
@@ -388,11 +387,21 @@ mod tests {
         let pool = pool(&hashed("1", "v9"), &json!([]));
         let ami = DriftReason::new("AMIDrift");
         assert_eq!(
-            reason(drift(&claim(&hashed("1", "v9"), &json!({}), true), &pool, Some(&ami))).as_deref(),
+            reason(drift(
+                &claim(&hashed("1", "v9"), &json!({}), true),
+                &pool,
+                Some(&ami)
+            ))
+            .as_deref(),
             Some("AMIDrift")
         );
         assert_eq!(
-            reason(drift(&claim(&hashed("2", "v9"), &json!({}), true), &pool, Some(&ami))).as_deref(),
+            reason(drift(
+                &claim(&hashed("2", "v9"), &json!({}), true),
+                &pool,
+                Some(&ami)
+            ))
+            .as_deref(),
             Some("NodePoolDrifted"),
             "the template is checked first"
         );
