@@ -1,5 +1,5 @@
-//! Disruption: a singleton loop that removes empty nodes and consolidates underutilized ones,
-//! within the NodePools' budgets.
+//! Disruption: a singleton loop that removes empty nodes, replaces drifted ones and consolidates
+//! underutilized ones, within the NodePools' budgets.
 //!
 //! Each pass (every [`POLL`] of the clock's time, and when pods or nodes change):
 //! - **Read**: NodeClaims, Nodes, pods, NodePools, PDBs from the caches. Nodes left tainted
@@ -22,8 +22,8 @@
 //! Alongside, not as methods (as in Karpenter): [`drift::detection`] keeps NodeClaims'
 //! `Drifted` condition, and [`expiration`] deletes expired NodeClaims without budgets.
 //!
-//! Simplifications (see the module docs of each part): `Balanced` pools get emptiness only; pods moved by consolidation are simulated without their
-//! volumes' topology; spot-to-spot replacement follows
+//! Simplifications (see the module docs of each part): `Balanced` pools get emptiness only;
+//! pods moved by consolidation are simulated without their volumes' topology; spot-to-spot replacement follows
 //! [`crate::Settings::spot_to_spot_consolidation`] (off by default, as Karpenter's feature gate).
 
 pub mod budgets;
