@@ -11,6 +11,7 @@ pub mod context;
 pub mod disruption;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod gc;
 pub mod leader;
 pub mod lifecycle;

@@ -637,7 +637,7 @@ fn reevaluate(
 
 /// Budget counts per NodePool: managed, initialized nodes whose instance is not terminating;
 /// of them, the ones deleting, tainted disrupted (unless in `exclude`), or NotReady.
-fn pool_nodes(
+pub(crate) fn pool_nodes(
     claims: &[Arc<NodeClaim>],
     nodes: &[Arc<Node>],
     exclude: &HashSet<String>,
@@ -690,7 +690,7 @@ fn is_ready(node: &Node) -> bool {
 
 /// The price of the node's offering: its instance type, zone and capacity type labels, looked up
 /// in its NodePool's instance types.
-fn price_of(node: &Node, types: &[InstanceType]) -> Option<(Price, CapacityType)> {
+pub(crate) fn price_of(node: &Node, types: &[InstanceType]) -> Option<(Price, CapacityType)> {
     let node_labels = node.labels();
     let instance_type = node_labels.get(labels::INSTANCE_TYPE)?;
     let zone = node_labels.get(labels::ZONE)?;
