@@ -8,18 +8,19 @@
 //! - **RequirementsDrifted**: its labels no longer satisfy the NodePool's requirements (a key the
 //!   NodeClaim has no label for is fine when it is a well-known label, or the requirement is
 //!   `NotIn`/`DoesNotExist`);
+//! - **InstanceTypeNotFound**: it is at least an hour old and its instance type, zone and
+//!   capacity type are no longer offered to its NodePool ([`instance_type_not_found`]);
 //! - the cloud provider says so (`CloudProvider::is_drifted`, e.g. `AMIDrift`), with its reason.
 //!
-//! NodeClaims being deleted, or whose NodePool is gone, are left as they are. Karpenter's
-//! `InstanceTypeNotFound` check (no offering of the NodePool matches the node any more) is not
-//! built.
+//! NodeClaims being deleted, or whose NodePool is gone, are left as they are.
 //!
 //! The hash and requirement checks run on every change of NodeClaims or NodePools. The cloud's
-//! answer for a NodeClaim is reused for [`CLOUD_RECHECK`] of the clock's time (Karpenter requeues
-//! each NodeClaim every 5 minutes) and asked again at once when a node class changes.
+//! answers — a NodeClaim's drift, a NodePool's instance types — are reused for
+//! [`CLOUD_RECHECK`] of the clock's time (Karpenter requeues each NodeClaim every 5 minutes) and
+//! asked again at once when a node class changes.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -35,6 +36,7 @@ use nodewright_api::{
     conditions::{self, ConditionSet, Status},
     labels,
 };
+use nodewright_catalog::{CapacityType, InstanceType};
 use nodewright_cloudprovider::DriftReason;
 use serde_json::json;
 
@@ -47,6 +49,8 @@ use crate::{
 pub const CLOUD_RECHECK: SignedDuration = SignedDuration::from_mins(5);
 /// How often a pass runs when nothing changes.
 pub const POLL: Duration = Duration::from_secs(30);
+/// NodeClaims younger than this are not checked for `InstanceTypeNotFound` (Karpenter: 1 h).
+pub const INSTANCE_TYPE_CHECK_AGE: SignedDuration = SignedDuration::from_hours(1);
 /// Cloud calls in flight at once.
 const CONCURRENCY: usize = 8;
 
@@ -74,6 +78,7 @@ pub async fn run(ctx: Context) {
                 classes.mark_seen();
                 // A node class changed: what the cloud said about its nodes may no longer hold.
                 detector.cloud_answers.clear();
+                detector.instance_types.clear();
             }
             () = tokio::time::sleep(ctx.settings.wall(POLL)) => {}
         }
@@ -85,6 +90,8 @@ pub async fn run(ctx: Context) {
 struct Detector {
     /// NodeClaim name → when the cloud was asked, and its answer.
     cloud_answers: HashMap<String, (Timestamp, Option<DriftReason>)>,
+    /// NodePool name → when its instance types were listed, and the list.
+    instance_types: HashMap<String, (Timestamp, Vec<InstanceType>)>,
 }
 
 impl Detector {
@@ -103,10 +110,11 @@ impl Detector {
             .filter(|c| c.metadata.deletion_timestamp.is_none())
             .filter_map(|c| Some((Arc::clone(c), Arc::clone(pools.get(c.nodepool_name()?)?))))
             .collect();
-        // The cloud is asked only about launched claims the template does not already drift.
+        self.refresh_instance_types(ctx, &checked, now).await;
+        // The cloud is asked only about launched claims not already drifted by what is known here.
         let stale: Vec<Arc<NodeClaim>> = checked
             .iter()
-            .filter(|(claim, pool)| is_launched(claim) && static_drift(claim, pool).is_none())
+            .filter(|(claim, pool)| is_launched(claim) && self.local_drift(claim, pool, now).is_none())
             .filter(|(claim, _)| {
                 self.cloud_answers
                     .get(&claim.name_any())
@@ -133,18 +141,64 @@ impl Detector {
             }
         }
         for (claim, pool) in &checked {
-            let name = claim.name_any();
-            let Some(cloud) = self.cloud_answers.get(&name).map(|(_, answer)| answer.as_ref()) else {
-                // Not launched, statically drifted, or the cloud did not answer.
-                if !is_launched(claim) || static_drift(claim, pool).is_some() {
-                    write_logged(ctx, claim, drift(claim, pool, None), now).await;
-                }
+            let cloud = self
+                .cloud_answers
+                .get(&claim.name_any())
+                .map(|(_, answer)| answer.as_ref());
+            if is_launched(claim) && cloud.is_none() && self.local_drift(claim, pool, now).is_none() {
+                // The cloud did not answer: the condition stays as it is.
                 continue;
-            };
-            write_logged(ctx, claim, drift(claim, pool, cloud), now).await;
+            }
+            let types = self.instance_types_of(pool);
+            write_logged(ctx, claim, drift(claim, pool, now, types, cloud.flatten()), now).await;
         }
-        let live: std::collections::HashSet<String> = claims.iter().map(|c| c.name_any()).collect();
+        let live: HashSet<String> = claims.iter().map(|c| c.name_any()).collect();
         self.cloud_answers.retain(|name, _| live.contains(name));
+    }
+
+    fn instance_types_of(&self, pool: &NodePool) -> Option<&[InstanceType]> {
+        self.instance_types
+            .get(&pool.name_any())
+            .map(|(_, types)| types.as_slice())
+    }
+
+    fn local_drift(&self, claim: &NodeClaim, pool: &NodePool, now: Timestamp) -> Option<Drift> {
+        static_drift(claim, pool)
+            .or_else(|| instance_type_not_found(claim, self.instance_types_of(pool)?, now))
+    }
+
+    /// Lists the instance types of the pools with a NodeClaim old enough for the instance-type
+    /// check, when the last list is older than [`CLOUD_RECHECK`]. A pool whose types cannot be
+    /// listed (its node class is not ready) is not checked.
+    async fn refresh_instance_types(
+        &mut self,
+        ctx: &Context,
+        checked: &[(Arc<NodeClaim>, Arc<NodePool>)],
+        now: Timestamp,
+    ) {
+        let mut due: BTreeMap<String, Arc<NodePool>> = BTreeMap::new();
+        for (claim, pool) in checked {
+            let name = pool.name_any();
+            let old_enough = age(claim, now).is_some_and(|age| age >= INSTANCE_TYPE_CHECK_AGE);
+            let stale = self
+                .instance_types
+                .get(&name)
+                .is_none_or(|(listed, _)| now.duration_since(*listed) >= CLOUD_RECHECK);
+            if old_enough && stale {
+                due.insert(name, Arc::clone(pool));
+            }
+        }
+        for (name, pool) in due {
+            match ctx.cloud.get_instance_types(&pool).await {
+                Ok(types) => {
+                    self.instance_types.insert(name, (now, types));
+                }
+                Err(error) => {
+                    self.instance_types.remove(&name);
+                    tracing::debug!(nodepool = %name, %error, "instance types not listed; not checked for drift");
+                }
+            }
+        }
     }
 }
 
@@ -156,17 +210,70 @@ async fn write_logged(ctx: &Context, claim: &NodeClaim, desired: Option<Drift>, 
     }
 }
 
-/// Whether and why `claim` drifted from `pool`, given the cloud's answer. Pure.
-pub fn drift(claim: &NodeClaim, pool: &NodePool, cloud: Option<&DriftReason>) -> Option<Drift> {
+/// Whether and why `claim` drifted from `pool` at `now`, given the pool's instance types (None:
+/// not known) and the cloud's answer. Pure.
+pub fn drift(
+    claim: &NodeClaim,
+    pool: &NodePool,
+    now: Timestamp,
+    instance_types: Option<&[InstanceType]>,
+    cloud: Option<&DriftReason>,
+) -> Option<Drift> {
     if !is_launched(claim) {
         return None;
     }
-    static_drift(claim, pool).or_else(|| {
-        cloud.map(|reason| Drift {
-            reason: reason.as_str().to_owned(),
-            message: format!("the cloud provider reports {reason}"),
+    static_drift(claim, pool)
+        .or_else(|| instance_type_not_found(claim, instance_types?, now))
+        .or_else(|| {
+            cloud.map(|reason| Drift {
+                reason: reason.as_str().to_owned(),
+                message: format!("the cloud provider reports {reason}"),
+            })
         })
+}
+
+/// **InstanceTypeNotFound**: the NodeClaim's instance type is no longer among its NodePool's, or
+/// none of its offerings matches the NodeClaim's zone and capacity type (a reserved node also
+/// matches on-demand offerings, which it falls back to). Only for NodeClaims at least
+/// [`INSTANCE_TYPE_CHECK_AGE`] old, as Karpenter, so a list refreshed while a node launches does
+/// not drift it.
+pub fn instance_type_not_found(
+    claim: &NodeClaim,
+    instance_types: &[InstanceType],
+    now: Timestamp,
+) -> Option<Drift> {
+    if age(claim, now).is_none_or(|age| age < INSTANCE_TYPE_CHECK_AGE) {
+        return None;
+    }
+    let claim_labels = claim.labels();
+    let name = claim_labels.get(labels::INSTANCE_TYPE)?;
+    let zone = claim_labels.get(labels::ZONE);
+    let capacity_type = claim_labels.get(labels::CAPACITY_TYPE).map(String::as_str);
+    let offered = instance_types.iter().find(|t| &t.name == name).is_some_and(|t| {
+        t.offerings.iter().any(|o| {
+            zone.is_none_or(|z| *z == o.zone)
+                && capacity_type.is_none_or(|c| {
+                    c == o.capacity_type.label()
+                        || (c == CapacityType::Reserved.label() && o.capacity_type == CapacityType::OnDemand)
+                })
+        })
+    });
+    (!offered).then(|| Drift {
+        reason: conditions::nodeclaim::REASON_INSTANCE_TYPE_NOT_FOUND.to_owned(),
+        message: format!(
+            "instance type {name} is no longer offered to the NodePool in {} as {}",
+            zone.map_or("any zone", String::as_str),
+            capacity_type.unwrap_or("any capacity type")
+        ),
     })
+}
+
+fn age(claim: &NodeClaim, now: Timestamp) -> Option<SignedDuration> {
+    claim
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|created| now.duration_since(created.0))
 }
 
 /// Drift the core detects from the objects alone: the template hash, then the requirements.
@@ -311,11 +418,19 @@ mod tests {
         let status = if launched { "True" } else { "Unknown" };
         arc(json!({
             "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
-            "metadata": { "name": "a", "annotations": annotations, "labels": node_labels },
+            "metadata": { "name": "a", "annotations": annotations, "labels": node_labels,
+                "creationTimestamp": "2026-01-01T00:00:00Z" },
             "spec": { "requirements": [], "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" } },
             "status": { "conditions": [{ "type": "Launched", "status": status, "reason": "Launched", "message": "",
                 "lastTransitionTime": "2026-01-01T00:00:00Z" }] }
         }))
+    }
+
+    const NOW: &str = "2026-01-01T02:00:00Z";
+
+    /// [`super::drift`] at [`NOW`] without instance types.
+    fn drift(claim: &NodeClaim, pool: &NodePool, cloud: Option<&DriftReason>) -> Option<Drift> {
+        super::drift(claim, pool, NOW.parse().unwrap(), None, cloud)
     }
 
     fn hashed(hash: &str, version: &str) -> Value {
@@ -409,5 +524,37 @@ mod tests {
             drift(&claim(&hashed("2", "v9"), &json!({}), false), &pool, Some(&ami)),
             None
         );
+    }
+
+    #[test]
+    fn an_instance_type_no_longer_offered_drifts_an_hour_old_node() {
+        use crate::test_fixtures::instance_type;
+        let pool = pool(&json!({}), &json!([]));
+        let node_labels = json!({ "node.kubernetes.io/instance-type": "four",
+            "topology.kubernetes.io/zone": "us-east-1a", "karpenter.sh/capacity-type": "on-demand" });
+        let claim = claim(&json!({}), &node_labels, true);
+        let now: Timestamp = NOW.parse().unwrap();
+        let offered = [instance_type("two", 2000, 0.1), instance_type("four", 4000, 0.2)];
+        assert_eq!(super::drift(&claim, &pool, now, Some(&offered), None), None);
+
+        let gone = [instance_type("two", 2000, 0.1)];
+        assert_eq!(
+            reason(super::drift(&claim, &pool, now, Some(&gone), None)).as_deref(),
+            Some("InstanceTypeNotFound")
+        );
+        let mut other_zone = offered.clone();
+        other_zone[1].offerings[0].zone = "us-east-1b".into();
+        assert_eq!(
+            reason(super::drift(&claim, &pool, now, Some(&other_zone), None)).as_deref(),
+            Some("InstanceTypeNotFound")
+        );
+        // Younger than an hour: not checked yet.
+        let young: Timestamp = "2026-01-01T00:59:00Z".parse().unwrap();
+        assert_eq!(super::drift(&claim, &pool, young, Some(&gone), None), None);
+        // A reserved node falls back to on-demand offerings.
+        let reserved = json!({ "node.kubernetes.io/instance-type": "four",
+            "topology.kubernetes.io/zone": "us-east-1a", "karpenter.sh/capacity-type": "reserved" });
+        let reserved = self::claim(&json!({}), &reserved, true);
+        assert_eq!(super::drift(&reserved, &pool, now, Some(&offered), None), None);
     }
 }
