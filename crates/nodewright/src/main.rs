@@ -8,6 +8,7 @@ use std::{
 };
 
 mod explain;
+mod probes;
 mod sim;
 
 use anyhow::{Context, Result, bail};

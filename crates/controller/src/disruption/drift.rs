@@ -33,7 +33,7 @@ use super::{
     Command, Disruption, World, budgets,
     candidates::{Blocker, Candidate, pod_ref},
 };
-use crate::{events::reasons::DISRUPTION_BLOCKED, provisioner::snapshot};
+use crate::{events::reasons::DISRUPTION_BLOCKED, metrics, provisioner::snapshot};
 
 /// What drift decided.
 #[derive(Debug, Clone, Default)]
@@ -154,11 +154,13 @@ pub(super) struct Told(HashMap<String, &'static str>);
 impl Disruption {
     /// The drift method: a command for drifted candidates, or None.
     pub(super) async fn drift(&mut self, world: &World) -> Option<Command> {
+        let _evaluation = metrics::disruption_evaluating(DisruptionReason::Drifted);
         let drifted: Vec<Candidate> = world
             .candidates()
             .filter(|c| drifted_at(c).is_some())
             .cloned()
             .collect();
+        metrics::disruption_eligible(DisruptionReason::Drifted, drifted.len());
         if drifted.is_empty() {
             self.drift_told.0.clear();
             return None;
@@ -277,6 +279,7 @@ mod tests {
             pool: pool(),
             pods: pods.iter().cloned().map(Arc::new).collect(),
             consolidatable_at: None,
+            pdbs: Vec::new(),
         }
     }
 

@@ -3,14 +3,11 @@
 //! The steps are the disruption pass's, on the listed cluster: the candidate rules
 //! ([`candidates::evaluate`]), consolidateAfter, then emptiness (empty candidates in name order
 //! within each NodePool's `Empty` budget) or, for a node with pods, the consolidation search over
-//! every candidate of `WhenEmptyOrUnderutilized` NodePools ([`consolidation::search`]) within the
+//! every candidate of `WhenEmptyOrUnderutilized` and `Balanced` NodePools ([`consolidation::plan`]) within the
 //! `Underutilized` budgets. A pass runs emptiness first and consolidation only when emptiness
 //! found nothing; explain answers each node by the method that applies to it.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    fmt::Write as _,
-};
+use std::{collections::HashSet, fmt::Write as _};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -18,7 +15,6 @@ use nodewright_api::{
     NodeClaim, conditions,
     nodepool::{ConsolidationPolicy, DisruptionReason},
 };
-use nodewright_catalog::{CapacityType, InstanceType};
 use serde::Serialize;
 
 use super::{Cluster, ConditionLine, EventLine, ExplainError, PoolTypes, write_events};
@@ -26,7 +22,7 @@ use crate::{
     disruption::{
         self, budgets,
         candidates::{self, Blocker, Candidate, Inputs},
-        consolidation::{self, Priced},
+        consolidation,
     },
     provisioner::{pods::is_daemon_set_pod, snapshot},
 };
@@ -302,8 +298,8 @@ fn emptiness(cluster: &Cluster, all: &[&Candidate], candidate: &Candidate, now: 
     }
 }
 
-/// The consolidation method: the search over every non-empty consolidatable candidate of
-/// `WhenEmptyOrUnderutilized` NodePools.
+/// The consolidation method: [`consolidation::plan`] over every non-empty consolidatable
+/// candidate of `WhenEmptyOrUnderutilized` and `Balanced` NodePools.
 fn consolidation(
     cluster: &Cluster,
     types: &PoolTypes,
@@ -312,68 +308,32 @@ fn consolidation(
     now: Timestamp,
     options: Options,
 ) -> Decision {
-    match candidate.pool.spec.disruption.consolidation_policy {
-        ConsolidationPolicy::WhenEmptyOrUnderutilized => {}
-        ConsolidationPolicy::WhenEmpty => return Decision::keep(&Blocker::PolicyWhenEmpty, now),
-        ConsolidationPolicy::Balanced => return Decision::keep(&Blocker::BalancedNotSupported, now),
+    if candidate.pool.spec.disruption.consolidation_policy == ConsolidationPolicy::WhenEmpty {
+        return Decision::keep(&Blocker::PolicyWhenEmpty, now);
     }
     let snapshot = snapshot::assemble(
         &cluster.snapshot_world(),
         types.usable.clone(),
         types.skipped.clone(),
     );
-    let types_of: BTreeMap<String, &[InstanceType]> = snapshot
-        .problem
-        .nodepools
-        .iter()
-        .map(|p| (p.nodepool.name_any(), p.instance_types.as_slice()))
-        .collect();
-    let mut priced = Vec::new();
-    let mut own = None;
-    let eligible = all.iter().filter(|c| {
-        !c.is_empty()
-            && c.is_consolidatable(now)
-            && c.pool.spec.disruption.consolidation_policy == ConsolidationPolicy::WhenEmptyOrUnderutilized
-    });
-    for c in eligible {
-        let pool_types = types_of.get(&c.pool.name_any()).copied().unwrap_or_default();
-        if let Some((price, capacity_type)) = disruption::price_of(&c.node, pool_types) {
-            if c.name() == candidate.name() {
-                own = Some(priced.len());
-            }
-            priced.push(Priced {
-                candidate: (*c).clone(),
-                price,
-                spot: capacity_type == CapacityType::Spot,
-            });
-        }
-    }
-    let Some(own) = own else {
-        return Decision::keep(&Blocker::PriceUnknown, now);
-    };
     let counts = disruption::pool_nodes(&cluster.claims, &cluster.nodes, &HashSet::new());
-    let mut budgets: BTreeMap<String, u64> = cluster
-        .pools
-        .iter()
-        .map(|pool| {
-            let name = pool.name_any();
-            let nodes = counts.get(&name).copied().unwrap_or_default();
-            let allowed = budgets::allowed(pool, DisruptionReason::Underutilized, nodes, now);
-            (name, allowed)
-        })
-        .collect();
-    let outcome = consolidation::search(
-        &snapshot.problem,
-        &priced,
-        &mut budgets,
-        options.spot_to_spot_consolidation,
-    );
-    if let Some(decision) = outcome.decision.filter(|d| d.remove.contains(&own)) {
+    let planned = consolidation::plan(&consolidation::Request {
+        candidates: all,
+        problem: &snapshot.problem,
+        budgets: consolidation::underutilized_budgets(&cluster.pools, &counts, now),
+        now,
+        allow_spot_to_spot: options.spot_to_spot_consolidation,
+    });
+    let own = candidate.name();
+    if let Some(decision) = planned
+        .chosen
+        .filter(|d| d.candidates.iter().any(|c| c.name() == own))
+    {
         let together_with = decision
-            .remove
+            .candidates
             .iter()
-            .filter(|i| **i != own)
-            .map(|i| priced[*i].candidate.name())
+            .map(Candidate::name)
+            .filter(|name| *name != own)
             .collect();
         let replacements: Vec<Replacement> = decision
             .replacements
@@ -405,10 +365,10 @@ fn consolidation(
             ..Decision::act(Action::Consolidate, DisruptionReason::Underutilized, message)
         };
     }
-    let blocker = outcome
+    let blocker = planned
         .refused
         .into_iter()
-        .find(|(i, _)| *i == own)
+        .find(|(name, _)| *name == own)
         .map_or(Blocker::NotCheaper, |(_, b)| b);
     Decision::keep(&blocker, now)
 }
