@@ -11,6 +11,7 @@ pub mod crds;
 pub mod decode;
 pub mod duration;
 pub mod ec2nodeclass;
+pub mod hash;
 pub mod kubelet;
 pub mod labels;
 pub mod nodeclaim;

@@ -16,6 +16,7 @@ pub mod gc;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
+pub mod nodepool_hash;
 pub mod nodepool_status;
 pub mod provisioner;
 pub mod settings;
@@ -116,4 +117,7 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(termination::run(metered("node.termination")));
     loops.spawn(gc::run(metered("nodeclaim.garbagecollection")));
     loops.spawn(disruption::run(metered("disruption")));
+    loops.spawn(nodepool_hash::run(metered("nodepool.hash")));
+    loops.spawn(disruption::drift::detection::run(metered("nodeclaim.disruption")));
+    loops.spawn(disruption::expiration::run(metered("nodeclaim.expiration")));
 }

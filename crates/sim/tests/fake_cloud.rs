@@ -635,3 +635,33 @@ async fn node_class_readiness_drift_and_repair_policies() {
         std::time::Duration::from_mins(10)
     );
 }
+
+#[tokio::test]
+async fn a_new_node_class_ami_drifts_the_instances_launched_with_the_old_one() {
+    let (cloud, _clock) = cloud();
+    let claim = node_claim(
+        "default-a",
+        json!([req(labels::INSTANCE_TYPE, "In", &["m5.large"])]),
+    );
+    let old = cloud.create(&claim).await.unwrap();
+    assert_eq!(
+        old.status.as_ref().unwrap().image_id.as_deref(),
+        Some(nodewright_sim::cloud::DEFAULT_AMI)
+    );
+    assert_eq!(cloud.is_drifted(&old).await.unwrap(), None);
+
+    cloud.set_node_class_ami("default", "ami-0new");
+    assert_eq!(
+        cloud.is_drifted(&old).await.unwrap(),
+        Some(DriftReason::new(nodewright_sim::cloud::AMI_DRIFT))
+    );
+    let new = cloud.create(&node_claim("default-b", json!([]))).await.unwrap();
+    assert_eq!(new.status.as_ref().unwrap().image_id.as_deref(), Some("ami-0new"));
+    assert_eq!(cloud.is_drifted(&new).await.unwrap(), None);
+
+    // Another node class's instances are not touched; a terminated instance is not drifted.
+    cloud.set_node_class_ami("other", "ami-0other");
+    assert_eq!(cloud.is_drifted(&new).await.unwrap(), None);
+    cloud.delete(&old).await.unwrap();
+    assert_eq!(cloud.is_drifted(&old).await.unwrap(), None);
+}

@@ -1,15 +1,17 @@
-//! Disruption: a singleton loop that removes empty nodes and consolidates underutilized ones,
-//! within the NodePools' budgets.
+//! Disruption: a singleton loop that removes empty nodes, replaces drifted ones and consolidates
+//! underutilized ones, within the NodePools' budgets.
 //!
 //! Each pass (every [`POLL`] of the clock's time, and when pods or nodes change):
 //! - **Read**: NodeClaims, Nodes, pods, NodePools, PDBs from the caches. Nodes left tainted
 //!   `karpenter.sh/disrupted` by a command that did not finish (a crash, a failed validation)
 //!   whose NodeClaim is not being deleted are untainted first.
 //! - **Decide** (pure): [`candidates`] (with a reason for every node that is not one),
-//!   [`budgets`], then the methods in Karpenter's order — **emptiness** (candidates with no pod
-//!   to move, policy any, consolidateAfter elapsed) and, if it found nothing, **consolidation**
-//!   ([`consolidation::plan`] over every candidate of `WhenEmptyOrUnderutilized` and `Balanced`
-//!   pools; Balanced moves only when the savings outweigh the disruption).
+//!   [`budgets`], then the methods in Karpenter's order, the first that finds something acting —
+//!   **emptiness** (candidates with no pod to move, policy any, consolidateAfter elapsed),
+//!   **drift** ([`drift`]: `Drifted` candidates replaced within the `Drifted` budget), then
+//!   **consolidation** ([`consolidation::plan`] over every candidate of
+//!   `WhenEmptyOrUnderutilized` and `Balanced` pools; Balanced moves only when the savings
+//!   outweigh the disruption).
 //! - **Write**: the `Consolidatable` condition of each NodeClaim (True, or False with the
 //!   blocker's reason; events when the reason changes), then the command: taint the nodes
 //!   `karpenter.sh/disrupted:NoSchedule`, launch replacements and wait until they are
@@ -18,14 +20,18 @@
 //!   termination drains and terminates. A failed or timed-out command is rolled back: taints
 //!   removed, replacements deleted.
 //!
-//! Simplifications (see the module docs of each part): drift and expiration are not built;
-//! pods moved by consolidation are simulated without their
-//! volumes' topology; spot-to-spot replacement follows
+//! Alongside, not as methods (as in Karpenter): [`drift::detection`] keeps NodeClaims'
+//! `Drifted` condition, and [`expiration`] deletes expired NodeClaims without budgets.
+//!
+//! Simplifications (see the module docs of each part): pods moved by consolidation are simulated
+//! without their volumes' topology; spot-to-spot replacement follows
 //! [`crate::Settings::spot_to_spot_consolidation`] (off by default, as Karpenter's feature gate).
 
 pub mod budgets;
 pub mod candidates;
 pub mod consolidation;
+pub mod drift;
+pub mod expiration;
 mod pod_events;
 mod write;
 
@@ -116,6 +122,7 @@ struct Command {
 pub struct Disruption {
     ctx: Context,
     told: HashMap<String, &'static str>,
+    drift_told: drift::Told,
     /// Whether a spot node may be replaced by a spot node (Karpenter's `SpotToSpotConsolidation`
     /// gate, off by default).
     pub allow_spot_to_spot: bool,
@@ -172,6 +179,7 @@ impl Disruption {
     pub fn new(ctx: Context) -> Self {
         Self {
             told: HashMap::new(),
+            drift_told: drift::Told::default(),
             allow_spot_to_spot: ctx.settings.spot_to_spot_consolidation,
             ctx,
         }
@@ -183,10 +191,13 @@ impl Disruption {
         metrics::disruption_budgets(&world.pools, &world.pool_nodes(&HashSet::new()), world.now);
         self.untaint_stale(&world).await?;
         let mut refused: HashMap<String, Blocker> = HashMap::new();
-        let command = match Self::emptiness(&world, &mut refused) {
-            Some(command) => Some(command),
-            None => self.consolidation(&world, &mut refused).await,
-        };
+        let mut command = Self::emptiness(&world, &mut refused);
+        if command.is_none() {
+            command = self.drift(&world).await;
+        }
+        if command.is_none() {
+            command = self.consolidation(&world, &mut refused).await;
+        }
         metrics::savings_backlog(command.as_ref().map_or(Price::ZERO, |c| c.savings));
         self.report(&world, &refused, command.as_ref()).await;
         let Some(command) = command else {

@@ -1,12 +1,15 @@
 //! A NodeClaim from a plan's new node and its NodePool's template, as Karpenter builds it
 //! (`NodeClaimTemplate.ToNodeClaim`): `generateName: <nodepool>-`, the template's labels and
-//! annotations plus `karpenter.sh/nodepool` and the node class label, an owner reference to the
-//! NodePool, the `karpenter.sh/termination` finalizer from the start (nothing is launched for a
-//! NodeClaim that could lose track of its instance), and the plan's requirements and requests.
+//! annotations plus `karpenter.sh/nodepool` and the node class label, the NodePool hash
+//! annotations (static drift), an owner reference to the NodePool, the
+//! `karpenter.sh/termination` finalizer from the start (nothing is launched for a NodeClaim that
+//! could lose track of its instance), and the plan's requirements and requests.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
-use nodewright_api::{NodeClaim, NodeClaimSpec, NodePool, Operator, labels, nodeclaim::ResourceRequirements};
+use nodewright_api::{
+    NodeClaim, NodeClaimSpec, NodePool, Operator, hash, labels, nodeclaim::ResourceRequirements,
+};
 use nodewright_solver::NodeClaimPlan;
 
 use super::resources;
@@ -49,13 +52,14 @@ pub(crate) fn node_claim(plan: &NodeClaimPlan, pool: &NodePool) -> Result<NodeCl
     claim_labels.insert(labels::NODE_POOL.to_owned(), pool_name.clone());
 
     let mut annotations = template.metadata.annotations.clone();
-    // The static-drift hash is the NodePool's, as its hash controller wrote it on the NodePool;
-    // the NodeClaim records the one it was made from.
-    for key in [labels::NODE_POOL_HASH, labels::NODE_POOL_HASH_VERSION] {
-        if let Some(value) = pool.annotations().get(key) {
-            annotations.insert(key.to_owned(), value.clone());
-        }
-    }
+    // The static-drift hash of the template the NodeClaim is made from, computed here rather
+    // than copied from the NodePool's annotation, which the hash controller may not have
+    // written yet.
+    annotations.insert(labels::NODE_POOL_HASH.to_owned(), hash::nodepool_hash(pool));
+    annotations.insert(
+        labels::NODE_POOL_HASH_VERSION.to_owned(),
+        hash::NODEPOOL_HASH_VERSION.to_owned(),
+    );
     if plan.requirements.iter().any(|r| r.min_values.is_some()) {
         annotations.insert(
             labels::NODECLAIM_MIN_VALUES_RELAXED.to_owned(),
@@ -182,8 +186,15 @@ mod tests {
         );
         let annotations = meta.annotations.as_ref().unwrap();
         assert_eq!(annotations["note"], "hello");
-        assert_eq!(annotations["karpenter.sh/nodepool-hash"], "123");
-        assert_eq!(annotations["karpenter.sh/nodepool-hash-version"], "v3");
+        assert_eq!(
+            annotations["karpenter.sh/nodepool-hash"],
+            hash::nodepool_hash(&pool()),
+            "the template's hash, not the stale one on the NodePool"
+        );
+        assert_eq!(
+            annotations["karpenter.sh/nodepool-hash-version"],
+            hash::NODEPOOL_HASH_VERSION
+        );
         assert_eq!(annotations["karpenter.sh/nodeclaim-min-values-relaxed"], "false");
         assert!(
             !annotations.contains_key("other"),

@@ -18,6 +18,10 @@
 //! - **Accounting**: [`FakeCloud::ledger`] bills every instance per second at its offering's price
 //!   (integers: nano-dollars).
 //! - Node classes can be made not ready and instances drifted.
+//! - **AMI drift**: each node class resolves to an AMI ([`DEFAULT_AMI`] until a test calls
+//!   [`FakeCloud::set_node_class_ami`], as when a new AMI is released for an `al2023@latest`
+//!   alias); instances keep the AMI they launched with (`status.imageID`), and `is_drifted`
+//!   reports [`AMI_DRIFT`] for an instance whose AMI is no longer its node class's.
 //!
 //! Nothing is async inside: every call completes at once against the clock's current time, so a
 //! test moving a [`crate::meta::ManualClock`] controls every delay.
@@ -41,6 +45,12 @@ use nodewright_cloudprovider::{DriftReason, OfferingKey};
 pub use instance::{CloudEvent, CloudEventKind, Instance, InstanceState};
 pub use ledger::{Ledger, LedgerEntry, cost_nano_usd};
 pub use provider::{INVALID_RESOURCE_REQUEST, NO_COMPATIBLE_INSTANCE_TYPE};
+
+/// The AMI a node class resolves to until a test sets another.
+pub const DEFAULT_AMI: &str = "ami-0fa1ce0000000001";
+/// `is_drifted`'s reason for an instance whose AMI is no longer its node class's (the AWS
+/// provider's reason).
+pub const AMI_DRIFT: &str = "AMIDrift";
 
 use crate::meta::Clock;
 
@@ -118,6 +128,16 @@ struct State {
     drifted: BTreeMap<String, DriftReason>,
     /// Node class name → why it is not ready.
     not_ready_node_classes: BTreeMap<String, String>,
+    /// Node class name → the AMI it resolves to now (absent: [`DEFAULT_AMI`]).
+    node_class_amis: BTreeMap<String, String>,
+}
+
+impl State {
+    fn ami_of(&self, node_class: &str) -> &str {
+        self.node_class_amis
+            .get(node_class)
+            .map_or(DEFAULT_AMI, String::as_str)
+    }
 }
 
 impl fmt::Debug for FakeCloud {
@@ -224,6 +244,19 @@ impl FakeCloud {
 
     pub fn mark_node_class_ready(&self, node_class: &str) {
         self.state().not_ready_node_classes.remove(node_class);
+    }
+
+    /// Makes the node class resolve to `ami`: instances launched from now on get it, and live
+    /// instances with another AMI are drifted.
+    pub fn set_node_class_ami(&self, node_class: &str, ami: &str) {
+        self.state()
+            .node_class_amis
+            .insert(node_class.to_owned(), ami.to_owned());
+    }
+
+    /// The AMI the node class resolves to now.
+    pub fn node_class_ami(&self, node_class: &str) -> String {
+        self.state().ami_of(node_class).to_owned()
     }
 
     /// Makes `is_drifted` report `reason` for the instance.

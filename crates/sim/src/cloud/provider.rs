@@ -12,7 +12,7 @@ use nodewright_cloudprovider::{
 };
 
 use super::{
-    CloudEvent, CloudEventKind, FakeCloud, Instance,
+    AMI_DRIFT, CloudEvent, CloudEventKind, FakeCloud, Instance,
     selection::{Candidate, compatible_offerings, launch_order},
     tags,
 };
@@ -55,12 +55,29 @@ impl CloudProvider for FakeCloud {
         ))
     }
 
+    /// A reason a test marked, else [`AMI_DRIFT`] when the instance's AMI is no longer its node
+    /// class's. An instance that is gone is not drifted (garbage collection handles it).
     fn is_drifted<'a>(&'a self, node_claim: &'a NodeClaim) -> BoxFuture<'a, Result<Option<DriftReason>>> {
-        let reason = node_claim
-            .status
-            .as_ref()
-            .and_then(|s| s.provider_id.as_ref())
-            .and_then(|id| self.state().drifted.get(id).cloned());
+        let now = self.now();
+        let state = self.state();
+        let provider_id = node_claim.status.as_ref().and_then(|s| s.provider_id.as_deref());
+        let marked = provider_id.and_then(|id| state.drifted.get(id).cloned());
+        let ami_drifted = provider_id
+            .and_then(|id| {
+                state
+                    .instances
+                    .iter()
+                    .find(|i| i.provider_id == id && i.is_live(now))
+            })
+            .is_some_and(|instance| {
+                let launched_with = instance
+                    .node_claim
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.image_id.as_deref());
+                launched_with != Some(state.ami_of(&instance.node_claim.spec.node_class_ref.name))
+            });
+        let reason = marked.or_else(|| ami_drifted.then(|| DriftReason::new(AMI_DRIFT)));
         Box::pin(ready(Ok(reason)))
     }
 
@@ -171,7 +188,8 @@ impl FakeCloud {
         state.launched += 1;
         let id = format!("i-{:017x}", state.launched);
         let provider_id = format!("aws:///{}/{id}", chosen.offering.zone);
-        let launched = launched_node_claim(node_claim, chosen, &provider_id);
+        let ami = state.ami_of(&node_claim.spec.node_class_ref.name).to_owned();
+        let launched = launched_node_claim(node_claim, chosen, &provider_id, &ami);
         let running_at = now
             .checked_add(self.config().launch_latency)
             .unwrap_or(jiff::Timestamp::MAX);
@@ -254,8 +272,14 @@ fn requests(node_claim: &NodeClaim) -> Result<Resources, String> {
     Ok(resources)
 }
 
-/// `node_claim` as launched on `chosen`: the instance's labels and resources, and its providerID.
-fn launched_node_claim(node_claim: &NodeClaim, chosen: Candidate<'_>, provider_id: &str) -> NodeClaim {
+/// `node_claim` as launched on `chosen` from `ami`: the instance's labels and resources, its
+/// providerID and image.
+fn launched_node_claim(
+    node_claim: &NodeClaim,
+    chosen: Candidate<'_>,
+    provider_id: &str,
+    ami: &str,
+) -> NodeClaim {
     let mut launched = node_claim.clone();
     let node_labels = launched.labels_mut();
     for (key, value) in &chosen.instance_type.labels {
@@ -268,6 +292,7 @@ fn launched_node_claim(node_claim: &NodeClaim, chosen: Candidate<'_>, provider_i
     );
     let status = launched.status.get_or_insert_with(Default::default);
     status.provider_id = Some(provider_id.to_owned());
+    status.image_id = Some(ami.to_owned());
     status.capacity = quantities(&chosen.instance_type.capacity);
     status.allocatable = quantities(&chosen.instance_type.allocatable());
     launched

@@ -1,0 +1,292 @@
+//! Drift on the simulated cluster with every controller running: a new AMI for the EC2NodeClass
+//! replaces its nodes one at a time under a budget of one node, waits out a cron window with a
+//! budget of 0, and a changed NodePool template label drifts its node. A controller killed in
+//! the middle of a drift command (candidate tainted, replacement launched, nothing deleted yet)
+//! and restarted leaves no instance, taint or NodeClaim behind and deletes nothing twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::Lab;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Node;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use nodewright_api::{EC2NodeClass, NodeClaim, conditions, labels};
+use nodewright_sim::cloud::{CloudEventKind, DEFAULT_AMI};
+use serde_json::json;
+
+const NEW_AMI: &str = "ami-0new0000000000001";
+
+/// The lab with only m5.large on-demand in the NodePool: one inflate pod (1 CPU) per node, and
+/// nothing cheaper to consolidate to, so every node change in these tests is drift's. The
+/// NodePool is changed before the controllers start, so their first NodeClaim has it.
+async fn one_pod_per_node(budgets: serde_json::Value) -> Lab {
+    let mut lab = Lab::without_controllers().await;
+    lab.patch_nodepool(json!({ "spec": {
+        "template": { "spec": { "requirements": [
+            { "key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"] },
+            { "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }
+        ] } },
+        "disruption": { "budgets": budgets }
+    } }))
+    .await;
+    lab.start_controllers();
+    lab
+}
+
+/// Releases a new AMI for the `default` EC2NodeClass: the cloud resolves it from now on, and the
+/// node class is pinned to the release (which also tells the controllers it changed).
+async fn release_new_ami(lab: &Lab) {
+    lab.cluster
+        .cloud()
+        .unwrap()
+        .set_node_class_ami("default", NEW_AMI);
+    let classes: Api<EC2NodeClass> = Api::all(lab.cluster.client());
+    classes
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "amiSelectorTerms": [{ "alias": "al2023@v20260101" }] } })),
+        )
+        .await
+        .unwrap();
+}
+
+/// The AMI of every live instance.
+fn amis(lab: &Lab) -> Vec<String> {
+    lab.cluster
+        .cloud()
+        .unwrap()
+        .instances()
+        .iter()
+        .map(|i| {
+            i.node_claim
+                .status
+                .as_ref()
+                .and_then(|s| s.image_id.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn nodes(lab: &Lab) -> Vec<Node> {
+    lab.stored("", "nodes")
+}
+
+fn is_tainted_disrupted(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| labels::DISRUPTED_TAINT.matches(t)))
+}
+
+/// Nodes being disrupted now: tainted `karpenter.sh/disrupted` or with a NodeClaim being deleted.
+fn disrupting(lab: &Lab) -> BTreeSet<String> {
+    let deleting: BTreeSet<String> = lab
+        .claims_in_store()
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_some())
+        .filter_map(|c| c.status.as_ref()?.provider_id.clone())
+        .collect();
+    nodes(lab)
+        .iter()
+        .filter(|n| {
+            is_tainted_disrupted(n)
+                || n.spec
+                    .as_ref()
+                    .and_then(|s| s.provider_id.as_ref())
+                    .is_some_and(|id| deleting.contains(id))
+        })
+        .filter_map(|n| n.metadata.name.clone())
+        .collect()
+}
+
+/// The `Drifted` condition reasons on the NodeClaims (True ones only).
+fn drifted_reasons(lab: &Lab) -> Vec<String> {
+    lab.claims_in_store()
+        .iter()
+        .filter_map(|c: &NodeClaim| {
+            c.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == conditions::nodeclaim::DRIFTED && c.status == conditions::TRUE)
+                .map(|c| c.reason.clone())
+        })
+        .collect()
+}
+
+/// Instances asked to terminate, per providerID.
+fn termination_requests(lab: &Lab) -> BTreeMap<String, usize> {
+    let mut requests = BTreeMap::new();
+    for event in lab.cluster.cloud().unwrap().events() {
+        if let CloudEventKind::TerminationRequested { provider_id } = event.kind {
+            *requests.entry(provider_id).or_default() += 1;
+        }
+    }
+    requests
+}
+
+/// Whether `n` inflate pods run, every node runs the new AMI, and `n` nodes exist.
+async fn all_on_the_new_ami(lab: &Lab, n: usize) -> bool {
+    lab.running(n).await
+        && nodes(lab).len() == n
+        && lab.claims_in_store().len() == n
+        && amis(lab).iter().all(|a| a == NEW_AMI)
+        && amis(lab).len() == n
+}
+
+async fn teardown(lab: &Lab) {
+    lab.scale(0).await;
+    lab.run_until("every node removed", || async {
+        lab.delete_claims_in_store();
+        lab.claims_in_store().is_empty() && lab.cluster.cloud().unwrap().instances().is_empty()
+    })
+    .await;
+    lab.assert_nothing_leaked();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_ami_replaces_every_node_one_at_a_time_under_a_budget_of_one() {
+    let lab = one_pod_per_node(json!([{ "nodes": "1" }])).await;
+    lab.scale(3).await;
+    lab.run_until("three running inflate pods", || lab.running(3))
+        .await;
+    assert_eq!(nodes(&lab).len(), 3, "{}", lab.leftovers());
+    assert_eq!(amis(&lab), [DEFAULT_AMI; 3]);
+    let original: BTreeSet<String> = lab.node_names().into_iter().collect();
+
+    release_new_ami(&lab).await;
+    lab.run_until("the old nodes to be marked drifted", || async {
+        drifted_reasons(&lab).iter().any(|r| r == "AMIDrift")
+    })
+    .await;
+    let most_at_once = std::cell::Cell::new(0);
+    lab.run_until("every node replaced by one on the new AMI", || async {
+        most_at_once.set(most_at_once.get().max(disrupting(&lab).len()));
+        all_on_the_new_ami(&lab, 3).await
+    })
+    .await;
+    assert_eq!(most_at_once.get(), 1, "the budget allows one node at a time");
+    let now: BTreeSet<String> = lab.node_names().into_iter().collect();
+    assert!(now.is_disjoint(&original), "{now:?} vs {original:?}");
+    assert!(drifted_reasons(&lab).is_empty(), "the replacements are current");
+    assert_eq!(
+        lab.cluster.cloud().unwrap().all_instances().len(),
+        6,
+        "one replacement per drifted node"
+    );
+    teardown(&lab).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_of_zero_in_a_cron_window_holds_drift_until_the_window_ends() {
+    // The lab's clock starts at 00:00 UTC: no drift until 00:30.
+    let lab = one_pod_per_node(json!([
+        { "nodes": "0", "schedule": "0 0 * * *", "duration": "30m", "reasons": ["Drifted"] }
+    ]))
+    .await;
+    lab.scale(1).await;
+    lab.run_until("one running inflate pod", || lab.running(1)).await;
+    let node = lab.node_names();
+    release_new_ami(&lab).await;
+    let window_end: Timestamp = "2026-01-01T00:30:00Z".parse().unwrap();
+    while lab.clock.now() < window_end.checked_sub(SignedDuration::from_secs(10)).unwrap() {
+        lab.step().await;
+        assert_eq!(lab.node_names(), node, "{}", lab.leftovers());
+        assert!(disrupting(&lab).is_empty(), "{}", lab.leftovers());
+    }
+    assert_eq!(drifted_reasons(&lab), ["AMIDrift"]);
+    assert_eq!(lab.cluster.cloud().unwrap().all_instances().len(), 1);
+
+    lab.run_until("the node replaced after the window", || {
+        all_on_the_new_ami(&lab, 1)
+    })
+    .await;
+    assert!(lab.clock.now() >= window_end);
+    assert_ne!(lab.node_names(), node);
+    teardown(&lab).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_label_in_the_nodepool_template_drifts_its_node() {
+    let lab = one_pod_per_node(json!([{ "nodes": "1" }])).await;
+    lab.scale(1).await;
+    lab.run_until("one running inflate pod", || lab.running(1)).await;
+    let node = lab.node_names();
+
+    lab.patch_nodepool(json!({ "spec": { "template": { "metadata": { "labels": { "team": "blue" } } } } }))
+        .await;
+    lab.run_until("the node marked drifted by the template", || async {
+        drifted_reasons(&lab) == ["NodePoolDrifted"]
+    })
+    .await;
+    lab.run_until("a node with the new label running the pod", || async {
+        let current = nodes(&lab);
+        lab.running(1).await
+            && current.len() == 1
+            && lab.claims_in_store().len() == 1
+            && current[0].metadata.labels.as_ref().unwrap().get("team") == Some(&"blue".to_owned())
+    })
+    .await;
+    assert_ne!(lab.node_names(), node);
+    assert!(drifted_reasons(&lab).is_empty(), "{}", lab.leftovers());
+    teardown(&lab).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restarted_mid_drift_command_leaks_nothing_and_deletes_nothing_twice() {
+    let mut lab = one_pod_per_node(json!([{ "nodes": "1" }])).await;
+    lab.scale(1).await;
+    lab.run_until("one running inflate pod", || lab.running(1)).await;
+    let old_node = lab.node_names();
+    let old_claim = lab.claims_in_store()[0].metadata.name.clone().unwrap();
+
+    release_new_ami(&lab).await;
+    // Kill the controllers once the command has tainted the node and launched its replacement,
+    // before it deleted anything.
+    lab.run_until("the drift command to taint and launch", || async {
+        let claims = lab.claims_in_store();
+        disrupting(&lab) == old_node.iter().cloned().collect()
+            && claims.len() == 2
+            && claims.iter().all(|c| c.metadata.deletion_timestamp.is_none())
+    })
+    .await;
+    lab.kill_controllers().await;
+    assert!(
+        nodes(&lab).iter().any(is_tainted_disrupted),
+        "killed mid-command: {}",
+        lab.leftovers()
+    );
+    lab.start_controllers();
+
+    lab.run_until("the pod on the new AMI and no taint left", || async {
+        all_on_the_new_ami(&lab, 1).await && !nodes(&lab).iter().any(is_tainted_disrupted)
+    })
+    .await;
+    let claims: Vec<String> = lab
+        .claims_in_store()
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert!(!claims.contains(&old_claim), "{claims:?}");
+    assert_eq!(
+        lab.cluster.cloud().unwrap().all_instances().len(),
+        2,
+        "the restarted controller used the replacement already launched: {}",
+        lab.leftovers()
+    );
+    assert!(
+        termination_requests(&lab).values().all(|n| *n == 1),
+        "an instance was deleted twice: {:?}",
+        termination_requests(&lab)
+    );
+    assert_eq!(termination_requests(&lab).len(), 1);
+    teardown(&lab).await;
+}

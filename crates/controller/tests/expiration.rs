@@ -1,0 +1,79 @@
+//! Expiration on the simulated cluster with every controller running: a node whose NodeClaim has
+//! lived past the NodePool's `expireAfter` is deleted even with a disruption budget of 0, with an
+//! `Expired` event, and its pod is rescheduled onto a new node the provisioner launches.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
+
+mod common;
+
+use common::Lab;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, api::ListParams};
+use nodewright_controller::disruption::expiration::EXPIRED;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_node_is_deleted_despite_a_zero_budget_and_its_pod_runs_elsewhere() {
+    // The NodePool is changed before the controllers start, so their first NodeClaim has it.
+    let mut lab = Lab::without_controllers().await;
+    lab.patch_nodepool(json!({ "spec": {
+        "template": { "spec": { "expireAfter": "10m" } },
+        "disruption": { "budgets": [{ "nodes": "0" }] }
+    } }))
+    .await;
+    lab.start_controllers();
+    lab.scale(1).await;
+    lab.run_until("one running inflate pod", || lab.running(1)).await;
+    let old_node = lab.node_names();
+    let claim = lab.claims_in_store().remove(0);
+    let name = claim.metadata.name.clone().unwrap();
+    let created: Timestamp = claim.metadata.creation_timestamp.unwrap().0;
+    let expiry = created.checked_add(SignedDuration::from_mins(10)).unwrap();
+
+    let deleted_at = std::cell::Cell::new(None);
+    lab.run_until("the expired NodeClaim deleted", || async {
+        let gone_or_deleting = lab
+            .claims_in_store()
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(&name))
+            .is_none_or(|c| c.metadata.deletion_timestamp.is_some());
+        if gone_or_deleting && deleted_at.get().is_none() {
+            deleted_at.set(Some(lab.clock.now()));
+        }
+        gone_or_deleting
+    })
+    .await;
+    let deleted_at = deleted_at.get().unwrap();
+    assert!(
+        deleted_at >= expiry,
+        "deleted at {deleted_at}, before it expired at {expiry}"
+    );
+
+    lab.run_until("the pod running on a new node", || async {
+        let nodes = lab.node_names();
+        lab.running(1).await && nodes.len() == 1 && nodes != old_node && lab.claims_in_store().len() == 1
+    })
+    .await;
+    let events: Api<Event> = Api::all(lab.cluster.client());
+    let expired: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(EXPIRED)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(&name)
+        })
+        .collect();
+    assert_eq!(expired.len(), 1, "one Expired event on the NodeClaim");
+
+    lab.scale(0).await;
+    lab.run_until("every node removed", || async {
+        lab.delete_claims_in_store();
+        lab.claims_in_store().is_empty() && lab.cluster.cloud().unwrap().instances().is_empty()
+    })
+    .await;
+    lab.assert_nothing_leaked();
+}
