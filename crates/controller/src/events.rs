@@ -48,6 +48,8 @@ pub mod reasons {
     pub const DISRUPTION_LAUNCHING: &str = "DisruptionLaunching";
     /// Why a node cannot be consolidated (changes only).
     pub const UNCONSOLIDATABLE: &str = "Unconsolidatable";
+    /// A NodeClaim lived past its `expireAfter` and is deleted.
+    pub const EXPIRED: &str = "Expired";
     pub const TERMINATION_GRACE_PERIOD_EXPIRING: &str = "TerminationGracePeriodExpiring";
     pub const FAILED_CONSISTENCY_CHECK: &str = "FailedConsistencyCheck";
 }

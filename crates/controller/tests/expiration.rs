@@ -10,7 +10,7 @@ use common::Lab;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, api::ListParams};
-use nodewright_controller::disruption::expiration::EXPIRED;
+use nodewright_controller::events::reasons::EXPIRED;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,6 +68,14 @@ async fn an_expired_node_is_deleted_despite_a_zero_budget_and_its_pod_runs_elsew
         })
         .collect();
     assert_eq!(expired.len(), 1, "one Expired event on the NodeClaim");
+    let scrape = nodewright_controller::metrics::global().encode_openmetrics();
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("karpenter_nodeclaims_disrupted_total{")
+                && l.contains("reason=\"expired\"")),
+        "expiration counted as a disruption with reason expired"
+    );
 
     lab.scale(0).await;
     lab.run_until("every node removed", || async {

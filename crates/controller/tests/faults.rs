@@ -23,6 +23,36 @@ fn inject(lab: &Lab, step: usize) {
     }
 }
 
+/// Steps until NodeClaims, Nodes and instances have agreed for 20 passes in a row (at most 120
+/// passes): disruption may be replacing a node meanwhile, and a Node outlives its NodeClaim for a
+/// pass or two while the kubelet notices its instance is gone. Returns the counts and the quiet
+/// passes reached.
+async fn settle_counts(lab: &Lab) -> (usize, usize, usize, usize) {
+    let counts = |lab: &Lab| {
+        let nodes: Vec<Node> = lab.stored("", "nodes");
+        (
+            lab.claims_in_store().len(),
+            nodes.len(),
+            lab.cluster.cloud().unwrap().instances().len(),
+        )
+    };
+    let mut quiet = 0;
+    for _ in 0..120 {
+        lab.step().await;
+        let (claims, nodes, instances) = counts(lab);
+        quiet = if claims == nodes && instances == nodes {
+            quiet + 1
+        } else {
+            0
+        };
+        if quiet == 20 {
+            break;
+        }
+    }
+    let (claims, nodes, instances) = counts(lab);
+    (claims, nodes, instances, quiet)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_faults_neither_lose_nor_duplicate_work() {
     let lab = Lab::start().await;
@@ -39,31 +69,7 @@ async fn api_faults_neither_lose_nor_duplicate_work() {
     }
     lab.cluster.state().faults.clear();
     // Let anything in flight finish, then count: one NodeClaim per node, one instance each.
-    // Disruption may be replacing a node meanwhile (a Node outlives its NodeClaim for a pass or
-    // two while the kubelet notices its instance is gone), so the counts must agree once the
-    // cluster is quiet, within a bounded number of passes.
-    let counts = |lab: &Lab| {
-        let nodes: Vec<Node> = lab.stored("", "nodes");
-        (
-            lab.claims_in_store().len(),
-            nodes.len(),
-            lab.cluster.cloud().unwrap().instances().len(),
-        )
-    };
-    let mut quiet = 0;
-    for _ in 0..120 {
-        lab.step().await;
-        let (claims, nodes, instances) = counts(&lab);
-        quiet = if claims == nodes && instances == nodes {
-            quiet + 1
-        } else {
-            0
-        };
-        if quiet == 20 {
-            break;
-        }
-    }
-    let (claims, nodes, instances) = counts(&lab);
+    let (claims, nodes, instances, quiet) = settle_counts(&lab).await;
     assert_eq!(claims, nodes, "no spare NodeClaims");
     assert_eq!(instances, nodes, "one instance per node");
     assert_eq!(quiet, 20, "the counts agreed for 20 passes in a row");

@@ -14,15 +14,15 @@ use std::{sync::Arc, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
 use kube::{Api, ResourceExt, api::DeleteParams};
-use nodewright_api::NodeClaim;
+use nodewright_api::{NodeClaim, labels};
 
 use crate::{
     context::Context,
     error::{ControllerError, is_not_found},
+    events::reasons::EXPIRED,
+    metrics::record as metrics,
 };
 
-/// The event reason on an expired NodeClaim.
-pub const EXPIRED: &str = "Expired";
 /// The longest sleep between passes, in the clock's time.
 pub const POLL: Duration = Duration::from_secs(10);
 
@@ -122,6 +122,14 @@ async fn expire(ctx: &Context, claim: &NodeClaim) -> Result<(), ControllerError>
         Err(error) => return Err(error.into()),
     }
     tracing::info!(nodeclaim = %name, expire_after = %claim.spec.expire_after, "deleted an expired NodeClaim");
+    let pool_name = claim.labels().get(labels::NODE_POOL);
+    let pool = ctx
+        .state
+        .node_pools
+        .all()
+        .into_iter()
+        .find(|p| Some(&p.name_any()) == pool_name);
+    metrics::nodeclaim_expired(claim, pool.as_deref());
     ctx.events
         .normal(
             claim,

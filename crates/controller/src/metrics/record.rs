@@ -352,6 +352,28 @@ pub fn disruption_decided(reason: DisruptionReason, candidates: &[Candidate], re
     }
 }
 
+/// A NodeClaim was deleted because it outlived its `expireAfter` (Karpenter counts expiration as
+/// a disruption reason, `expired`).
+pub fn nodeclaim_expired(claim: &NodeClaim, pool: Option<&NodePool>) {
+    let metrics = global();
+    let termination_mode = if claim.spec.termination_grace_period.is_some() {
+        "eventual"
+    } else {
+        "graceful"
+    };
+    let labels = DisruptedLabels {
+        reason: "expired".to_owned(),
+        nodepool: label(claim.labels().get(labels::NODE_POOL)),
+        capacity_type: label(claim.labels().get(labels::CAPACITY_TYPE)),
+        consolidation_policy: pool
+            .map(|p| policy_label(p.spec.disruption.consolidation_policy))
+            .unwrap_or_default()
+            .to_owned(),
+        termination_mode: termination_mode.to_owned(),
+    };
+    metrics.nodeclaims_disrupted.get_or_create(&labels).inc();
+}
+
 /// A candidate's NodeClaim was deleted by a disruption command: the NodeClaim and its pods are
 /// disrupted.
 pub fn nodeclaim_disrupted(candidate: &Candidate, reason: DisruptionReason) {
