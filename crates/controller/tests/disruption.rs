@@ -113,8 +113,10 @@ async fn a_budget_of_zero_nodes_keeps_an_empty_node_until_raised() {
 
 /// Two m5.xlarge nodes (3 inflate pods each) holding 2 and 1 pods: one can take them all. Built
 /// with disruption blocked (budget 0): 2 pods on the first node, which is then cordoned so the
-/// next 2 pods get a second node, then uncordoned, and one pod scaled away.
-async fn two_half_empty_nodes(lab: &Lab) -> Vec<String> {
+/// next 2 pods get a second node, then uncordoned, and one pod scaled away. The NodePool is changed
+/// before the controllers start, so no NodeClaim is planned from the default pool.
+async fn two_half_empty_nodes() -> (Lab, Vec<String>) {
+    let mut lab = Lab::without_controllers().await;
     lab.patch_nodepool(json!({ "spec": {
         "template": { "spec": { "requirements": [
             { "key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.xlarge"] },
@@ -123,6 +125,7 @@ async fn two_half_empty_nodes(lab: &Lab) -> Vec<String> {
         "disruption": { "budgets": [{ "nodes": "0" }] }
     } }))
     .await;
+    lab.start_controllers();
     lab.scale(2).await;
     lab.run_until("two running inflate pods", || lab.running(2)).await;
     let first = lab.node_names();
@@ -147,7 +150,7 @@ async fn two_half_empty_nodes(lab: &Lab) -> Vec<String> {
             "{node} has no pod: the setup wants two half-empty nodes"
         );
     }
-    nodes
+    (lab, nodes)
 }
 
 fn node_of(pod: &Pod) -> String {
@@ -156,8 +159,7 @@ fn node_of(pod: &Pod) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_half_empty_nodes_are_consolidated_into_one() {
-    let lab = Lab::start().await;
-    let nodes = two_half_empty_nodes(&lab).await;
+    let (lab, nodes) = two_half_empty_nodes().await;
     let instances_before = lab.cluster.cloud().unwrap().instances().len();
     assert_eq!(instances_before, 2);
     lab.patch_nodepool(json!({ "spec": { "disruption": { "budgets": [{ "nodes": "1" }] } } }))
@@ -185,8 +187,7 @@ async fn two_half_empty_nodes_are_consolidated_into_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pdb_allowing_no_disruption_blocks_consolidation() {
-    let lab = Lab::start().await;
-    let nodes = two_half_empty_nodes(&lab).await;
+    let (lab, nodes) = two_half_empty_nodes().await;
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(lab.cluster.client(), "default");
     let pdb = serde_json::from_value(json!({
         "metadata": { "name": "inflate" },
