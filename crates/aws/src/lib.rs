@@ -18,3 +18,4 @@ pub use node_classes::{NodeClassSource, StaticNodeClasses};
 pub use settings::AwsSettings;
 pub use unavailable::UnavailableOfferings;
 pub mod nodeclass;
+pub mod launch;

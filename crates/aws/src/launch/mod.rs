@@ -1,0 +1,7 @@
+//! Launching: which offerings to ask for ([`selection`]), the launch templates they use
+//! ([`template`], [`userdata`]), and the CreateFleet call and its answer ([`fleet`]).
+
+pub mod fleet;
+pub mod selection;
+pub mod template;
+pub mod userdata;
