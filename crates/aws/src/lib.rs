@@ -19,3 +19,8 @@ pub use settings::AwsSettings;
 pub use unavailable::UnavailableOfferings;
 pub mod nodeclass;
 pub mod launch;
+pub mod instances;
+pub mod claims;
+pub mod provider;
+
+pub use provider::AwsProvider;
