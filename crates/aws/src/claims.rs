@@ -21,7 +21,8 @@ pub fn requests(node_claim: &NodeClaim) -> Result<Resources, String> {
     let mut resources = Resources::default();
     for (name, value) in &node_claim.spec.resources.requests {
         let parsed = quantity::parse_resource(name, &value.0).map_err(|e| format!("request {name}: {e}"))?;
-        let amount = i64::try_from(parsed).map_err(|_| format!("request {name}: {} is too large", value.0))?;
+        let amount =
+            i64::try_from(parsed).map_err(|_| format!("request {name}: {} is too large", value.0))?;
         resources.set(name, amount);
     }
     Ok(resources)

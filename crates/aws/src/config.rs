@@ -18,9 +18,7 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// The standard loader with Nodewright's HTTPS client and adaptive retries.
 pub fn config_loader() -> ConfigLoader {
     let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
         .build_https();
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client)

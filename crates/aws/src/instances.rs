@@ -58,7 +58,11 @@ pub fn instance_id(provider_id: &str) -> Result<&str, AwsError> {
     let invalid = || AwsError::InvalidProviderId(provider_id.to_owned());
     let rest = provider_id.strip_prefix("aws:///").ok_or_else(invalid)?;
     let (_zone, id) = rest.rsplit_once('/').ok_or_else(invalid)?;
-    if id.starts_with("i-") { Ok(id) } else { Err(invalid()) }
+    if id.starts_with("i-") {
+        Ok(id)
+    } else {
+        Err(invalid())
+    }
 }
 
 fn info(instance: &aws_sdk_ec2::types::Instance) -> Option<InstanceInfo> {

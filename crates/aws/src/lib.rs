@@ -17,10 +17,10 @@ pub use error::AwsError;
 pub use node_classes::{NodeClassSource, StaticNodeClasses};
 pub use settings::AwsSettings;
 pub use unavailable::UnavailableOfferings;
-pub mod nodeclass;
-pub mod launch;
-pub mod instances;
 pub mod claims;
+pub mod instances;
+pub mod launch;
+pub mod nodeclass;
 pub mod provider;
 
 pub use provider::AwsProvider;

@@ -37,8 +37,8 @@ use crate::{
         template::{self, TemplateSpec},
         userdata::{self, Bootstrap, Cluster},
     },
-    nodeclass::hash::{HASH_VERSION, spec_hash},
     node_classes::NodeClassSource,
+    nodeclass::hash::{HASH_VERSION, spec_hash},
     unavailable::UnavailableOfferings,
 };
 
@@ -82,7 +82,8 @@ impl AwsProvider {
         node_classes: Arc<dyn NodeClassSource>,
         clock: Clock,
     ) -> Self {
-        let instance_types = InstanceTypeProvider::new(clients.ec2.clone(), &clients.region, settings.catalog_refresh);
+        let instance_types =
+            InstanceTypeProvider::new(clients.ec2.clone(), &clients.region, settings.catalog_refresh);
         let unavailable = UnavailableOfferings::new(settings.unavailable_offerings_ttl);
         Self {
             clients,
@@ -122,7 +123,8 @@ impl AwsProvider {
             .find(|c| c.type_ == conditions::READY);
         match ready {
             Some(c) if c.status == conditions::TRUE => {
-                if c.observed_generation.is_some() && c.observed_generation != node_class.metadata.generation {
+                if c.observed_generation.is_some() && c.observed_generation != node_class.metadata.generation
+                {
                     return Err(not_ready(format!(
                         "status is for generation {:?}, the spec is at {:?}",
                         c.observed_generation, node_class.metadata.generation
@@ -142,7 +144,9 @@ impl AwsProvider {
             .spec
             .tags
             .iter()
-            .filter(|(k, _)| !RESTRICTED_TAG_KEYS.contains(&k.as_str()) && !k.starts_with(RESTRICTED_TAG_PREFIX))
+            .filter(|(k, _)| {
+                !RESTRICTED_TAG_KEYS.contains(&k.as_str()) && !k.starts_with(RESTRICTED_TAG_PREFIX)
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         tags.insert(format!("{}{cluster}", tags::CLUSTER_PREFIX), "owned".to_owned());
@@ -170,17 +174,24 @@ impl AwsProvider {
         // Status subnets are ordered most free IPs first: the first per zone is the one to use.
         let mut subnet_of_zone: BTreeMap<&str, &str> = BTreeMap::new();
         for subnet in &status.subnets {
-            subnet_of_zone.entry(subnet.zone.as_str()).or_insert(subnet.id.as_str());
+            subnet_of_zone
+                .entry(subnet.zone.as_str())
+                .or_insert(subnet.id.as_str());
         }
         let family = node_class.ami_family().unwrap_or(AmiFamily::Custom);
-        let instance_profile = status.instance_profile.clone().ok_or_else(|| CloudProviderError::NodeClassNotReady {
-            node_class: node_class.name_any(),
-            message: "no instance profile resolved".to_owned(),
-        })?;
+        let instance_profile =
+            status
+                .instance_profile
+                .clone()
+                .ok_or_else(|| CloudProviderError::NodeClassNotReady {
+                    node_class: node_class.name_any(),
+                    message: "no instance profile resolved".to_owned(),
+                })?;
         let template_tags = self.tags(node_class, None);
         let mut plan: Vec<(TemplateSpec, Vec<FleetOverride>)> = Vec::new();
         for candidate in &selection.candidates {
-            let Some(ami) = crate::nodeclass::amis::ami_for(&status.amis, &candidate.instance_type.labels) else {
+            let Some(ami) = crate::nodeclass::amis::ami_for(&status.amis, &candidate.instance_type.labels)
+            else {
                 tracing::debug!(instance_type = %candidate.instance_type.name, "no AMI of the node class serves it");
                 continue;
             };
@@ -297,17 +308,22 @@ impl AwsProvider {
             reason: INVALID_RESOURCE_REQUEST.to_owned(),
             message: format!("nodeclaim {name}: {message}"),
         })?;
-        let selection = selection::select(&types, node_claim, &requests, self.settings.max_instance_types_per_launch)
-            .map_err(|why| match why {
-                NoSelection::Incompatible(message) => CloudProviderError::CreateError {
-                    reason: NO_COMPATIBLE_INSTANCE_TYPE.to_owned(),
-                    message: format!("nodeclaim {name}: {message}"),
-                },
-                NoSelection::AllUnavailable => CloudProviderError::InsufficientCapacity {
-                    node_claim: name.clone(),
-                    offerings: Vec::new(),
-                },
-            })?;
+        let selection = selection::select(
+            &types,
+            node_claim,
+            &requests,
+            self.settings.max_instance_types_per_launch,
+        )
+        .map_err(|why| match why {
+            NoSelection::Incompatible(message) => CloudProviderError::CreateError {
+                reason: NO_COMPATIBLE_INSTANCE_TYPE.to_owned(),
+                message: format!("nodeclaim {name}: {message}"),
+            },
+            NoSelection::AllUnavailable => CloudProviderError::InsufficientCapacity {
+                node_claim: name.clone(),
+                offerings: Vec::new(),
+            },
+        })?;
         let plan = self.fleet_plan(&node_class, node_claim, &selection)?;
         let mut request = FleetRequest {
             capacity_type: selection.capacity_type,
@@ -334,6 +350,21 @@ impl AwsProvider {
                 return Err(fleet::call_failed(error));
             }
         };
+        self.launched_claim(node_claim, &node_class, &selection, &plan, &output, now)
+    }
+
+    /// Reads the fleet's answer: marks pools out of capacity, and returns the launched
+    /// NodeClaim or the launch's error.
+    fn launched_claim(
+        &self,
+        node_claim: &NodeClaim,
+        node_class: &EC2NodeClass,
+        selection: &Selection<'_>,
+        plan: &[(TemplateSpec, Vec<FleetOverride>)],
+        output: &aws_sdk_ec2::operation::create_fleet::CreateFleetOutput,
+        now: jiff::Timestamp,
+    ) -> Result<NodeClaim> {
+        let name = node_claim.name_any();
         let status = node_class.status.clone().unwrap_or_default();
         let zone_of_subnet = |subnet: &str| {
             status
@@ -342,7 +373,7 @@ impl AwsProvider {
                 .find(|s| s.id == subnet)
                 .map(|s| s.zone.clone())
         };
-        let (launched, failures) = fleet::read_output(&output, selection.capacity_type, &zone_of_subnet);
+        let (launched, failures) = fleet::read_output(output, selection.capacity_type, &zone_of_subnet);
         let unavailable = fleet::unavailable_offerings(&failures);
         if !unavailable.is_empty() {
             tracing::info!(nodeclaim = %name, offerings = ?unavailable, "offerings out of capacity");
@@ -371,7 +402,11 @@ impl AwsProvider {
         })?;
         let image_id = plan
             .iter()
-            .find(|(_, overrides)| overrides.iter().any(|o| o.instance_type == launched.instance_type))
+            .find(|(_, overrides)| {
+                overrides
+                    .iter()
+                    .any(|o| o.instance_type == launched.instance_type)
+            })
             .map(|(spec, _)| spec.image_id.as_str());
         let provider_id = instances::provider_id(&zone, &launched.instance_id);
         let mut claim = claims::launched(
@@ -385,8 +420,11 @@ impl AwsProvider {
             },
         );
         let annotations = claim.annotations_mut();
-        annotations.insert(labels::EC2_NODE_CLASS_HASH.to_owned(), spec_hash(&node_class));
-        annotations.insert(labels::EC2_NODE_CLASS_HASH_VERSION.to_owned(), HASH_VERSION.to_owned());
+        annotations.insert(labels::EC2_NODE_CLASS_HASH.to_owned(), spec_hash(node_class));
+        annotations.insert(
+            labels::EC2_NODE_CLASS_HASH_VERSION.to_owned(),
+            HASH_VERSION.to_owned(),
+        );
         Ok(claim)
     }
 
@@ -397,9 +435,14 @@ impl AwsProvider {
             .tags
             .get(tags::NODE_CLASS)
             .and_then(|name| self.node_classes.get(name))
-            .map_or_else(NodeSettings::default, |class| NodeSettings::from_node_class(&class));
+            .map_or_else(NodeSettings::default, |class| {
+                NodeSettings::from_node_class(&class)
+            });
         let catalog = self.instance_types.catalog(&settings, self.clock.now()).await?;
-        Ok(claims::from_instance(instance, catalog.get(&instance.instance_type)))
+        Ok(claims::from_instance(
+            instance,
+            catalog.get(&instance.instance_type),
+        ))
     }
 
     async fn get_claim(&self, provider_id: &str) -> Result<NodeClaim> {
@@ -456,7 +499,10 @@ impl AwsProvider {
             return Ok(None);
         };
         let annotations = node_claim.annotations();
-        if annotations.get(labels::EC2_NODE_CLASS_HASH_VERSION).map(String::as_str) == Some(HASH_VERSION)
+        if annotations
+            .get(labels::EC2_NODE_CLASS_HASH_VERSION)
+            .map(String::as_str)
+            == Some(HASH_VERSION)
             && annotations.get(labels::EC2_NODE_CLASS_HASH) != Some(&spec_hash(&node_class))
         {
             return Ok(Some(DriftReason::new("NodeClassDrift")));
@@ -464,7 +510,8 @@ impl AwsProvider {
         let Some(provider_id) = node_claim.status.as_ref().and_then(|s| s.provider_id.as_deref()) else {
             return Ok(None);
         };
-        let Some(instance) = instances::get(&self.clients.ec2, instances::instance_id(provider_id)?).await? else {
+        let Some(instance) = instances::get(&self.clients.ec2, instances::instance_id(provider_id)?).await?
+        else {
             return Ok(None);
         };
         let status = node_class.status.clone().unwrap_or_default();
@@ -537,10 +584,23 @@ impl CloudProvider for AwsProvider {
         let mut policies = vec![
             RepairPolicy::new("Ready", ConditionStatus::False, thirty_minutes),
             RepairPolicy::new("Ready", ConditionStatus::Unknown, thirty_minutes),
-            RepairPolicy::new("AcceleratedHardwareReady", ConditionStatus::False, Duration::from_mins(10)),
+            RepairPolicy::new(
+                "AcceleratedHardwareReady",
+                ConditionStatus::False,
+                Duration::from_mins(10),
+            ),
         ];
-        for condition in ["StorageReady", "NetworkingReady", "KernelReady", "ContainerRuntimeReady"] {
-            policies.push(RepairPolicy::new(condition, ConditionStatus::False, thirty_minutes));
+        for condition in [
+            "StorageReady",
+            "NetworkingReady",
+            "KernelReady",
+            "ContainerRuntimeReady",
+        ] {
+            policies.push(RepairPolicy::new(
+                condition,
+                ConditionStatus::False,
+                thirty_minutes,
+            ));
         }
         policies
     }

@@ -17,7 +17,9 @@ use std::{
 use aws_sdk_ec2::types::{Filter, LocationType};
 use jiff::{SignedDuration, Timestamp};
 use nodewright_api::EC2NodeClass;
-use nodewright_catalog::{Catalog, InstanceType, NodeSettings, Price, RegionData, catalog::DESCRIBE_INSTANCE_TYPES};
+use nodewright_catalog::{
+    Catalog, InstanceType, NodeSettings, Price, RegionData, catalog::DESCRIBE_INSTANCE_TYPES,
+};
 pub use record::record_from_info;
 use tokio::sync::Mutex;
 
@@ -57,9 +59,11 @@ impl InstanceTypeProvider {
     /// refresh interval. Concurrent callers wait for one describe rather than each starting one.
     pub async fn catalog(&self, settings: &NodeSettings, now: Timestamp) -> Result<Arc<Catalog>, AwsError> {
         let mut cached = self.cached.lock().await;
-        let stale = cached
-            .as_ref()
-            .is_none_or(|c| c.fetched_at.checked_add(self.refresh).is_ok_and(|until| until <= now));
+        let stale = cached.as_ref().is_none_or(|c| {
+            c.fetched_at
+                .checked_add(self.refresh)
+                .is_ok_and(|until| until <= now)
+        });
         let cached = match cached.as_mut() {
             Some(fresh) if !stale => fresh,
             _ => cached.insert(Cached {
@@ -87,7 +91,9 @@ impl InstanceTypeProvider {
         unavailable: &UnavailableOfferings,
         now: Timestamp,
     ) -> Result<Vec<InstanceType>, AwsError> {
-        let catalog = self.catalog(&NodeSettings::from_node_class(node_class), now).await?;
+        let catalog = self
+            .catalog(&NodeSettings::from_node_class(node_class), now)
+            .await?;
         let subnet_zones: Vec<&str> = node_class
             .status
             .iter()

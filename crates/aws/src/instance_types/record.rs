@@ -107,14 +107,20 @@ pub fn record_from_info(info: &InstanceTypeInfo) -> Result<InstanceTypeRecord, A
     })
 }
 
-fn network_info(reader: &Reader<'_>, network: &aws_sdk_ec2::types::NetworkInfo) -> Result<NetworkInfo, AwsError> {
+fn network_info(
+    reader: &Reader<'_>,
+    network: &aws_sdk_ec2::types::NetworkInfo,
+) -> Result<NetworkInfo, AwsError> {
     let cards = network
         .network_cards()
         .iter()
         .map(|card| {
             Ok(NetworkCard {
                 network_card_index: reader
-                    .optional_count("NetworkInfo.NetworkCards.NetworkCardIndex", card.network_card_index())?
+                    .optional_count(
+                        "NetworkInfo.NetworkCards.NetworkCardIndex",
+                        card.network_card_index(),
+                    )?
                     .unwrap_or(0),
                 maximum_network_interfaces: reader.count(
                     "NetworkInfo.NetworkCards.MaximumNetworkInterfaces",
@@ -127,7 +133,10 @@ fn network_info(reader: &Reader<'_>, network: &aws_sdk_ec2::types::NetworkInfo) 
         .collect::<Result<Vec<_>, AwsError>>()?;
     Ok(NetworkInfo {
         default_network_card_index: reader
-            .optional_count("NetworkInfo.DefaultNetworkCardIndex", network.default_network_card_index())?
+            .optional_count(
+                "NetworkInfo.DefaultNetworkCardIndex",
+                network.default_network_card_index(),
+            )?
             .unwrap_or(0),
         ipv4_addresses_per_interface: reader.count(
             "NetworkInfo.Ipv4AddressesPerInterface",
@@ -156,11 +165,9 @@ fn network_info(reader: &Reader<'_>, network: &aws_sdk_ec2::types::NetworkInfo) 
 }
 
 fn device_mib(reader: &Reader<'_>, field: &str, value: Option<i32>) -> Result<Option<MemoryInfo>, AwsError> {
-    Ok(reader
-        .optional_count(field, value)?
-        .map(|mib| MemoryInfo {
-            size_in_mib: u64::from(mib),
-        }))
+    Ok(reader.optional_count(field, value)?.map(|mib| MemoryInfo {
+        size_in_mib: u64::from(mib),
+    }))
 }
 
 fn gpu_info(reader: &Reader<'_>, gpus: &aws_sdk_ec2::types::GpuInfo) -> Result<GpuInfo, AwsError> {
@@ -177,7 +184,8 @@ fn gpu_info(reader: &Reader<'_>, gpus: &aws_sdk_ec2::types::GpuInfo) -> Result<G
                 memory_info: device_mib(
                     reader,
                     "GpuInfo.Gpus.MemoryInfo.SizeInMiB",
-                    gpu.memory_info().and_then(|m| m.size_in_mib()),
+                    gpu.memory_info()
+                        .and_then(aws_sdk_ec2::types::GpuDeviceMemoryInfo::size_in_mib),
                 )?,
             })
         })
@@ -198,13 +206,17 @@ fn neuron_info(reader: &Reader<'_>, neuron: &aws_sdk_ec2::types::NeuronInfo) -> 
                 core_info: NeuronCoreInfo {
                     count: reader.count(
                         "NeuronInfo.NeuronDevices.CoreInfo.Count",
-                        device.core_info().and_then(|c| c.count()),
+                        device
+                            .core_info()
+                            .and_then(aws_sdk_ec2::types::NeuronDeviceCoreInfo::count),
                     )?,
                 },
                 memory_info: device_mib(
                     reader,
                     "NeuronInfo.NeuronDevices.MemoryInfo.SizeInMiB",
-                    device.memory_info().and_then(|m| m.size_in_mib()),
+                    device
+                        .memory_info()
+                        .and_then(aws_sdk_ec2::types::NeuronDeviceMemoryInfo::size_in_mib),
                 )?,
             })
         })
@@ -236,7 +248,9 @@ fn inference_info(
                 memory_info: device_mib(
                     reader,
                     "InferenceAcceleratorInfo.Accelerators.MemoryInfo.SizeInMiB",
-                    device.memory_info().and_then(|m| m.size_in_mib()),
+                    device
+                        .memory_info()
+                        .and_then(aws_sdk_ec2::types::InferenceDeviceMemoryInfo::size_in_mib),
                 )?,
             })
         })

@@ -12,9 +12,10 @@ use aws_sdk_ec2::{
     operation::create_fleet::{CreateFleetOutput, builders::CreateFleetFluentBuilder},
     types::{
         DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest, FleetLaunchTemplateOverridesRequest,
-        FleetLaunchTemplateSpecificationRequest, FleetOnDemandAllocationStrategy, FleetType, InstanceLifecycle,
-        InstanceType as Ec2InstanceType, OnDemandOptionsRequest, ResourceType, SpotAllocationStrategy,
-        SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest,
+        FleetLaunchTemplateSpecificationRequest, FleetOnDemandAllocationStrategy, FleetType,
+        InstanceLifecycle, InstanceType as Ec2InstanceType, OnDemandOptionsRequest, ResourceType,
+        SpotAllocationStrategy, SpotOptionsRequest, Tag, TagSpecification,
+        TargetCapacitySpecificationRequest,
     },
 };
 use nodewright_catalog::{CapacityType, Price};
@@ -161,7 +162,9 @@ pub fn read_output(
 ) -> (Option<LaunchedInstance>, Vec<FleetFailure>) {
     let launched = output.instances().iter().find_map(|instance| {
         let id = instance.instance_ids().first()?;
-        let chosen = instance.launch_template_and_overrides().and_then(|l| l.overrides());
+        let chosen = instance
+            .launch_template_and_overrides()
+            .and_then(|l| l.overrides());
         let subnet_id = chosen.and_then(|o| o.subnet_id()).map(str::to_owned);
         let zone = chosen
             .and_then(|o| o.availability_zone())
@@ -243,9 +246,15 @@ pub fn launch_failed(node_claim: &str, failures: &[FleetFailure]) -> CloudProvid
 pub fn call_failed(error: crate::error::AwsError) -> CloudProviderError {
     match error {
         crate::error::AwsError::Api { code, message, .. }
-            if !matches!(code.as_str(), crate::error::REQUEST_FAILED | "RequestLimitExceeded" | "Throttling") =>
+            if !matches!(
+                code.as_str(),
+                crate::error::REQUEST_FAILED | "RequestLimitExceeded" | "Throttling"
+            ) =>
         {
-            CloudProviderError::CreateError { reason: code, message }
+            CloudProviderError::CreateError {
+                reason: code,
+                message,
+            }
         }
         other => CloudProviderError::other(other),
     }
@@ -254,7 +263,8 @@ pub fn call_failed(error: crate::error::AwsError) -> CloudProviderError {
 #[cfg(test)]
 mod tests {
     use aws_sdk_ec2::types::{
-        CreateFleetError, CreateFleetInstance, FleetLaunchTemplateOverrides, LaunchTemplateAndOverridesResponse,
+        CreateFleetError, CreateFleetInstance, FleetLaunchTemplateOverrides,
+        LaunchTemplateAndOverridesResponse,
     };
 
     use super::*;
@@ -317,7 +327,11 @@ mod tests {
             .collect();
         assert_eq!(
             tagged,
-            [&ResourceType::Instance, &ResourceType::Volume, &ResourceType::Fleet]
+            [
+                &ResourceType::Instance,
+                &ResourceType::Volume,
+                &ResourceType::Fleet
+            ]
         );
         let configs = input.get_launch_template_configs().as_ref().unwrap();
         let spec = configs[0].launch_template_specification().unwrap();
@@ -337,7 +351,11 @@ mod tests {
         let call = build(&client(), &request(CapacityType::OnDemand));
         let input = call.as_input();
         assert_eq!(
-            input.get_on_demand_options().as_ref().unwrap().allocation_strategy(),
+            input
+                .get_on_demand_options()
+                .as_ref()
+                .unwrap()
+                .allocation_strategy(),
             Some(&FleetOnDemandAllocationStrategy::LowestPrice)
         );
         assert!(input.get_spot_options().is_none());
@@ -417,7 +435,9 @@ mod tests {
             code: "UnauthorizedOperation".into(),
             message: "denied".into(),
         });
-        assert!(matches!(denied, CloudProviderError::CreateError { reason, .. } if reason == "UnauthorizedOperation"));
+        assert!(
+            matches!(denied, CloudProviderError::CreateError { reason, .. } if reason == "UnauthorizedOperation")
+        );
     }
 
     #[test]
@@ -429,7 +449,11 @@ mod tests {
                     .instance_type(Ec2InstanceType::C5Large)
                     .launch_template_and_overrides(
                         LaunchTemplateAndOverridesResponse::builder()
-                            .overrides(FleetLaunchTemplateOverrides::builder().subnet_id("subnet-b").build())
+                            .overrides(
+                                FleetLaunchTemplateOverrides::builder()
+                                    .subnet_id("subnet-b")
+                                    .build(),
+                            )
                             .build(),
                     )
                     .build(),

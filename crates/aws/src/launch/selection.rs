@@ -20,7 +20,11 @@ pub struct LaunchCandidate<'a> {
 impl LaunchCandidate<'_> {
     /// The cheapest of the offerings.
     pub fn price(&self) -> Price {
-        self.offerings.iter().map(|o| o.price).min().unwrap_or(Price(u64::MAX))
+        self.offerings
+            .iter()
+            .map(|o| o.price)
+            .min()
+            .unwrap_or(Price(u64::MAX))
     }
 }
 
@@ -92,7 +96,8 @@ fn offering_satisfies(
     })
 }
 
-const CAPACITY_TYPE_PRECEDENCE: [CapacityType; 3] = [CapacityType::Reserved, CapacityType::Spot, CapacityType::OnDemand];
+const CAPACITY_TYPE_PRECEDENCE: [CapacityType; 3] =
+    [CapacityType::Reserved, CapacityType::Spot, CapacityType::OnDemand];
 
 /// The launch choice for `node_claim` among `types` (each with all its offerings).
 pub fn select<'a>(
@@ -141,9 +146,7 @@ pub fn select<'a>(
         })
         .filter(|c| !c.offerings.is_empty())
         .collect();
-    candidates.sort_by(|a, b| {
-        (a.price(), &a.instance_type.name).cmp(&(b.price(), &b.instance_type.name))
-    });
+    candidates.sort_by(|a, b| (a.price(), &a.instance_type.name).cmp(&(b.price(), &b.instance_type.name)));
     candidates.truncate(max_types);
     Ok(Selection {
         capacity_type,
@@ -157,7 +160,7 @@ mod tests {
 
     use super::*;
 
-    fn node_claim(requirements: serde_json::Value) -> NodeClaim {
+    fn node_claim(requirements: &serde_json::Value) -> NodeClaim {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "karpenter.sh/v1",
             "kind": "NodeClaim",
@@ -180,7 +183,7 @@ mod tests {
     #[test]
     fn spot_first_cheapest_first_and_capped() {
         let types = catalog();
-        let claim = node_claim(serde_json::json!([
+        let claim = node_claim(&serde_json::json!([
             {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["m5", "c5", "r5"]},
             {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]},
             {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-east-1a"]},
@@ -192,7 +195,12 @@ mod tests {
         let selection = select(&types, &claim, &requests, 5).unwrap();
         assert_eq!(selection.capacity_type, CapacityType::Spot);
         assert_eq!(selection.candidates.len(), 5);
-        assert!(selection.candidates.windows(2).all(|w| w[0].price() <= w[1].price()));
+        assert!(
+            selection
+                .candidates
+                .windows(2)
+                .all(|w| w[0].price() <= w[1].price())
+        );
         for candidate in &selection.candidates {
             assert!(candidate.instance_type.allocatable().cpu_millis >= 3000);
             assert!(
@@ -207,7 +215,7 @@ mod tests {
     #[test]
     fn unavailable_spot_falls_back_to_on_demand_and_then_to_nothing() {
         let mut types: Vec<InstanceType> = catalog().into_iter().filter(|t| t.name == "m5.large").collect();
-        let claim = node_claim(serde_json::json!([
+        let claim = node_claim(&serde_json::json!([
             {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]},
         ]));
         for offering in &mut types[0].offerings {

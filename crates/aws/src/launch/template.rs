@@ -6,14 +6,17 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
-    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
-    LaunchTemplateIamInstanceProfileSpecificationRequest, LaunchTemplateInstanceMetadataEndpointState,
-    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateInstanceMetadataProtocolIpv6,
-    LaunchTemplateInstanceMetadataTagsState, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
-    LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType,
-    Tag, TagSpecification, VolumeType as Ec2VolumeType,
+    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
+    LaunchTemplateInstanceMetadataProtocolIpv6, LaunchTemplateInstanceMetadataTagsState,
+    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplateTagSpecificationRequest,
+    LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
+    VolumeType as Ec2VolumeType,
 };
-use nodewright_api::ec2nodeclass::{AmiFamily, BlockDeviceMapping, HttpTokens, MetadataOptions, Toggle, VolumeType};
+use nodewright_api::ec2nodeclass::{
+    AmiFamily, BlockDeviceMapping, HttpTokens, MetadataOptions, Toggle, VolumeType,
+};
 use nodewright_catalog::spot::fnv1a_64;
 use serde::Serialize;
 
@@ -54,7 +57,9 @@ pub fn default_block_devices(family: AmiFamily) -> Vec<BlockDeviceMapping> {
         device_name: Some(device.to_owned()),
         ebs: Some(nodewright_api::ec2nodeclass::BlockDevice {
             encrypted: Some(true),
-            volume_size: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!("{gib}Gi"))),
+            volume_size: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!(
+                "{gib}Gi"
+            ))),
             volume_type: Some(VolumeType::Gp3),
             ..Default::default()
         }),
@@ -63,7 +68,9 @@ pub fn default_block_devices(family: AmiFamily) -> Vec<BlockDeviceMapping> {
     match family {
         AmiFamily::AL2 | AmiFamily::AL2023 => vec![volume("/dev/xvda", 20)],
         AmiFamily::Bottlerocket => vec![volume("/dev/xvda", 4), volume("/dev/xvdb", 20)],
-        AmiFamily::Windows2019 | AmiFamily::Windows2022 | AmiFamily::Windows2025 => vec![volume("/dev/sda1", 50)],
+        AmiFamily::Windows2019 | AmiFamily::Windows2022 | AmiFamily::Windows2025 => {
+            vec![volume("/dev/sda1", 50)]
+        }
         AmiFamily::Custom => Vec::new(),
     }
 }
@@ -76,11 +83,12 @@ fn tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
 
 /// Volume sizes in whole GiB, rounded up (EC2 takes GiB).
 fn volume_gib(text: &str) -> Result<i32, AwsError> {
-    let bytes = nodewright_api::quantity::parse_resource("storage", text).map_err(|e| AwsError::InvalidValue {
-        source_name: "EC2NodeClass".to_owned(),
-        field: "spec.blockDeviceMappings.ebs.volumeSize".to_owned(),
-        reason: format!("{text}: {e}"),
-    })?;
+    let bytes =
+        nodewright_api::quantity::parse_resource("storage", text).map_err(|e| AwsError::InvalidValue {
+            source_name: "EC2NodeClass".to_owned(),
+            field: "spec.blockDeviceMappings.ebs.volumeSize".to_owned(),
+            reason: format!("{text}: {e}"),
+        })?;
     let gib = (bytes + (1 << 30) - 1) >> 30;
     i32::try_from(gib).map_err(|_| AwsError::InvalidValue {
         source_name: "EC2NodeClass".to_owned(),
@@ -162,7 +170,8 @@ pub fn template_data(spec: &TemplateSpec) -> Result<RequestLaunchTemplateData, A
         data = data.set_security_group_ids(Some(spec.security_group_ids.clone()));
     }
     for mapping in &spec.block_devices {
-        let mut request = LaunchTemplateBlockDeviceMappingRequest::builder().set_device_name(mapping.device_name.clone());
+        let mut request =
+            LaunchTemplateBlockDeviceMappingRequest::builder().set_device_name(mapping.device_name.clone());
         if let Some(ebs) = &mapping.ebs {
             let mut device = LaunchTemplateEbsBlockDeviceRequest::builder()
                 .set_delete_on_termination(ebs.delete_on_termination.or(Some(true)))
@@ -186,7 +195,12 @@ pub fn template_data(spec: &TemplateSpec) -> Result<RequestLaunchTemplateData, A
 /// create the same template both succeed.
 pub async fn ensure(ec2: &aws_sdk_ec2::Client, spec: &TemplateSpec) -> Result<String, AwsError> {
     let name = spec.name();
-    match ec2.describe_launch_templates().launch_template_names(&name).send().await {
+    match ec2
+        .describe_launch_templates()
+        .launch_template_names(&name)
+        .send()
+        .await
+    {
         Ok(found) if !found.launch_templates().is_empty() => return Ok(name),
         Ok(_) => {}
         Err(error) => {
@@ -253,7 +267,10 @@ mod tests {
     fn imds_v2_with_hop_limit_one_and_an_encrypted_gp3_root_volume() {
         let data = template_data(&spec()).unwrap();
         let metadata = data.metadata_options().unwrap();
-        assert_eq!(metadata.http_tokens(), Some(&LaunchTemplateHttpTokensState::Required));
+        assert_eq!(
+            metadata.http_tokens(),
+            Some(&LaunchTemplateHttpTokensState::Required)
+        );
         assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
         assert_eq!(
             metadata.instance_metadata_tags(),

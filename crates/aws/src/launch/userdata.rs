@@ -96,16 +96,30 @@ fn taints(bootstrap: &Bootstrap<'_>) -> Vec<Taint> {
 pub fn user_data(bootstrap: &Bootstrap<'_>) -> Result<String, UserDataError> {
     match bootstrap.family {
         AmiFamily::Custom => Ok(bootstrap.custom.unwrap_or_default().to_owned()),
-        AmiFamily::AL2023 => Ok(archive(bootstrap.custom, "application/node.eks.aws", &node_config(bootstrap))),
-        AmiFamily::AL2 => Ok(archive(bootstrap.custom, "text/x-shellscript; charset=\"us-ascii\"", &bootstrap_script(bootstrap))),
-        other => Err(UserDataError { family: other.as_str() }),
+        AmiFamily::AL2023 => Ok(archive(
+            bootstrap.custom,
+            "application/node.eks.aws",
+            &node_config(bootstrap),
+        )),
+        AmiFamily::AL2 => Ok(archive(
+            bootstrap.custom,
+            "text/x-shellscript; charset=\"us-ascii\"",
+            &bootstrap_script(bootstrap),
+        )),
+        other => Err(UserDataError {
+            family: other.as_str(),
+        }),
     }
 }
 
 fn node_config(bootstrap: &Bootstrap<'_>) -> String {
     let mut kubelet: serde_json::Map<String, Value> = bootstrap
         .kubelet
-        .map(|k| k.iter().map(|(key, value)| (key.clone(), value.clone())).collect())
+        .map(|k| {
+            k.iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     kubelet.insert("maxPods".to_owned(), json!(bootstrap.max_pods));
     kubelet.insert(
@@ -139,7 +153,14 @@ fn quote(value: &str) -> String {
 fn bootstrap_script(bootstrap: &Bootstrap<'_>) -> String {
     let taints: Vec<String> = taints(bootstrap)
         .iter()
-        .map(|t| format!("{}={}:{}", t.key, t.value.as_deref().unwrap_or_default(), t.effect))
+        .map(|t| {
+            format!(
+                "{}={}:{}",
+                t.key,
+                t.value.as_deref().unwrap_or_default(),
+                t.effect
+            )
+        })
         .collect();
     let extra_args = format!(
         "--node-labels={} --register-with-taints={} --max-pods={}",
@@ -201,7 +222,8 @@ fn mime_parts(document: &str) -> Option<Vec<String>> {
 }
 
 fn archive(custom: Option<&str>, content_type: &str, ours: &str) -> String {
-    let mut document = format!("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"{BOUNDARY}\"\n\n");
+    let mut document =
+        format!("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"{BOUNDARY}\"\n\n");
     let mut parts = custom.map(user_parts).unwrap_or_default();
     parts.push(format!("Content-Type: {content_type}\n\n{ours}"));
     for part in parts {
@@ -231,7 +253,10 @@ mod tests {
         let node_labels = BTreeMap::from([
             ("karpenter.sh/nodepool".to_owned(), "default".to_owned()),
             ("kubernetes.io/hostname".to_owned(), "not-allowed".to_owned()),
-            ("node.kubernetes.io/instance-type".to_owned(), "m5.large".to_owned()),
+            (
+                "node.kubernetes.io/instance-type".to_owned(),
+                "m5.large".to_owned(),
+            ),
         ]);
         let bootstrap = Bootstrap {
             family: AmiFamily::AL2023,
@@ -245,7 +270,11 @@ mod tests {
         let data = user_data(&bootstrap).unwrap();
         let parts = mime_parts(&data).unwrap();
         assert_eq!(parts.len(), 2, "{data}");
-        assert!(parts[0].starts_with("Content-Type: text/x-shellscript"), "{}", parts[0]);
+        assert!(
+            parts[0].starts_with("Content-Type: text/x-shellscript"),
+            "{}",
+            parts[0]
+        );
         assert!(parts[0].contains("echo hello"));
         assert!(parts[1].starts_with("Content-Type: application/node.eks.aws"));
         let json_start = parts[1].find('{').unwrap();

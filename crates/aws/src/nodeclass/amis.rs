@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, Image};
 use k8s_openapi::api::core::v1::NodeSelectorRequirement;
-use nodewright_api::{ec2nodeclass::{Ami, AmiSelectorTerm}, labels};
+use nodewright_api::{
+    ec2nodeclass::{Ami, AmiSelectorTerm},
+    labels,
+};
 
 use super::selectors::tag_filters;
 use crate::error::AwsError;
@@ -32,85 +35,37 @@ pub struct AliasParameter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnsupportedAlias(pub String);
 
+fn param(name: String, variant: Variant) -> AliasParameter {
+    AliasParameter { name, variant }
+}
+
 /// The SSM parameters of `family@version` for Kubernetes `k8s` (`1.33`).
-pub fn alias_parameters(family: &str, version: &str, k8s: &str) -> Result<Vec<AliasParameter>, UnsupportedAlias> {
-    let latest = version == "latest";
-    let param = |name: String, variant| AliasParameter { name, variant };
+pub fn alias_parameters(
+    family: &str,
+    version: &str,
+    k8s: &str,
+) -> Result<Vec<AliasParameter>, UnsupportedAlias> {
     let minor: Option<u32> = k8s.split('.').nth(1).and_then(|m| m.parse().ok());
     match family {
-        "al2023" => {
-            let mut parameters = Vec::new();
-            for (arch, variants) in [
-                ("x86_64", &[Variant::Standard, Variant::Nvidia, Variant::Neuron][..]),
-                ("arm64", &[Variant::Standard, Variant::Nvidia][..]),
-            ] {
-                for &variant in variants {
-                    let kind = match variant {
-                        Variant::Standard => "standard",
-                        Variant::Nvidia => "nvidia",
-                        Variant::Neuron => "neuron",
-                    };
-                    let release = if latest {
-                        "recommended".to_owned()
-                    } else {
-                        format!("amazon-eks-node-al2023-{arch}-{kind}-{k8s}-{version}")
-                    };
-                    parameters.push(param(
-                        format!("/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{arch}/{kind}/{release}/image_id"),
-                        variant,
-                    ));
-                }
-            }
-            Ok(parameters)
-        }
+        "al2023" => Ok(al2023_parameters(version, k8s)),
         "al2" => {
             if minor.is_some_and(|m| m >= 33) {
                 return Err(UnsupportedAlias(format!(
                     "al2 has no AMIs for Kubernetes {k8s} (1.33 and later)"
                 )));
             }
-            let release = |prefix: &str| {
-                if latest {
-                    "recommended".to_owned()
-                } else {
-                    format!("{prefix}-{k8s}-{version}")
-                }
-            };
-            let base = format!("/aws/service/eks/optimized-ami/{k8s}");
-            Ok(vec![
-                param(
-                    format!("{base}/amazon-linux-2/{}/image_id", release("amazon-eks-node")),
-                    Variant::Standard,
-                ),
-                param(
-                    format!("{base}/amazon-linux-2-arm64/{}/image_id", release("amazon-eks-arm64-node")),
-                    Variant::Standard,
-                ),
-                param(
-                    format!("{base}/amazon-linux-2-gpu/{}/image_id", release("amazon-eks-gpu-node")),
-                    Variant::Nvidia,
-                ),
-            ])
+            Ok(al2_parameters(version, k8s))
         }
         "bottlerocket" => {
             let version = version.strip_prefix('v').unwrap_or(version);
+            let path = |flavour: &str, arch: &str| {
+                format!("/aws/service/bottlerocket/aws-k8s-{k8s}{flavour}/{arch}/{version}/image_id")
+            };
             Ok(vec![
-                param(
-                    format!("/aws/service/bottlerocket/aws-k8s-{k8s}/x86_64/{version}/image_id"),
-                    Variant::Standard,
-                ),
-                param(
-                    format!("/aws/service/bottlerocket/aws-k8s-{k8s}/arm64/{version}/image_id"),
-                    Variant::Standard,
-                ),
-                param(
-                    format!("/aws/service/bottlerocket/aws-k8s-{k8s}-nvidia/x86_64/{version}/image_id"),
-                    Variant::Nvidia,
-                ),
-                param(
-                    format!("/aws/service/bottlerocket/aws-k8s-{k8s}-nvidia/arm64/{version}/image_id"),
-                    Variant::Nvidia,
-                ),
+                param(path("", "x86_64"), Variant::Standard),
+                param(path("", "arm64"), Variant::Standard),
+                param(path("-nvidia", "x86_64"), Variant::Nvidia),
+                param(path("-nvidia", "arm64"), Variant::Nvidia),
             ])
         }
         "windows2019" | "windows2022" | "windows2025" => {
@@ -121,12 +76,76 @@ pub fn alias_parameters(family: &str, version: &str, k8s: &str) -> Result<Vec<Al
                 )));
             }
             Ok(vec![param(
-                format!("/aws/service/ami-windows-latest/Windows_Server-{year}-English-Core-EKS_Optimized-{k8s}/image_id"),
+                format!(
+                    "/aws/service/ami-windows-latest/Windows_Server-{year}-English-Core-EKS_Optimized-{k8s}/image_id"
+                ),
                 Variant::Standard,
             )])
         }
         other => Err(UnsupportedAlias(format!("unknown alias family {other:?}"))),
     }
+}
+
+fn al2023_parameters(version: &str, k8s: &str) -> Vec<AliasParameter> {
+    let mut parameters = Vec::new();
+    for (arch, variants) in [
+        (
+            "x86_64",
+            &[Variant::Standard, Variant::Nvidia, Variant::Neuron][..],
+        ),
+        ("arm64", &[Variant::Standard, Variant::Nvidia][..]),
+    ] {
+        for &variant in variants {
+            let kind = match variant {
+                Variant::Standard => "standard",
+                Variant::Nvidia => "nvidia",
+                Variant::Neuron => "neuron",
+            };
+            let release = if version == "latest" {
+                "recommended".to_owned()
+            } else {
+                format!("amazon-eks-node-al2023-{arch}-{kind}-{k8s}-{version}")
+            };
+            parameters.push(param(
+                format!(
+                    "/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{arch}/{kind}/{release}/image_id"
+                ),
+                variant,
+            ));
+        }
+    }
+    parameters
+}
+
+fn al2_parameters(version: &str, k8s: &str) -> Vec<AliasParameter> {
+    let release = |prefix: &str| {
+        if version == "latest" {
+            "recommended".to_owned()
+        } else {
+            format!("{prefix}-{k8s}-{version}")
+        }
+    };
+    let base = format!("/aws/service/eks/optimized-ami/{k8s}");
+    vec![
+        param(
+            format!("{base}/amazon-linux-2/{}/image_id", release("amazon-eks-node")),
+            Variant::Standard,
+        ),
+        param(
+            format!(
+                "{base}/amazon-linux-2-arm64/{}/image_id",
+                release("amazon-eks-arm64-node")
+            ),
+            Variant::Standard,
+        ),
+        param(
+            format!(
+                "{base}/amazon-linux-2-gpu/{}/image_id",
+                release("amazon-eks-gpu-node")
+            ),
+            Variant::Nvidia,
+        ),
+    ]
 }
 
 /// A `DescribeImages` query for one non-alias term (ids and SSM values are resolved to ids first).
@@ -162,7 +181,9 @@ pub fn image_queries(terms: &[AmiSelectorTerm], resolved_ssm: &BTreeMap<String, 
             ..ImageQuery::default()
         };
         if let Some(name) = &term.name {
-            query.filters.push(Filter::builder().name("name").values(name).build());
+            query
+                .filters
+                .push(Filter::builder().name("name").values(name).build());
             if term.owner.is_none() {
                 query.owners = vec!["self".to_owned(), "amazon".to_owned()];
             }
@@ -202,12 +223,26 @@ pub fn ami_from_image(
     match variant {
         None => {}
         Some(Variant::Standard) => {
-            requirements.push(requirement(labels::AWS_INSTANCE_GPU_COUNT, "DoesNotExist", vec![]));
-            requirements.push(requirement(labels::AWS_INSTANCE_ACCELERATOR_COUNT, "DoesNotExist", vec![]));
+            requirements.push(requirement(
+                labels::AWS_INSTANCE_GPU_COUNT,
+                "DoesNotExist",
+                vec![],
+            ));
+            requirements.push(requirement(
+                labels::AWS_INSTANCE_ACCELERATOR_COUNT,
+                "DoesNotExist",
+                vec![],
+            ));
         }
-        Some(Variant::Nvidia) => requirements.push(requirement(labels::AWS_INSTANCE_GPU_COUNT, "Exists", vec![])),
+        Some(Variant::Nvidia) => {
+            requirements.push(requirement(labels::AWS_INSTANCE_GPU_COUNT, "Exists", vec![]));
+        }
         Some(Variant::Neuron) => {
-            requirements.push(requirement(labels::AWS_INSTANCE_ACCELERATOR_COUNT, "Exists", vec![]));
+            requirements.push(requirement(
+                labels::AWS_INSTANCE_ACCELERATOR_COUNT,
+                "Exists",
+                vec![],
+            ));
         }
     }
     let deprecated = image
@@ -349,10 +384,22 @@ mod tests {
     #[test]
     fn the_newest_non_deprecated_image_wins_per_requirement_set() {
         let chosen = newest_per_requirements(vec![
-            (ami("ami-old", "amd64", false, false), "2025-01-01T00:00:00Z".into()),
-            (ami("ami-new-deprecated", "amd64", false, true), "2026-01-01T00:00:00Z".into()),
-            (ami("ami-new", "amd64", false, false), "2025-06-01T00:00:00Z".into()),
-            (ami("ami-arm", "arm64", false, false), "2024-01-01T00:00:00Z".into()),
+            (
+                ami("ami-old", "amd64", false, false),
+                "2025-01-01T00:00:00Z".into(),
+            ),
+            (
+                ami("ami-new-deprecated", "amd64", false, true),
+                "2026-01-01T00:00:00Z".into(),
+            ),
+            (
+                ami("ami-new", "amd64", false, false),
+                "2025-06-01T00:00:00Z".into(),
+            ),
+            (
+                ami("ami-arm", "arm64", false, false),
+                "2024-01-01T00:00:00Z".into(),
+            ),
         ]);
         let ids: Vec<&str> = chosen.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["ami-new", "ami-arm"]);

@@ -31,7 +31,10 @@ pub fn spec_hash(node_class: &EC2NodeClass) -> String {
             fields.remove(key);
         }
         let family = node_class.ami_family().map(|f| f.as_str().to_owned());
-        fields.insert("resolvedAmiFamily".to_owned(), family.map_or(Value::Null, Value::String));
+        fields.insert(
+            "resolvedAmiFamily".to_owned(),
+            family.map_or(Value::Null, Value::String),
+        );
     }
     let mut canonical = String::new();
     write_canonical(&spec, &mut canonical);
@@ -72,7 +75,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 mod tests {
     use super::*;
 
-    fn node_class(yaml_spec: serde_json::Value) -> EC2NodeClass {
+    fn node_class(yaml_spec: &serde_json::Value) -> EC2NodeClass {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "karpenter.k8s.aws/v1",
             "kind": "EC2NodeClass",
@@ -91,18 +94,22 @@ mod tests {
             "role": "nodes",
             "kubelet": {"maxPods": 20, "podsPerCore": 2},
         });
-        let hash = spec_hash(&node_class(base.clone()));
+        let hash = spec_hash(&node_class(&base));
         let mut other_terms = base.clone();
         other_terms["subnetSelectorTerms"] = serde_json::json!([{"id": "subnet-1"}]);
-        assert_eq!(spec_hash(&node_class(other_terms)), hash);
+        assert_eq!(spec_hash(&node_class(&other_terms)), hash);
         let mut reordered = base.clone();
         reordered["kubelet"] = serde_json::json!({"podsPerCore": 2, "maxPods": 20});
-        assert_eq!(spec_hash(&node_class(reordered)), hash);
+        assert_eq!(spec_hash(&node_class(&reordered)), hash);
         let mut tagged = base.clone();
         tagged["tags"] = serde_json::json!({"team": "a"});
-        assert_ne!(spec_hash(&node_class(tagged)), hash);
+        assert_ne!(spec_hash(&node_class(&tagged)), hash);
         let mut family = base;
         family["amiSelectorTerms"] = serde_json::json!([{"alias": "bottlerocket@latest"}]);
-        assert_ne!(spec_hash(&node_class(family)), hash, "the resolved family counts");
+        assert_ne!(
+            spec_hash(&node_class(&family)),
+            hash,
+            "the resolved family counts"
+        );
     }
 }

@@ -46,7 +46,11 @@ pub async fn resolve(
     now: Timestamp,
 ) -> Result<Resolved, AwsError> {
     let spec = &node_class.spec;
-    let subnets = describe_subnets(&clients.ec2, &selectors::subnet_queries(&spec.subnet_selector_terms)).await?;
+    let subnets = describe_subnets(
+        &clients.ec2,
+        &selectors::subnet_queries(&spec.subnet_selector_terms),
+    )
+    .await?;
     let security_groups = describe_security_groups(
         &clients.ec2,
         &selectors::security_group_queries(&spec.security_group_selector_terms),
@@ -123,7 +127,10 @@ pub fn status(node_class: &EC2NodeClass, resolved: &Resolved, now: Timestamp) ->
     status
 }
 
-async fn describe_subnets(ec2: &aws_sdk_ec2::Client, queries: &[Vec<Filter>]) -> Result<Vec<Subnet>, AwsError> {
+async fn describe_subnets(
+    ec2: &aws_sdk_ec2::Client,
+    queries: &[Vec<Filter>],
+) -> Result<Vec<Subnet>, AwsError> {
     let mut found: BTreeMap<String, (i32, Subnet)> = BTreeMap::new();
     for filters in queries {
         let mut pages = ec2
@@ -142,7 +149,10 @@ async fn describe_subnets(ec2: &aws_sdk_ec2::Client, queries: &[Vec<Filter>]) ->
                     zone: zone.to_owned(),
                     zone_id: subnet.availability_zone_id().map(str::to_owned),
                 };
-                found.insert(id.to_owned(), (subnet.available_ip_address_count().unwrap_or(0), entry));
+                found.insert(
+                    id.to_owned(),
+                    (subnet.available_ip_address_count().unwrap_or(0), entry),
+                );
             }
         }
     }
@@ -184,7 +194,11 @@ async fn describe_security_groups(
 async fn ssm_value(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<Option<String>, AwsError> {
     match ssm.get_parameter().name(name).send().await {
         Ok(output) => Ok(output.parameter().and_then(|p| p.value()).map(str::to_owned)),
-        Err(error) if error.as_service_error().is_some_and(aws_sdk_ssm::operation::get_parameter::GetParameterError::is_parameter_not_found) => {
+        Err(error)
+            if error.as_service_error().is_some_and(
+                aws_sdk_ssm::operation::get_parameter::GetParameterError::is_parameter_not_found,
+            ) =>
+        {
             Ok(None)
         }
         Err(error) => Err(AwsError::api("GetParameter", &error)),
@@ -236,7 +250,9 @@ async fn resolve_amis(
             other => tracing::warn!(parameter, value = ?other, "SSM parameter holds no AMI id; term skipped"),
         }
     }
-    let windows = node_class.ami_family().is_some_and(|f| f.as_str().starts_with("Windows"));
+    let windows = node_class
+        .ami_family()
+        .is_some_and(|f| f.as_str().starts_with("Windows"));
     let mut candidates = Vec::new();
     for query in amis::image_queries(terms, &resolved_ssm) {
         for image in amis::describe_images(&clients.ec2, &query).await? {
@@ -285,12 +301,18 @@ mod tests {
             validation: Ok(()),
         };
         let status = status(&node_class(), &resolved, now);
-        assert_eq!(condition(&status, cond::SUBNETS_READY), ("True", cond::SUBNETS_READY));
+        assert_eq!(
+            condition(&status, cond::SUBNETS_READY),
+            ("True", cond::SUBNETS_READY)
+        );
         assert_eq!(
             condition(&status, cond::SECURITY_GROUPS_READY),
             ("False", cond::REASON_SECURITY_GROUPS_NOT_FOUND)
         );
-        assert_eq!(condition(&status, cond::AMIS_READY), ("False", cond::REASON_AMI_NOT_FOUND));
+        assert_eq!(
+            condition(&status, cond::AMIS_READY),
+            ("False", cond::REASON_AMI_NOT_FOUND)
+        );
         assert_eq!(condition(&status, "Ready").0, "False");
         assert_eq!(status.instance_profile.as_deref(), Some("nodes"));
         assert!(status.conditions.iter().all(|c| c.observed_generation == Some(3)));

@@ -99,14 +99,24 @@ def split_overrides(params, pools):
                 removed.append((key, override, pool.get("code", "InsufficientInstanceCapacity")))
                 break
     gone = {key for key, _, _ in removed}
-    kept = [(k, v) for k, v in params if not k.startswith("LaunchTemplateConfigs.") or ".Overrides." not in k]
-    renumbered = {}
+    # Rebuild the configs: overrides renumbered, and a config left without overrides dropped
+    # (moto would launch from its template alone, which EC2 never does for a fleet with overrides).
+    had_overrides = {config for config, _ in overrides}
+    kept_overrides = {}
     for (config, index), override in sorted(overrides.items()):
-        if (config, index) in gone:
-            continue
-        position = renumbered[config] = renumbered.get(config, 0) + 1
-        for field, value in override.items():
-            kept.append((f"LaunchTemplateConfigs.{config}.Overrides.{position}.{field}", value))
+        if (config, index) not in gone:
+            kept_overrides.setdefault(config, []).append(override)
+    configs = sorted({int(k.split(".")[1]) for k, _ in params if k.startswith("LaunchTemplateConfigs.")})
+    surviving = [c for c in configs if c in kept_overrides or c not in had_overrides]
+    kept = [(k, v) for k, v in params if not k.startswith("LaunchTemplateConfigs.")]
+    for new_index, config in enumerate(surviving, start=1):
+        prefix = f"LaunchTemplateConfigs.{config}."
+        for key, value in params:
+            if key.startswith(prefix) and not key.startswith(prefix + "Overrides."):
+                kept.append((f"LaunchTemplateConfigs.{new_index}.{key[len(prefix):]}", value))
+        for position, override in enumerate(kept_overrides.get(config, []), start=1):
+            for field, value in override.items():
+                kept.append((f"LaunchTemplateConfigs.{new_index}.Overrides.{position}.{field}", value))
     lifecycle = "spot" if ("TargetCapacitySpecification.DefaultTargetCapacityType", "spot") in params else "on-demand"
     template = {}
     for key, value in params:

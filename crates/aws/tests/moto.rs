@@ -1,0 +1,436 @@
+//! The AWS provider against moto's EC2 and SSM: node class resolution, instance types, launch
+//! through CreateFleet with launch templates, Get/List/Delete, and capacity errors injected by
+//! the launcher in `support/moto_launcher.py`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+
+mod support;
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use nodewright_api::{EC2NodeClass, NodeClaim, NodePool, clock::Clock, conditions, labels};
+use nodewright_aws::{
+    AwsClients, AwsProvider, AwsSettings, StaticNodeClasses, instances::tags, launch::userdata::Cluster,
+    nodeclass,
+};
+use nodewright_catalog::{CapacityType, Catalog, NodeSettings};
+use nodewright_cloudprovider::{CloudProvider, CloudProviderError, OfferingKey};
+use support::{Moto, Network};
+
+const K8S: &str = "1.33";
+
+fn node_class(name: &str, discovery: &str) -> EC2NodeClass {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": name, "generation": 1},
+        "spec": {
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
+            "instanceProfile": "nodes",
+            "tags": {"team": "platform"},
+        },
+    }))
+    .unwrap()
+}
+
+fn node_claim(name: &str, node_class: &str, requirements: &serde_json::Value) -> NodeClaim {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodeClaim",
+        "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": "default"}},
+        "spec": {
+            "requirements": requirements,
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
+        },
+    }))
+    .unwrap()
+}
+
+fn node_pool(node_class: &str) -> NodePool {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": "default"},
+        "spec": {"template": {"spec": {
+            "requirements": [],
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
+        }}},
+    }))
+    .unwrap()
+}
+
+fn now() -> Timestamp {
+    "2026-11-01T00:00:00Z".parse().unwrap()
+}
+
+/// A moto account with a tagged network, the al2023 alias published, and a resolved node class
+/// in a provider for cluster `cluster`.
+struct Setup {
+    clients: AwsClients,
+    provider: AwsProvider,
+    network: Network,
+    node_class: EC2NodeClass,
+    amis: (String, String),
+}
+
+async fn setup(moto: &Moto, cluster: &str, octet: u8) -> Setup {
+    let config = moto.sdk_config().await;
+    let clients = AwsClients::new(&config).unwrap();
+    let network = support::network(&clients.ec2, cluster, octet).await;
+    let amis = support::seed_al2023_alias(moto, &clients.ssm, K8S).await;
+    let settings = AwsSettings::new(cluster, K8S);
+    let mut class = node_class(cluster, cluster);
+    let resolved = nodeclass::resolve(&clients, &settings, &class, now())
+        .await
+        .unwrap();
+    class.status = Some(nodeclass::status(&class, &resolved, now()));
+    let classes = StaticNodeClasses::new();
+    classes.insert(class.clone());
+    let cluster_info = Cluster {
+        name: cluster.to_owned(),
+        endpoint: "https://api.example".to_owned(),
+        ca_bundle: "Q0E=".to_owned(),
+        service_cidr: "10.100.0.0/16".to_owned(),
+    };
+    let provider = AwsProvider::new(
+        clients.clone(),
+        settings,
+        Some(cluster_info),
+        Arc::new(classes),
+        Clock::from_fn(now),
+    );
+    Setup {
+        clients,
+        provider,
+        network,
+        node_class: class,
+        amis,
+    }
+}
+
+fn condition<'a>(class: &'a EC2NodeClass, kind: &str) -> (&'a str, &'a str) {
+    let c = class
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+#[tokio::test]
+async fn node_class_resolution_finds_the_tagged_network_and_the_alias_amis() {
+    let moto = Moto::shared();
+    let setup = setup(moto, "resolve", 11).await;
+    let class = &setup.node_class;
+    let status = class.status.as_ref().unwrap();
+    assert_eq!(
+        condition(class, conditions::READY).0,
+        "True",
+        "{:?}",
+        status.conditions
+    );
+    let mut subnets: Vec<(String, String)> = status
+        .subnets
+        .iter()
+        .map(|s| (s.id.clone(), s.zone.clone()))
+        .collect();
+    subnets.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        subnets, setup.network.subnets,
+        "only the tagged subnets, not the default VPC's"
+    );
+    assert_eq!(status.security_groups.len(), 1);
+    assert_eq!(status.security_groups[0].id, setup.network.security_group_id);
+    let mut amis: Vec<(&str, &str)> = status
+        .amis
+        .iter()
+        .map(|a| {
+            (
+                a.id.as_str(),
+                a.requirements[0].values.as_ref().unwrap()[0].as_str(),
+            )
+        })
+        .collect();
+    amis.sort_by_key(|(_, arch)| *arch);
+    assert_eq!(
+        amis,
+        [(setup.amis.0.as_str(), "amd64"), (setup.amis.1.as_str(), "arm64")]
+    );
+    assert_eq!(status.instance_profile.as_deref(), Some("nodes"));
+
+    // Terms that match nothing, and a pinned alias whose parameter was never published.
+    let mut missing = node_class("missing", "no-such-tag");
+    missing.spec.ami_selector_terms[0].alias = Some("al2023@v20990101".to_owned());
+    let resolved = nodeclass::resolve(&setup.clients, &AwsSettings::new("resolve", K8S), &missing, now())
+        .await
+        .unwrap();
+    missing.status = Some(nodeclass::status(&missing, &resolved, now()));
+    assert_eq!(
+        condition(&missing, conditions::ec2nodeclass::SUBNETS_READY),
+        ("False", conditions::ec2nodeclass::REASON_SUBNETS_NOT_FOUND)
+    );
+    assert_eq!(
+        condition(&missing, conditions::ec2nodeclass::AMIS_READY),
+        ("False", conditions::ec2nodeclass::REASON_AMI_NOT_FOUND)
+    );
+    assert_eq!(condition(&missing, conditions::READY).0, "False");
+
+    // Security groups by name and subnets by id select the same objects.
+    let mut by_id = node_class("by-id", "unused");
+    by_id.spec.subnet_selector_terms = vec![nodewright_api::ec2nodeclass::SubnetSelectorTerm {
+        id: Some(setup.network.subnets[1].0.clone()),
+        ..Default::default()
+    }];
+    by_id.spec.security_group_selector_terms =
+        vec![nodewright_api::ec2nodeclass::SecurityGroupSelectorTerm {
+            name: Some("nodes-resolve".to_owned()),
+            ..Default::default()
+        }];
+    let resolved = nodeclass::resolve(&setup.clients, &AwsSettings::new("resolve", K8S), &by_id, now())
+        .await
+        .unwrap();
+    assert_eq!(resolved.subnets.len(), 1);
+    assert_eq!(resolved.subnets[0].zone, "us-west-2b");
+    assert_eq!(resolved.security_groups[0].id, setup.network.security_group_id);
+}
+
+#[tokio::test]
+async fn instance_types_come_from_ec2_through_the_catalogue_formulas() {
+    let moto = Moto::shared();
+    let setup = setup(moto, "types", 12).await;
+    let types = setup
+        .provider
+        .get_instance_types(&node_pool("types"))
+        .await
+        .unwrap();
+    assert!(
+        types.len() > 1000,
+        "moto describes the whole catalogue: {}",
+        types.len()
+    );
+    let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+    let shipped = Catalog::us_east_1(&NodeSettings::default()).unwrap();
+    assert_eq!(m5.allocatable(), shipped.get("m5.large").unwrap().allocatable());
+    let zones: Vec<(&str, bool)> = m5
+        .offerings
+        .iter()
+        .filter(|o| o.capacity_type == CapacityType::OnDemand)
+        .map(|o| (o.zone.as_str(), o.available))
+        .collect();
+    assert_eq!(
+        zones,
+        [
+            ("us-west-2a", true),
+            ("us-west-2b", true),
+            ("us-west-2c", true),
+            ("us-west-2d", false)
+        ],
+        "offered in the region's four zones, available only where the node class has a subnet"
+    );
+    let price = m5.offerings[0].price;
+    assert_eq!(
+        price,
+        shipped.get("m5.large").unwrap().offerings[0].price,
+        "shipped on-demand price"
+    );
+}
+
+#[tokio::test]
+async fn launch_get_list_and_delete_against_moto() {
+    let moto = Moto::shared();
+    let cluster = "lifecycle";
+    let setup = setup(moto, cluster, 13).await;
+    let ec2 = &setup.clients.ec2;
+    let requirements = serde_json::json!([
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large", "m5.xlarge"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+    ]);
+    let claim = node_claim("default-aaaaa", cluster, &requirements);
+    let launched = setup.provider.create(&claim).await.unwrap();
+
+    let provider_id = launched.status.as_ref().unwrap().provider_id.clone().unwrap();
+    let instance_id = nodewright_aws::instances::instance_id(&provider_id)
+        .unwrap()
+        .to_owned();
+    let launched_labels = launched.labels();
+    assert_eq!(
+        launched_labels[labels::INSTANCE_TYPE],
+        "m5.large",
+        "the cheaper type is first"
+    );
+    assert_eq!(launched_labels[labels::CAPACITY_TYPE], "on-demand");
+    assert!(provider_id.starts_with(&format!("aws:///{}/i-", launched_labels[labels::ZONE])));
+    assert_eq!(launched.status.as_ref().unwrap().allocatable["cpu"].0, "1930m");
+    assert_eq!(
+        launched.status.as_ref().unwrap().image_id.as_deref(),
+        Some(setup.amis.0.as_str())
+    );
+    assert_eq!(
+        launched.annotations()[labels::EC2_NODE_CLASS_HASH],
+        nodeclass::hash::spec_hash(&setup.node_class)
+    );
+
+    let instance_tags = support::instance_tags(ec2, &instance_id).await;
+    for (key, value) in [
+        (tags::NODE_POOL, "default"),
+        (tags::NODE_CLAIM, "default-aaaaa"),
+        (tags::NODE_CLASS, cluster),
+        (tags::CLUSTER_NAME, cluster),
+        ("kubernetes.io/cluster/lifecycle", "owned"),
+        ("team", "platform"),
+    ] {
+        assert_eq!(
+            instance_tags.get(key).map(String::as_str),
+            Some(value),
+            "tag {key}: {instance_tags:?}"
+        );
+    }
+
+    // A second launch of the same shape reuses the launch templates (one per AMI and max-pods:
+    // m5.large and m5.xlarge differ in the latter).
+    let templates = support::launch_templates(ec2, cluster).await;
+    assert_eq!(templates.len(), 2, "{templates:?}");
+    assert!(templates.iter().all(|t| t.starts_with("nodewright/")));
+    let second = setup
+        .provider
+        .create(&node_claim("default-bbbbb", cluster, &requirements))
+        .await
+        .unwrap();
+    assert_eq!(support::launch_templates(ec2, cluster).await, templates);
+
+    let found = setup.provider.get(&provider_id).await.unwrap();
+    assert_eq!(found.name_any(), "default-aaaaa");
+    assert_eq!(found.labels()[labels::NODE_POOL], "default");
+    assert_eq!(found.status.as_ref().unwrap().allocatable["cpu"].0, "1930m");
+
+    let listed: Vec<String> = setup
+        .provider
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.contains(&"default-bbbbb".to_owned()));
+
+    // An instance leaked by a NodeClaim that no longer exists is listed too (for the garbage
+    // collector), and only this cluster's instances are.
+    setup.provider.delete(&launched).await.unwrap();
+    let again = setup.provider.delete(&launched).await.unwrap_err();
+    assert!(again.is_node_claim_not_found(), "{again}");
+    assert!(
+        setup
+            .provider
+            .get(&provider_id)
+            .await
+            .unwrap_err()
+            .is_node_claim_not_found()
+    );
+    let listed = setup.provider.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].status.as_ref().unwrap().provider_id,
+        second.status.as_ref().unwrap().provider_id
+    );
+
+    // The node class's spec hash moved on: NodeClassDrift.
+    let mut stale = second.clone();
+    stale
+        .annotations_mut()
+        .insert(labels::EC2_NODE_CLASS_HASH.to_owned(), "0".to_owned());
+    let drift = setup.provider.is_drifted(&stale).await.unwrap();
+    assert_eq!(drift.map(|d| d.to_string()).as_deref(), Some("NodeClassDrift"));
+}
+
+#[tokio::test]
+async fn capacity_errors_fall_back_to_other_offerings_and_are_remembered() {
+    // Fault rules are server-wide: this test has a server of its own.
+    let moto = Moto::start();
+    let cluster = "capacity";
+    let setup = setup(&moto, cluster, 14).await;
+    let spot = serde_json::json!([
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large", "m5.xlarge"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-west-2a"]},
+    ]);
+    moto.set_faults(&serde_json::json!([
+        {"action": "CreateFleet", "ice": [{"instance_type": "m5.large"}]},
+    ]));
+    let launched = setup
+        .provider
+        .create(&node_claim("default-ccccc", cluster, &spot))
+        .await
+        .unwrap();
+    assert_eq!(launched.labels()[labels::INSTANCE_TYPE], "m5.xlarge");
+    let m5_large_a = OfferingKey::new("m5.large", "us-west-2a", CapacityType::Spot);
+    assert!(
+        setup
+            .provider
+            .unavailable_offerings()
+            .is_unavailable(&m5_large_a, now())
+    );
+    let types = setup
+        .provider
+        .get_instance_types(&node_pool(cluster))
+        .await
+        .unwrap();
+    let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+    let offering = m5
+        .offerings
+        .iter()
+        .find(|o| o.zone == "us-west-2a" && o.capacity_type == CapacityType::Spot)
+        .unwrap();
+    assert!(!offering.available, "listed as unavailable, not dropped");
+
+    // Nothing left: the launch fails with insufficient capacity naming the pool.
+    moto.set_faults(&serde_json::json!([
+        {"action": "CreateFleet", "ice": [{"availability_zone": "us-west-2a"}]},
+    ]));
+    let error = setup
+        .provider
+        .create(&node_claim("default-ddddd", cluster, &spot))
+        .await
+        .unwrap_err();
+    let CloudProviderError::InsufficientCapacity { offerings, .. } = &error else {
+        panic!("{error}")
+    };
+    assert_eq!(
+        offerings,
+        &[OfferingKey::new("m5.xlarge", "us-west-2a", CapacityType::Spot)]
+    );
+
+    // Once every compatible offering is known to be out, no call is made at all.
+    let error = setup
+        .provider
+        .create(&node_claim("default-eeeee", cluster, &spot))
+        .await
+        .unwrap_err();
+    assert!(error.is_insufficient_capacity(), "{error}");
+
+    // An error of the call itself is a CreateError with AWS's code.
+    moto.set_faults(&serde_json::json!([
+        {"action": "CreateFleet", "error": {"status": 403, "code": "UnauthorizedOperation", "message": "denied"}},
+    ]));
+    let on_demand = serde_json::json!([
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+    ]);
+    let error = setup
+        .provider
+        .create(&node_claim("default-fffff", cluster, &on_demand))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, CloudProviderError::CreateError { reason, .. } if reason == "UnauthorizedOperation"),
+        "{error}"
+    );
+}
