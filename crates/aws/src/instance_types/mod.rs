@@ -3,20 +3,23 @@
 //! formulas, and cached for [`AwsSettings::catalog_refresh`](crate::AwsSettings).
 //!
 //! Prices: on-demand from the shipped price list (the AWS price list of 2026-07-20; Karpenter's
-//! fallback too, for every region without a table of its own); spot as the catalogue models it.
+//! fallback too, for every region without a table of its own); spot from
+//! `DescribeSpotPriceHistory` (the current price per type and zone), falling back to the
+//! catalogue's model for pools EC2 did not price or when the call fails.
 //! Offerings in zones where the node class has no subnet, or that EC2 recently reported out of
 //! capacity, are kept with `available: false`.
 
 mod record;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, OnceLock},
 };
 
 use aws_sdk_ec2::types::{Filter, LocationType};
 use jiff::{SignedDuration, Timestamp};
 use nodewright_api::EC2NodeClass;
+use nodewright_catalog::CapacityType;
 use nodewright_catalog::{
     Catalog, InstanceType, NodeSettings, Price, RegionData, catalog::DESCRIBE_INSTANCE_TYPES,
 };
@@ -42,6 +45,8 @@ struct Cached {
     fetched_at: Timestamp,
     /// Built with the default settings; node classes derive theirs from it.
     base: Arc<Catalog>,
+    /// Current spot price per (type, zone).
+    spot_prices: Arc<HashMap<(String, String), Price>>,
     by_settings: Vec<(NodeSettings, Arc<Catalog>)>,
 }
 
@@ -58,6 +63,14 @@ impl InstanceTypeProvider {
     /// The catalogue for `settings`, describing EC2 again when the cache is older than the
     /// refresh interval. Concurrent callers wait for one describe rather than each starting one.
     pub async fn catalog(&self, settings: &NodeSettings, now: Timestamp) -> Result<Arc<Catalog>, AwsError> {
+        Ok(self.catalog_and_spot_prices(settings, now).await?.0)
+    }
+
+    async fn catalog_and_spot_prices(
+        &self,
+        settings: &NodeSettings,
+        now: Timestamp,
+    ) -> Result<(Arc<Catalog>, Arc<HashMap<(String, String), Price>>), AwsError> {
         let mut cached = self.cached.lock().await;
         let stale = cached.as_ref().is_none_or(|c| {
             c.fetched_at
@@ -69,30 +82,33 @@ impl InstanceTypeProvider {
             _ => cached.insert(Cached {
                 fetched_at: now,
                 base: Arc::new(self.describe().await?),
+                spot_prices: Arc::new(describe_spot_prices(&self.ec2, now).await),
                 by_settings: Vec::new(),
             }),
         };
+        let spot_prices = Arc::clone(&cached.spot_prices);
         if let Some((_, catalog)) = cached.by_settings.iter().find(|(s, _)| s == settings) {
-            return Ok(Arc::clone(catalog));
+            return Ok((Arc::clone(catalog), spot_prices));
         }
         if cached.by_settings.len() >= MAX_CACHED_SETTINGS {
             cached.by_settings.clear();
         }
         let catalog = Arc::new(cached.base.with_settings(settings));
         cached.by_settings.push((settings.clone(), Arc::clone(&catalog)));
-        Ok(catalog)
+        Ok((catalog, spot_prices))
     }
 
     /// The instance types `node_class` can launch, each with all its offerings; offerings outside
-    /// the node class's subnet zones or in `unavailable` are marked unavailable.
+    /// the node class's subnet zones or in `unavailable` are marked unavailable, spot offerings
+    /// carry EC2's current spot price where it has one.
     pub async fn for_node_class(
         &self,
         node_class: &EC2NodeClass,
         unavailable: &UnavailableOfferings,
         now: Timestamp,
     ) -> Result<Vec<InstanceType>, AwsError> {
-        let catalog = self
-            .catalog(&NodeSettings::from_node_class(node_class), now)
+        let (catalog, spot_prices) = self
+            .catalog_and_spot_prices(&NodeSettings::from_node_class(node_class), now)
             .await?;
         let subnet_zones: Vec<&str> = node_class
             .status
@@ -101,9 +117,16 @@ impl InstanceTypeProvider {
             .map(|s| s.zone.as_str())
             .collect();
         let mut types = catalog.instance_types().to_vec();
-        for offering in types.iter_mut().flat_map(|t| &mut t.offerings) {
-            if !subnet_zones.contains(&offering.zone.as_str()) {
-                offering.available = false;
+        for instance_type in &mut types {
+            for offering in &mut instance_type.offerings {
+                if !subnet_zones.contains(&offering.zone.as_str()) {
+                    offering.available = false;
+                }
+                if offering.capacity_type == CapacityType::Spot
+                    && let Some(price) = spot_prices.get(&(instance_type.name.clone(), offering.zone.clone()))
+                {
+                    offering.price = *price;
+                }
             }
         }
         unavailable.apply(&mut types, now);
@@ -172,6 +195,51 @@ async fn describe_offerings(ec2: &aws_sdk_ec2::Client) -> Result<BTreeMap<String
         }
     }
     Ok(zones)
+}
+
+/// The current spot price of every (type, zone) EC2 prices, newest entry winning. A failure is
+/// logged and leaves the modelled prices in place: spot prices refine the choice, they do not
+/// gate launches.
+async fn describe_spot_prices(ec2: &aws_sdk_ec2::Client, now: Timestamp) -> HashMap<(String, String), Price> {
+    let mut pages = ec2
+        .describe_spot_price_history()
+        .product_descriptions("Linux/UNIX")
+        .product_descriptions("Linux/UNIX (Amazon VPC)")
+        .start_time(aws_smithy_types::DateTime::from_secs(now.as_second()))
+        .into_paginator()
+        .send();
+    let mut newest: HashMap<(String, String), (i64, Price)> = HashMap::new();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(error) => {
+                let error = AwsError::api("DescribeSpotPriceHistory", &error);
+                tracing::warn!(%error, "spot prices stay modelled");
+                return HashMap::new();
+            }
+        };
+        for entry in page.spot_price_history() {
+            let (Some(instance_type), Some(zone), Some(price)) = (
+                entry.instance_type(),
+                entry.availability_zone(),
+                entry.spot_price().and_then(|p| p.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            let at = entry.timestamp().map_or(0, aws_smithy_types::DateTime::secs);
+            let key = (instance_type.as_str().to_owned(), zone.to_owned());
+            let price = Price::from_usd(price);
+            newest
+                .entry(key)
+                .and_modify(|current| {
+                    if at > current.0 {
+                        *current = (at, price);
+                    }
+                })
+                .or_insert((at, price));
+        }
+    }
+    newest.into_iter().map(|(key, (_, price))| (key, price)).collect()
 }
 
 /// The shipped on-demand prices, parsed once.
