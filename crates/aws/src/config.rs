@@ -35,6 +35,8 @@ pub async fn load_sdk_config() -> SdkConfig {
 pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub sqs: aws_sdk_sqs::Client,
     /// The region the clients sign for (offerings, zones and prices are per region).
     pub region: String,
 }
@@ -47,6 +49,8 @@ impl AwsClients {
         Some(Self {
             ec2: aws_sdk_ec2::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
             region,
         })
     }

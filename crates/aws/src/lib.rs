@@ -24,3 +24,4 @@ pub mod nodeclass;
 pub mod provider;
 
 pub use provider::AwsProvider;
+pub mod interruption;

@@ -434,3 +434,185 @@ async fn capacity_errors_fall_back_to_other_offerings_and_are_remembered() {
         "{error}"
     );
 }
+
+async fn create_role(iam: &aws_sdk_iam::Client, name: &str) {
+    let trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    });
+    iam.create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn managed_instance_profiles_follow_the_role() {
+    let moto = Moto::shared();
+    let config = moto.sdk_config().await;
+    let clients = AwsClients::new(&config).unwrap();
+    let cluster = "profiles";
+    support::network(&clients.ec2, cluster, 15).await;
+    support::seed_al2023_alias(moto, &clients.ssm, K8S).await;
+    create_role(&clients.iam, "profiles-nodes-a").await;
+    create_role(&clients.iam, "profiles-nodes-b").await;
+    let settings = AwsSettings::new(cluster, K8S);
+    let mut class = node_class(cluster, cluster);
+    class.metadata.uid = Some("uid-1".to_owned());
+    class.spec.instance_profile = None;
+    class.spec.role = Some("profiles-nodes-a".to_owned());
+    let resolve = |class: EC2NodeClass| {
+        let (clients, settings) = (clients.clone(), settings.clone());
+        async move {
+            let resolved = nodeclass::resolve(&clients, &settings, &class, now())
+                .await
+                .unwrap();
+            let mut class = class;
+            class.status = Some(nodeclass::status(&class, &resolved, now()));
+            class
+        }
+    };
+    let profile_roles = |name: String| {
+        let iam = clients.iam.clone();
+        async move {
+            let found = iam
+                .get_instance_profile()
+                .instance_profile_name(name)
+                .send()
+                .await
+                .unwrap();
+            let profile = found.instance_profile().unwrap().clone();
+            let roles: Vec<String> = profile.roles().iter().map(|r| r.role_name().to_owned()).collect();
+            (profile.path().to_owned(), roles)
+        }
+    };
+
+    let resolved = resolve(class.clone()).await;
+    assert_eq!(
+        condition(&resolved, conditions::ec2nodeclass::INSTANCE_PROFILE_READY).0,
+        "True"
+    );
+    let name = resolved
+        .status
+        .as_ref()
+        .unwrap()
+        .instance_profile
+        .clone()
+        .unwrap();
+    assert!(name.starts_with("profiles_"), "{name}");
+    assert_eq!(
+        profile_roles(name.clone()).await,
+        (
+            "/karpenter/us-west-2/profiles/uid-1/".to_owned(),
+            vec!["profiles-nodes-a".to_owned()]
+        )
+    );
+
+    // A new role replaces the old one in the same profile.
+    class.spec.role = Some("profiles-nodes-b".to_owned());
+    let resolved = resolve(class.clone()).await;
+    assert_eq!(
+        resolved.status.as_ref().unwrap().instance_profile.as_deref(),
+        Some(name.as_str())
+    );
+    assert_eq!(profile_roles(name.clone()).await.1, ["profiles-nodes-b"]);
+
+    // A role that does not exist makes the node class not ready, not the reconcile fail.
+    class.spec.role = Some("profiles-no-such-role".to_owned());
+    let resolved = resolve(class).await;
+    assert_eq!(
+        condition(&resolved, conditions::ec2nodeclass::INSTANCE_PROFILE_READY),
+        (
+            "False",
+            conditions::ec2nodeclass::REASON_INSTANCE_PROFILE_NOT_FOUND
+        )
+    );
+
+    // Garbage collection deletes the cluster's profiles no node class uses.
+    let deleted = nodeclass::instance_profile::garbage_collect(&clients.iam, support::REGION, cluster, &[])
+        .await
+        .unwrap();
+    assert_eq!(deleted, std::slice::from_ref(&name));
+    let gone = clients
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await;
+    assert!(gone.is_err());
+}
+
+#[tokio::test]
+async fn interruption_messages_are_read_from_the_queue() {
+    use nodewright_aws::interruption::{Action, InterruptionKind, InterruptionQueue};
+
+    let moto = Moto::shared();
+    let config = moto.sdk_config().await;
+    let clients = AwsClients::new(&config).unwrap();
+    clients
+        .sqs
+        .create_queue()
+        .queue_name("interruptions")
+        .send()
+        .await
+        .unwrap();
+    let queue = InterruptionQueue::by_name(clients.sqs.clone(), "interruptions", 0)
+        .await
+        .unwrap();
+    let spot = serde_json::json!({
+        "version": "0", "id": "1", "source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning",
+        "time": "2026-11-01T00:00:00Z", "region": "us-west-2", "resources": [],
+        "detail": {"instance-id": "i-0123456789abcdef0", "instance-action": "terminate"},
+    });
+    for body in [spot.to_string(), "not json".to_owned()] {
+        clients
+            .sqs
+            .send_message()
+            .queue_url(queue.url())
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        received.extend(queue.receive().await.unwrap());
+        if received.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(received.len(), 2, "{received:?}");
+    let interruption = received
+        .iter()
+        .find_map(|r| r.message.clone().ok().flatten())
+        .expect("the spot warning parses");
+    assert_eq!(interruption.kind, InterruptionKind::SpotInterrupted);
+    assert_eq!(interruption.kind.action(), Action::CordonAndDrain);
+    assert_eq!(interruption.instance_ids, ["i-0123456789abcdef0"]);
+    assert!(
+        received.iter().any(|r| r.message.is_err()),
+        "the malformed one says so"
+    );
+    for message in &received {
+        queue.delete(&message.receipt_handle).await.unwrap();
+    }
+    let attributes = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue.url())
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    let left = attributes
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .cloned();
+    assert_eq!(
+        left.as_deref(),
+        Some("0"),
+        "handled and malformed messages are deleted"
+    );
+}

@@ -2,13 +2,15 @@
 //! instance profile, and the status conditions that say what is missing. [`resolve`] reads AWS;
 //! [`status`] decides the status from what was found (pure); the controller writes it.
 //!
-//! Not resolved yet: capacity reservations, placement groups, and managed instance profiles
-//! (`spec.role`: the node class reports `InstanceProfileReady=False` and says to set
-//! `spec.instanceProfile`). `ValidationSucceeded` is the spec validation, without Karpenter's
-//! dry-run authorization checks.
+//! With `spec.role`, [`resolve`] also creates or repairs the node class's managed instance
+//! profile ([`instance_profile`]), as Karpenter's reconciler does.
+//!
+//! Not resolved yet: capacity reservations and placement groups. `ValidationSucceeded` is the
+//! spec validation, without Karpenter's dry-run authorization checks.
 
 pub mod amis;
 pub mod hash;
+pub mod instance_profile;
 pub mod selectors;
 
 use std::collections::BTreeMap;
@@ -59,10 +61,22 @@ pub async fn resolve(
     let amis = resolve_amis(clients, settings, node_class, now).await?;
     let instance_profile = match (&spec.instance_profile, &spec.role) {
         (Some(profile), _) => Ok(profile.clone()),
-        (None, Some(role)) => Err(format!(
-            "instance profiles managed from spec.role ({role}) are not supported yet; create one for the \
-             role and set spec.instanceProfile"
-        )),
+        (None, Some(role)) => {
+            match instance_profile::ensure(
+                &clients.iam,
+                &clients.region,
+                &settings.cluster_name,
+                node_class,
+                role,
+            )
+            .await
+            {
+                Ok(name) => Ok(name),
+                // A role that does not exist is the node class's problem, not a failed reconcile.
+                Err(error) if error.code() == Some("NoSuchEntity") => Err(error.to_string()),
+                Err(error) => return Err(error),
+            }
+        }
         (None, None) => Err("neither spec.role nor spec.instanceProfile is set".to_owned()),
     };
     let validation = node_class.validate().map_err(|invalid| invalid.to_string());
