@@ -44,6 +44,12 @@ fn destructive_actions_and_pass_role_are_scoped() {
                 );
             }
             assert!(!action.ends_with(":*"), "wildcard action {action}");
+            if action.starts_with("iam:") || action.starts_with("sqs:") {
+                assert!(
+                    !resources.contains(&"*"),
+                    "{action} on every resource: {statement}"
+                );
+            }
         }
     }
 }
@@ -73,6 +79,15 @@ fn every_call_the_provider_makes_is_allowed() {
         "ec2:TerminateInstances",
         "ssm:GetParameter",
         "iam:PassRole",
+        "iam:GetInstanceProfile",
+        "iam:CreateInstanceProfile",
+        "iam:AddRoleToInstanceProfile",
+        "iam:RemoveRoleFromInstanceProfile",
+        "iam:ListInstanceProfiles",
+        "iam:DeleteInstanceProfile",
+        "sqs:GetQueueUrl",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
     ] {
         assert!(allowed.contains(&action), "{action} is not allowed");
     }
