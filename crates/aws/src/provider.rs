@@ -6,12 +6,13 @@
 //! DescribeInstances and TerminateInstances by ID or by the cluster's tags.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use aws_smithy_types::base64;
+use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use nodewright_api::{
     EC2NodeClass, NodeClaim, NodePool,
@@ -58,8 +59,11 @@ pub struct AwsProvider {
     instance_types: InstanceTypeProvider,
     unavailable: UnavailableOfferings,
     clock: Clock,
-    /// Launch templates known to exist, so a launch sends no DescribeLaunchTemplates for them.
-    templates: Mutex<HashSet<String>>,
+    /// Launch templates known to exist (so a launch sends no DescribeLaunchTemplates for them),
+    /// with when each was last used; garbage collection deletes the ones unused for long.
+    templates: Mutex<HashMap<String, Timestamp>>,
+    /// When this provider started: templates it never used count as used then.
+    started: Timestamp,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -85,6 +89,7 @@ impl AwsProvider {
         let instance_types =
             InstanceTypeProvider::new(clients.ec2.clone(), &clients.region, settings.catalog_refresh);
         let unavailable = UnavailableOfferings::new(settings.unavailable_offerings_ttl);
+        let started = clock.now();
         Self {
             clients,
             settings,
@@ -94,6 +99,7 @@ impl AwsProvider {
             unavailable,
             clock,
             templates: Mutex::default(),
+            started,
         }
     }
 
@@ -281,19 +287,50 @@ impl AwsProvider {
         Ok(base64::encode(text))
     }
 
-    async fn ensure_template(&self, spec: &TemplateSpec) -> std::result::Result<String, AwsError> {
+    async fn ensure_template(
+        &self,
+        spec: &TemplateSpec,
+        now: Timestamp,
+    ) -> std::result::Result<String, AwsError> {
         let name = spec.name();
-        if self.known_templates().contains(&name) {
+        if let Some(last_used) = self.known_templates().get_mut(&name) {
+            *last_used = now;
             return Ok(name);
         }
         let name = template::ensure(&self.clients.ec2, spec).await?;
-        self.known_templates().insert(name.clone());
+        self.known_templates().insert(name.clone(), now);
         Ok(name)
     }
 
-    fn known_templates(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A set of names: a panic elsewhere cannot leave it half-updated.
+    fn known_templates(&self) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
+        // Whole entries are inserted or removed: a panic elsewhere cannot leave one half-written.
         self.templates.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deletes the cluster's launch templates that no launch of this provider used for
+    /// `unused_for` (templates of outdated AMIs, user data or node classes); returns their names.
+    /// A launch racing with the deletion recreates its template (see [`Self::create`]'s retry).
+    pub async fn garbage_collect_launch_templates(
+        &self,
+        unused_for: Duration,
+    ) -> std::result::Result<Vec<String>, AwsError> {
+        let now = self.clock.now();
+        let cutoff = SignedDuration::try_from(unused_for)
+            .ok()
+            .and_then(|d| now.checked_sub(d).ok())
+            .unwrap_or(Timestamp::MIN);
+        let existing = template::list(&self.clients.ec2, &self.settings.cluster_name).await?;
+        let mut deleted = Vec::new();
+        for name in existing {
+            let last_used = self.known_templates().get(&name).copied().unwrap_or(self.started);
+            if last_used > cutoff {
+                continue;
+            }
+            self.known_templates().remove(&name);
+            template::delete(&self.clients.ec2, &name).await?;
+            deleted.push(name);
+        }
+        Ok(deleted)
     }
 
     async fn launch(&self, node_claim: &NodeClaim) -> Result<NodeClaim> {
@@ -331,23 +368,33 @@ impl AwsProvider {
             tags: self.tags(&node_class, Some(node_claim)),
             context: node_class.spec.context.clone(),
         };
-        for (spec, overrides) in &plan {
-            let template_name = self.ensure_template(spec).await.map_err(fleet::call_failed)?;
-            request.configs.push(FleetConfig {
-                template_name,
-                overrides: overrides.clone(),
-            });
-        }
-        let output = match fleet::build(&self.clients.ec2, &request).send().await {
-            Ok(output) => output,
-            Err(error) => {
-                let error = AwsError::api("CreateFleet", &error);
-                if error.code() == Some("InvalidLaunchTemplateName.NotFoundException") {
-                    // Someone deleted a template we had cached: forget them all, so the next
-                    // launch creates them again.
+        // A template deleted behind our back (garbage collection elsewhere, a person) fails the
+        // call; forgetting the known templates and trying once more recreates it.
+        let mut attempts_left = 2;
+        let output = loop {
+            attempts_left -= 1;
+            request.configs.clear();
+            for (spec, overrides) in &plan {
+                let template_name = self
+                    .ensure_template(spec, now)
+                    .await
+                    .map_err(fleet::call_failed)?;
+                request.configs.push(FleetConfig {
+                    template_name,
+                    overrides: overrides.clone(),
+                });
+            }
+            match fleet::build(&self.clients.ec2, &request).send().await {
+                Ok(output) => break output,
+                Err(error) => {
+                    let error = AwsError::api("CreateFleet", &error);
+                    if error.code() != Some("InvalidLaunchTemplateName.NotFoundException")
+                        || attempts_left == 0
+                    {
+                        return Err(fleet::call_failed(error));
+                    }
                     self.known_templates().clear();
                 }
-                return Err(fleet::call_failed(error));
             }
         };
         self.launched_claim(node_claim, &node_class, &selection, &plan, &output, now)

@@ -10,7 +10,11 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
-use nodewright_api::{EC2NodeClass, NodeClaim, NodePool, clock::Clock, conditions, labels};
+use nodewright_api::{
+    EC2NodeClass, NodeClaim, NodePool,
+    clock::{Clock, ManualClock},
+    conditions, labels,
+};
 use nodewright_aws::{
     AwsClients, AwsProvider, AwsSettings, StaticNodeClasses, instances::tags, launch::userdata::Cluster,
     nodeclass,
@@ -79,6 +83,10 @@ struct Setup {
 }
 
 async fn setup(moto: &Moto, cluster: &str, octet: u8) -> Setup {
+    setup_with_clock(moto, cluster, octet, Clock::from_fn(now)).await
+}
+
+async fn setup_with_clock(moto: &Moto, cluster: &str, octet: u8, clock: Clock) -> Setup {
     let config = moto.sdk_config().await;
     let clients = AwsClients::new(&config).unwrap();
     let network = support::network(&clients.ec2, cluster, octet).await;
@@ -102,7 +110,7 @@ async fn setup(moto: &Moto, cluster: &str, octet: u8) -> Setup {
         settings,
         Some(cluster_info),
         Arc::new(classes),
-        Clock::from_fn(now),
+        clock,
     );
     Setup {
         clients,
@@ -349,6 +357,53 @@ async fn launch_get_list_and_delete_against_moto() {
         .insert(labels::EC2_NODE_CLASS_HASH.to_owned(), "0".to_owned());
     let drift = setup.provider.is_drifted(&stale).await.unwrap();
     assert_eq!(drift.map(|d| d.to_string()).as_deref(), Some("NodeClassDrift"));
+}
+
+#[tokio::test]
+async fn launch_templates_are_recreated_when_missing_and_collected_when_unused() {
+    let moto = Moto::shared();
+    let cluster = "templates";
+    let clock = ManualClock::new(now());
+    let setup = setup_with_clock(moto, cluster, 16, clock.clock()).await;
+    let ec2 = &setup.clients.ec2;
+    let requirements = serde_json::json!([
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+    ]);
+    setup
+        .provider
+        .create(&node_claim("default-aaaaa", cluster, &requirements))
+        .await
+        .unwrap();
+    let templates = support::launch_templates(ec2, cluster).await;
+    assert_eq!(templates.len(), 1, "{templates:?}");
+
+    // A template deleted behind the provider's back is recreated by the launch that misses it.
+    for name in &templates {
+        ec2.delete_launch_template()
+            .launch_template_name(name)
+            .send()
+            .await
+            .unwrap();
+    }
+    setup
+        .provider
+        .create(&node_claim("default-ggggg", cluster, &requirements))
+        .await
+        .unwrap();
+    assert_eq!(support::launch_templates(ec2, cluster).await, templates);
+
+    // Garbage collection keeps templates in use and deletes those unused for the given time.
+    let unused_for = std::time::Duration::from_hours(1);
+    let collect = || setup.provider.garbage_collect_launch_templates(unused_for);
+    assert!(collect().await.unwrap().is_empty());
+    clock.advance(jiff::SignedDuration::from_hours(2));
+    let mut deleted = collect().await.unwrap();
+    deleted.sort();
+    let mut expected = templates.clone();
+    expected.sort();
+    assert_eq!(deleted, expected);
+    assert!(support::launch_templates(ec2, cluster).await.is_empty());
 }
 
 #[tokio::test]

@@ -235,6 +235,53 @@ pub async fn ensure(ec2: &aws_sdk_ec2::Client, spec: &TemplateSpec) -> Result<St
     }
 }
 
+/// The names of the cluster's launch templates (tagged `eks:eks-cluster-name: <cluster>`, named
+/// `nodewright/...`).
+pub async fn list(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Result<Vec<String>, AwsError> {
+    let mut pages = ec2
+        .describe_launch_templates()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{}", crate::instances::tags::CLUSTER_NAME))
+                .values(cluster)
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    let mut names = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::api("DescribeLaunchTemplates", &e))?;
+        names.extend(
+            page.launch_templates()
+                .iter()
+                .filter_map(|t| t.launch_template_name())
+                .filter(|name| name.starts_with(NAME_PREFIX))
+                .map(str::to_owned),
+        );
+    }
+    Ok(names)
+}
+
+/// Deletes a launch template; one already gone is not an error.
+pub async fn delete(ec2: &aws_sdk_ec2::Client, name: &str) -> Result<(), AwsError> {
+    match ec2
+        .delete_launch_template()
+        .launch_template_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let error = AwsError::api("DeleteLaunchTemplate", &error);
+            if error.code() == Some("InvalidLaunchTemplateName.NotFoundException") {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
