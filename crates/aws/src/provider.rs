@@ -45,6 +45,8 @@ use crate::{
 
 /// The `reason` of the CreateError for a NodeClaim no instance type can serve.
 pub const NO_COMPATIBLE_INSTANCE_TYPE: &str = "NoCompatibleInstanceType";
+/// The `reason` of the CreateError when the types one launch may offer miss a `minValues`.
+pub const MIN_VALUES_NOT_MET: &str = "MinValuesNotMet";
 /// The `reason` of the CreateError for a request quantity that does not parse.
 pub const INVALID_RESOURCE_REQUEST: &str = "InvalidResourceRequest";
 /// The `reason` of the CreateError when no user data can be made for the node class.
@@ -359,6 +361,10 @@ impl AwsProvider {
             NoSelection::AllUnavailable => CloudProviderError::InsufficientCapacity {
                 node_claim: name.clone(),
                 offerings: Vec::new(),
+            },
+            NoSelection::MinValues(message) => CloudProviderError::CreateError {
+                reason: MIN_VALUES_NOT_MET.to_owned(),
+                message: format!("nodeclaim {name}: {message}"),
             },
         })?;
         let plan = self.fleet_plan(&node_class, node_claim, &selection)?;

@@ -1,8 +1,11 @@
 //! Which instance types and offerings one launch offers EC2 Fleet, as Karpenter's AWS provider
 //! chooses them: the offerings that satisfy every NodeClaim requirement and whose type's
 //! allocatable holds the requests; one capacity type (the first of reserved, spot, on-demand the
-//! NodeClaim allows that has an available offering); then the cheapest types, at most
-//! [`AwsSettings::max_instance_types_per_launch`](crate::AwsSettings) of them.
+//! NodeClaim allows that has an available offering); then, unless the NodeClaim has `minValues`,
+//! Karpenter's two filters (exotic types — metal, GPU, accelerators — only when nothing else is
+//! left; spot only where cheaper than the cheapest on-demand offering); then the cheapest types,
+//! at most [`AwsSettings::max_instance_types_per_launch`](crate::AwsSettings) of them, which must
+//! still meet every `minValues`.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +47,17 @@ pub enum NoSelection {
     /// Compatible types exist but every offering of them is unavailable (out of capacity or no
     /// subnet in its zone).
     AllUnavailable,
+    /// The cheapest types allowed in one launch do not have enough distinct values of a key
+    /// with `minValues`.
+    MinValues(String),
+}
+
+/// Whether Karpenter's exotic filter sets the type aside: bare metal, GPUs or accelerators.
+fn is_exotic(instance_type: &InstanceType) -> bool {
+    let label = |key: &str| instance_type.labels.get(key).map(String::as_str);
+    label(labels::AWS_INSTANCE_SIZE).is_some_and(|size| size.contains("metal"))
+        || label(labels::AWS_INSTANCE_GPU_COUNT).is_some()
+        || label(labels::AWS_INSTANCE_ACCELERATOR_COUNT).is_some()
 }
 
 /// Keys the instance decides (well-known and `karpenter.k8s.aws/*` labels): a type without the
@@ -127,27 +141,71 @@ pub fn select<'a>(
             requests.cpu_millis, requests.memory_bytes, requests.pods
         )));
     }
-    let capacity_type = CAPACITY_TYPE_PRECEDENCE
+    let uses_min_values = requirements.iter().any(|r| r.min_values.is_some());
+    let cheapest_on_demand = compatible
+        .iter()
+        .flat_map(|(_, offerings)| offerings.iter())
+        .filter(|o| o.available && o.capacity_type == CapacityType::OnDemand)
+        .map(|o| o.price)
+        .min();
+    // Spot dearer than on-demand is no bargain (Karpenter's spot-offering filter, off with
+    // minValues); a capacity type left with nothing yields to the next.
+    let worth_it = |o: &Offering| {
+        uses_min_values
+            || o.capacity_type != CapacityType::Spot
+            || cheapest_on_demand.is_none_or(|on_demand| o.price <= on_demand)
+    };
+    let (capacity_type, mut candidates) = CAPACITY_TYPE_PRECEDENCE
         .into_iter()
-        .find(|ct| {
-            compatible
+        .map(|capacity_type| {
+            let candidates: Vec<LaunchCandidate<'a>> = compatible
                 .iter()
-                .any(|(_, offerings)| offerings.iter().any(|o| o.available && o.capacity_type == *ct))
+                .map(|(instance_type, offerings)| LaunchCandidate {
+                    instance_type,
+                    offerings: offerings
+                        .iter()
+                        .copied()
+                        .filter(|o| o.available && o.capacity_type == capacity_type && worth_it(o))
+                        .collect(),
+                })
+                .filter(|c| !c.offerings.is_empty())
+                .collect();
+            (capacity_type, candidates)
         })
+        .find(|(_, candidates)| !candidates.is_empty())
         .ok_or(NoSelection::AllUnavailable)?;
-    let mut candidates: Vec<LaunchCandidate<'a>> = compatible
-        .into_iter()
-        .map(|(instance_type, offerings)| LaunchCandidate {
-            instance_type,
-            offerings: offerings
-                .into_iter()
-                .filter(|o| o.available && o.capacity_type == capacity_type)
-                .collect(),
-        })
-        .filter(|c| !c.offerings.is_empty())
-        .collect();
+    if !uses_min_values && candidates.iter().any(|c| !is_exotic(c.instance_type)) {
+        candidates.retain(|c| !is_exotic(c.instance_type));
+    }
     candidates.sort_by(|a, b| (a.price(), &a.instance_type.name).cmp(&(b.price(), &b.instance_type.name)));
     candidates.truncate(max_types);
+    for requirement in requirements {
+        let Some(min_values) = requirement.min_values else {
+            continue;
+        };
+        let key = labels::normalize_label_key(&requirement.key);
+        let mut values: Vec<&str> = candidates
+            .iter()
+            .flat_map(|c| {
+                let type_value = c.instance_type.labels.get(key).map(String::as_str);
+                c.offerings.iter().filter_map(move |o| match key {
+                    labels::ZONE => Some(o.zone.as_str()),
+                    labels::CAPACITY_TYPE => Some(o.capacity_type.label()),
+                    _ => type_value,
+                })
+            })
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        if i64::try_from(values.len()).unwrap_or(i64::MAX) < min_values {
+            return Err(NoSelection::MinValues(format!(
+                "requirement {key} needs {min_values} distinct values, the {} cheapest compatible \
+                 instance types have {}",
+                candidates.len(),
+                values.len()
+            )));
+        }
+    }
     Ok(Selection {
         capacity_type,
         candidates,
@@ -238,5 +296,62 @@ mod tests {
             select(&types, &claim, &huge, 60),
             Err(NoSelection::Incompatible(_))
         ));
+    }
+
+    #[test]
+    fn exotic_types_only_when_nothing_else_fits() {
+        let types = catalog();
+        let any = node_claim(&serde_json::json!([
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+        ]));
+        let selection = select(&types, &any, &Resources::default(), 60).unwrap();
+        assert!(selection.candidates.iter().all(|c| !is_exotic(c.instance_type)));
+        let gpu = node_claim(&serde_json::json!([
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "karpenter.k8s.aws/instance-gpu-count", "operator": "Exists"},
+        ]));
+        let selection = select(&types, &gpu, &Resources::default(), 60).unwrap();
+        assert!(!selection.candidates.is_empty());
+        assert!(selection.candidates.iter().all(|c| is_exotic(c.instance_type)));
+    }
+
+    #[test]
+    fn min_values_must_survive_the_truncation() {
+        let types = catalog();
+        let claim = node_claim(&serde_json::json!([
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "karpenter.k8s.aws/instance-family", "operator": "Exists", "minValues": 3},
+        ]));
+        assert!(select(&types, &claim, &Resources::default(), 60).is_ok());
+        let error = select(&types, &claim, &Resources::default(), 1).unwrap_err();
+        assert!(
+            matches!(&error, NoSelection::MinValues(why) if why.contains("needs 3 distinct values")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn spot_dearer_than_on_demand_yields_to_on_demand() {
+        let mut types: Vec<InstanceType> = catalog().into_iter().filter(|t| t.name == "m5.large").collect();
+        let claim = node_claim(&serde_json::json!([
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]},
+        ]));
+        assert_eq!(
+            select(&types, &claim, &Resources::default(), 60)
+                .unwrap()
+                .capacity_type,
+            CapacityType::Spot
+        );
+        for offering in &mut types[0].offerings {
+            if offering.capacity_type == CapacityType::Spot {
+                offering.price = nodewright_catalog::Price(offering.price.0 * 10);
+            }
+        }
+        assert_eq!(
+            select(&types, &claim, &Resources::default(), 60)
+                .unwrap()
+                .capacity_type,
+            CapacityType::OnDemand
+        );
     }
 }
