@@ -33,6 +33,7 @@ use crate::{
     instance_types::InstanceTypeProvider,
     instances::{self, tags},
     launch::{
+        batcher::{FleetAnswer, FleetBatcher},
         fleet::{self, FleetConfig, FleetOverride, FleetRequest},
         selection::{self, NoSelection, Selection},
         template::{self, TemplateSpec},
@@ -66,6 +67,7 @@ pub struct AwsProvider {
     templates: Mutex<HashMap<String, Timestamp>>,
     /// When this provider started: templates it never used count as used then.
     started: Timestamp,
+    fleets: FleetBatcher,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -92,6 +94,7 @@ impl AwsProvider {
             InstanceTypeProvider::new(clients.ec2.clone(), &clients.region, settings.catalog_refresh);
         let unavailable = UnavailableOfferings::new(settings.unavailable_offerings_ttl);
         let started = clock.now();
+        let fleets = FleetBatcher::new(clients.ec2.clone(), settings.launch_batch);
         Self {
             clients,
             settings,
@@ -102,6 +105,7 @@ impl AwsProvider {
             clock,
             templates: Mutex::default(),
             started,
+            fleets,
         }
     }
 
@@ -371,13 +375,17 @@ impl AwsProvider {
         let mut request = FleetRequest {
             capacity_type: selection.capacity_type,
             configs: Vec::with_capacity(plan.len()),
-            tags: self.tags(&node_class, Some(node_claim)),
+            tags: {
+                let mut fleet_tags = self.tags(&node_class, Some(node_claim));
+                fleet_tags.remove(tags::NODE_CLAIM);
+                fleet_tags
+            },
             context: node_class.spec.context.clone(),
         };
         // A template deleted behind our back (garbage collection elsewhere, a person) fails the
         // call; forgetting the known templates and trying once more recreates it.
         let mut attempts_left = 2;
-        let output = loop {
+        let answer = loop {
             attempts_left -= 1;
             request.configs.clear();
             for (spec, overrides) in &plan {
@@ -390,10 +398,9 @@ impl AwsProvider {
                     overrides: overrides.clone(),
                 });
             }
-            match fleet::build(&self.clients.ec2, &request).send().await {
-                Ok(output) => break output,
+            match self.fleets.launch(request.clone()).await {
+                Ok(answer) => break answer,
                 Err(error) => {
-                    let error = AwsError::api("CreateFleet", &error);
                     if error.code() != Some("InvalidLaunchTemplateName.NotFoundException")
                         || attempts_left == 0
                     {
@@ -403,7 +410,41 @@ impl AwsProvider {
                 }
             }
         };
-        self.launched_claim(node_claim, &node_class, &selection, &plan, &output, now)
+        let claim = self.launched_claim(node_claim, &node_class, &selection, &plan, answer, now)?;
+        self.tag_with_node_claim(&claim).await;
+        Ok(claim)
+    }
+
+    /// Tags the launched instance with its NodeClaim's name. The fleet request leaves the name out
+    /// so that identical launches for different NodeClaims merge into one call.
+    async fn tag_with_node_claim(&self, claim: &NodeClaim) {
+        let Some(instance_id) = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .and_then(|id| instances::instance_id(id).ok())
+        else {
+            return;
+        };
+        let tagged = self
+            .clients
+            .ec2
+            .create_tags()
+            .resources(instance_id)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(tags::NODE_CLAIM)
+                    .value(claim.name_any())
+                    .build(),
+            )
+            .send()
+            .await;
+        if let Err(error) = tagged {
+            // The instance is up and carries the cluster, NodePool and EC2NodeClass tags, so it is
+            // listed and garbage-collected anyway; only its NodeClaim name is missing.
+            let error = AwsError::api("CreateTags", &error);
+            tracing::warn!(%error, instance_id, nodeclaim = %claim.name_any(), "instance not tagged with its NodeClaim");
+        }
     }
 
     /// Reads the fleet's answer: marks pools out of capacity, and returns the launched
@@ -414,19 +455,11 @@ impl AwsProvider {
         node_class: &EC2NodeClass,
         selection: &Selection<'_>,
         plan: &[(TemplateSpec, Vec<FleetOverride>)],
-        output: &aws_sdk_ec2::operation::create_fleet::CreateFleetOutput,
-        now: jiff::Timestamp,
+        answer: FleetAnswer,
+        now: Timestamp,
     ) -> Result<NodeClaim> {
         let name = node_claim.name_any();
-        let status = node_class.status.clone().unwrap_or_default();
-        let zone_of_subnet = |subnet: &str| {
-            status
-                .subnets
-                .iter()
-                .find(|s| s.id == subnet)
-                .map(|s| s.zone.clone())
-        };
-        let (launched, failures) = fleet::read_output(output, selection.capacity_type, &zone_of_subnet);
+        let FleetAnswer { launched, failures } = answer;
         let unavailable = fleet::unavailable_offerings(&failures);
         if !unavailable.is_empty() {
             tracing::info!(nodeclaim = %name, offerings = ?unavailable, "offerings out of capacity");

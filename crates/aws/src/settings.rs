@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::launch::batcher::BatchWindow;
+
 /// Settings of the AWS provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsSettings {
@@ -16,6 +18,8 @@ pub struct AwsSettings {
     pub catalog_refresh: Duration,
     /// Instance types per CreateFleet request, cheapest first (Karpenter: 60).
     pub max_instance_types_per_launch: usize,
+    /// How long identical launches wait to be merged into one CreateFleet call.
+    pub launch_batch: BatchWindow,
 }
 
 impl AwsSettings {
@@ -28,6 +32,7 @@ impl AwsSettings {
             unavailable_offerings_ttl: Duration::from_mins(3),
             catalog_refresh: Duration::from_hours(1),
             max_instance_types_per_launch: 60,
+            launch_batch: BatchWindow::default(),
         }
     }
 }

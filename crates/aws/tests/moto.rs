@@ -671,3 +671,54 @@ async fn interruption_messages_are_read_from_the_queue() {
         "handled and malformed messages are deleted"
     );
 }
+
+#[tokio::test]
+async fn concurrent_identical_launches_share_one_create_fleet_call() {
+    // Counting fleets needs a server no other test launches on.
+    let moto = Moto::start();
+    let cluster = "batch";
+    let setup = setup(&moto, cluster, 17).await;
+    let provider = Arc::new(setup.provider);
+    let requirements = serde_json::json!([
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+    ]);
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..5 {
+        let provider = Arc::clone(&provider);
+        let claim = node_claim(&format!("default-batch{index}"), cluster, &requirements);
+        tasks.spawn(async move { provider.create(&claim).await.unwrap() });
+    }
+    let launched = tasks.join_all().await;
+    let elapsed = started.elapsed();
+    let mut instance_ids: Vec<String> = launched
+        .iter()
+        .map(|c| {
+            let provider_id = c.status.as_ref().unwrap().provider_id.as_deref().unwrap();
+            nodewright_aws::instances::instance_id(provider_id)
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    instance_ids.sort();
+    instance_ids.dedup();
+    assert_eq!(instance_ids.len(), 5, "one instance per NodeClaim");
+    let fleets = setup.clients.ec2.describe_fleets().send().await.unwrap();
+    assert_eq!(
+        fleets.fleets().len(),
+        1,
+        "one CreateFleet call for the five launches"
+    );
+    for claim in &launched {
+        let provider_id = claim.status.as_ref().unwrap().provider_id.as_deref().unwrap();
+        let id = nodewright_aws::instances::instance_id(provider_id).unwrap();
+        let tags = support::instance_tags(&setup.clients.ec2, id).await;
+        assert_eq!(
+            tags.get(tags::NODE_CLAIM),
+            Some(&claim.name_any()),
+            "each instance named after its own NodeClaim"
+        );
+    }
+    eprintln!("5 batched launches through moto in {elapsed:?}");
+}

@@ -40,7 +40,7 @@ pub fn is_capacity_error(code: &str) -> bool {
 }
 
 /// One pool a fleet may launch from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FleetOverride {
     pub instance_type: String,
     pub subnet_id: String,
@@ -50,14 +50,14 @@ pub struct FleetOverride {
 }
 
 /// The overrides that share one launch template.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FleetConfig {
     pub template_name: String,
     pub overrides: Vec<FleetOverride>,
 }
 
-/// One CreateFleet call.
-#[derive(Debug, Clone, PartialEq)]
+/// One CreateFleet call (for one instance; the batcher asks for more at once).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FleetRequest {
     pub capacity_type: CapacityType,
     pub configs: Vec<FleetConfig>,
@@ -67,8 +67,19 @@ pub struct FleetRequest {
     pub context: Option<String>,
 }
 
-/// The request as an SDK call, ready to send.
-pub fn build(ec2: &aws_sdk_ec2::Client, request: &FleetRequest) -> CreateFleetFluentBuilder {
+impl FleetRequest {
+    /// The zone of a subnet the request names.
+    pub fn zone_of_subnet(&self, subnet: &str) -> Option<String> {
+        self.configs
+            .iter()
+            .flat_map(|c| &c.overrides)
+            .find(|o| o.subnet_id == subnet)
+            .map(|o| o.zone.clone())
+    }
+}
+
+/// The request as an SDK call for `count` instances, ready to send.
+pub fn build(ec2: &aws_sdk_ec2::Client, request: &FleetRequest, count: i32) -> CreateFleetFluentBuilder {
     let tags: Vec<Tag> = request
         .tags
         .iter()
@@ -80,7 +91,7 @@ pub fn build(ec2: &aws_sdk_ec2::Client, request: &FleetRequest) -> CreateFleetFl
         .set_context(request.context.clone())
         .target_capacity_specification(
             TargetCapacitySpecificationRequest::builder()
-                .total_target_capacity(1)
+                .total_target_capacity(count)
                 .default_target_capacity_type(match request.capacity_type {
                     CapacityType::Spot => DefaultTargetCapacityType::Spot,
                     CapacityType::OnDemand | CapacityType::Reserved => DefaultTargetCapacityType::OnDemand,
@@ -153,15 +164,18 @@ pub struct FleetFailure {
     pub message: String,
 }
 
-/// The launched instance, if any, and the pools that failed. `zone_of_subnet` maps a subnet to
-/// its zone for errors that name only the subnet.
+/// The launched instances (one per ID, in EC2's order) and the pools that failed.
+/// `zone_of_subnet` maps a subnet to its zone for answers that name only the subnet.
 pub fn read_output(
     output: &CreateFleetOutput,
     capacity_type: CapacityType,
     zone_of_subnet: &dyn Fn(&str) -> Option<String>,
-) -> (Option<LaunchedInstance>, Vec<FleetFailure>) {
-    let launched = output.instances().iter().find_map(|instance| {
-        let id = instance.instance_ids().first()?;
+) -> (Vec<LaunchedInstance>, Vec<FleetFailure>) {
+    let mut launched = Vec::new();
+    for instance in output.instances() {
+        let Some(instance_type) = instance.instance_type() else {
+            continue;
+        };
         let chosen = instance
             .launch_template_and_overrides()
             .and_then(|l| l.overrides());
@@ -170,13 +184,15 @@ pub fn read_output(
             .and_then(|o| o.availability_zone())
             .map(str::to_owned)
             .or_else(|| subnet_id.as_deref().and_then(zone_of_subnet));
-        Some(LaunchedInstance {
-            instance_id: id.clone(),
-            instance_type: instance.instance_type()?.as_str().to_owned(),
-            zone,
-            subnet_id,
-        })
-    });
+        for id in instance.instance_ids() {
+            launched.push(LaunchedInstance {
+                instance_id: id.clone(),
+                instance_type: instance_type.as_str().to_owned(),
+                zone: zone.clone(),
+                subnet_id: subnet_id.clone(),
+            });
+        }
+    }
     let failures = output
         .errors()
         .iter()
@@ -304,7 +320,7 @@ mod tests {
 
     #[test]
     fn spot_requests_are_instant_price_capacity_optimized_and_tag_three_resources() {
-        let call = build(&client(), &request(CapacityType::Spot));
+        let call = build(&client(), &request(CapacityType::Spot), 1);
         let input = call.as_input();
         assert_eq!(input.get_type(), &Some(FleetType::Instant));
         let target = input.get_target_capacity_specification().as_ref().unwrap();
@@ -348,7 +364,7 @@ mod tests {
 
     #[test]
     fn on_demand_requests_use_lowest_price() {
-        let call = build(&client(), &request(CapacityType::OnDemand));
+        let call = build(&client(), &request(CapacityType::OnDemand), 1);
         let input = call.as_input();
         assert_eq!(
             input
@@ -394,7 +410,7 @@ mod tests {
             .errors(error("c5.large", "subnet-b", "MaxSpotInstanceCountExceeded"))
             .build();
         let (launched, failures) = read_output(&output, CapacityType::Spot, &zone_of);
-        assert!(launched.is_none());
+        assert!(launched.is_empty());
         let error = launch_failed("default-abc", &failures);
         let CloudProviderError::InsufficientCapacity { offerings, .. } = &error else {
             panic!("{error}")
@@ -463,12 +479,12 @@ mod tests {
         assert!(failures.is_empty());
         assert_eq!(
             launched,
-            Some(LaunchedInstance {
+            [LaunchedInstance {
                 instance_id: "i-1".into(),
                 instance_type: "c5.large".into(),
                 zone: Some("us-west-2b".into()),
                 subnet_id: Some("subnet-b".into()),
-            })
+            }]
         );
     }
 }
