@@ -11,6 +11,20 @@ use serde::Deserialize;
 
 use crate::error::AwsError;
 
+const SPOT_WARNING: &str = "EC2 Spot Instance Interruption Warning";
+const REBALANCE: &str = "EC2 Instance Rebalance Recommendation";
+const STATE_CHANGE: &str = "EC2 Instance State-change Notification";
+const HEALTH: &str = "AWS Health Event";
+
+/// The EventBridge events (source, detail-type) [`parse`] reads: what the queue's rules must
+/// forward (`deploy/iam/cloudformation.json`).
+pub const HANDLED_EVENTS: [(&str, &str); 4] = [
+    ("aws.ec2", SPOT_WARNING),
+    ("aws.ec2", REBALANCE),
+    ("aws.ec2", STATE_CHANGE),
+    ("aws.health", HEALTH),
+];
+
 /// What happened to the instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InterruptionKind {
@@ -120,7 +134,7 @@ pub fn parse(body: &str) -> Result<Option<Interruption>, String> {
             InterruptionKind::RebalanceRecommendation,
             vec![instance_id(&envelope.detail)?],
         ),
-        ("aws.ec2", "EC2 Instance State-change Notification") => {
+        ("aws.ec2", STATE_CHANGE) => {
             let state = envelope
                 .detail
                 .get("state")
@@ -133,7 +147,7 @@ pub fn parse(body: &str) -> Result<Option<Interruption>, String> {
             };
             interruption(kind, vec![instance_id(&envelope.detail)?])
         }
-        ("aws.health", "AWS Health Event") => {
+        ("aws.health", HEALTH) => {
             let detail: HealthDetail =
                 serde_json::from_value(envelope.detail).map_err(|e| format!("AWS Health detail: {e}"))?;
             if detail.service != "EC2" || detail.event_type_category != "scheduledChange" {

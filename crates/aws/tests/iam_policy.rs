@@ -1,5 +1,6 @@
 //! `deploy/iam/controller-policy.json` stays least-privilege: valid JSON, every action the
-//! provider calls is allowed, and nothing destructive or role-passing is granted on `*`.
+//! provider calls is allowed, and nothing destructive or role-passing is granted on `*`. And
+//! `deploy/iam/cloudformation.json` forwards exactly the events the interruption parser reads.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
 
@@ -91,4 +92,37 @@ fn every_call_the_provider_makes_is_allowed() {
     ] {
         assert!(allowed.contains(&action), "{action} is not allowed");
     }
+}
+
+#[test]
+fn the_queue_rules_forward_exactly_the_events_the_parser_reads() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/iam/cloudformation.json"
+    );
+    let template: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut forwarded: Vec<(String, String)> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::Events::Rule")
+        .map(|rule| {
+            let pattern = &rule["Properties"]["EventPattern"];
+            assert_eq!(
+                rule["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0], "InterruptionQueue",
+                "{rule}"
+            );
+            (
+                pattern["source"][0].as_str().unwrap().to_owned(),
+                pattern["detail-type"][0].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    forwarded.sort();
+    let mut handled: Vec<(String, String)> = nodewright_aws::interruption::HANDLED_EVENTS
+        .iter()
+        .map(|(s, d)| ((*s).to_owned(), (*d).to_owned()))
+        .collect();
+    handled.sort();
+    assert_eq!(forwarded, handled);
 }
