@@ -37,6 +37,8 @@ pub struct AwsClients {
     pub ssm: aws_sdk_ssm::Client,
     pub iam: aws_sdk_iam::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// The Price List API, at the endpoint region that serves `region`.
+    pub pricing: aws_sdk_pricing::Client,
     /// The region the clients sign for (offerings, zones and prices are per region).
     pub region: String,
 }
@@ -51,6 +53,13 @@ impl AwsClients {
             ssm: aws_sdk_ssm::Client::new(config),
             iam: aws_sdk_iam::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
+            pricing: aws_sdk_pricing::Client::from_conf(
+                aws_sdk_pricing::config::Builder::from(config)
+                    .region(aws_config::Region::new(
+                        crate::instance_types::pricing::pricing_region(&region),
+                    ))
+                    .build(),
+            ),
             region,
         })
     }

@@ -90,8 +90,12 @@ impl AwsProvider {
         node_classes: Arc<dyn NodeClassSource>,
         clock: Clock,
     ) -> Self {
-        let instance_types =
-            InstanceTypeProvider::new(clients.ec2.clone(), &clients.region, settings.catalog_refresh);
+        let instance_types = InstanceTypeProvider::new(
+            clients.ec2.clone(),
+            clients.pricing.clone(),
+            &clients.region,
+            settings.catalog_refresh,
+        );
         let unavailable = UnavailableOfferings::new(settings.unavailable_offerings_ttl);
         let started = clock.now();
         let fleets = FleetBatcher::new(clients.ec2.clone(), settings.launch_batch);

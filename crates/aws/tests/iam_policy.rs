@@ -86,6 +86,7 @@ fn every_call_the_provider_makes_is_allowed() {
         "iam:RemoveRoleFromInstanceProfile",
         "iam:ListInstanceProfiles",
         "iam:DeleteInstanceProfile",
+        "pricing:GetProducts",
         "sqs:GetQueueUrl",
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",

@@ -722,3 +722,46 @@ async fn concurrent_identical_launches_share_one_create_fleet_call() {
     }
     eprintln!("5 batched launches through moto in {elapsed:?}");
 }
+
+#[tokio::test]
+async fn on_demand_prices_come_from_the_price_list_api_over_the_shipped_ones() {
+    // The canned GetProducts answer is server-wide: this test has a server of its own.
+    let moto = Moto::start();
+    let product = |instance_type: &str, usd: &str| {
+        serde_json::json!({
+            "product": {"productFamily": "Compute Instance", "attributes": {
+                "instanceType": instance_type, "regionCode": "us-west-2", "operatingSystem": "Linux"}},
+            "terms": {"OnDemand": {"T": {"priceDimensions": {"D": {"unit": "Hrs", "pricePerUnit": {"USD": usd}}}}}},
+        })
+        .to_string()
+    };
+    moto.set_faults(&serde_json::json!([
+        {"action": "GetProducts", "json": {"FormatVersion": "aws_v1",
+            "PriceList": [product("m5.large", "0.5000000000"), product("m5.metal", "5.0000000000")]}},
+    ]));
+    let setup = setup(&moto, "pricing", 18).await;
+    let types = setup
+        .provider
+        .get_instance_types(&node_pool("pricing"))
+        .await
+        .unwrap();
+    let on_demand = |name: &str| {
+        types
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .offerings
+            .iter()
+            .find(|o| o.capacity_type == CapacityType::OnDemand)
+            .unwrap()
+            .price
+    };
+    assert_eq!(on_demand("m5.large"), nodewright_catalog::Price::from_usd(0.5));
+    assert_eq!(on_demand("m5.metal"), nodewright_catalog::Price::from_usd(5.0));
+    let shipped = Catalog::us_east_1(&NodeSettings::default()).unwrap();
+    assert_eq!(
+        on_demand("c5.large"),
+        shipped.get("c5.large").unwrap().offerings[0].price,
+        "types the API does not price keep the shipped price"
+    );
+}

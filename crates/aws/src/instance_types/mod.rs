@@ -2,13 +2,15 @@
 //! `DescribeInstanceTypeOfferings`), turned into the catalogue model by the catalogue's own
 //! formulas, and cached for [`AwsSettings::catalog_refresh`](crate::AwsSettings).
 //!
-//! Prices: on-demand from the shipped price list (the AWS price list of 2026-07-20; Karpenter's
-//! fallback too, for every region without a table of its own); spot from
+//! Prices: on-demand from the Price List API ([`pricing`]) over the shipped price list (the AWS
+//! price list of 2026-07-20; Karpenter's fallback too, for every region without a table of its
+//! own), which stays for types the API does not price and whenever the API fails; spot from
 //! `DescribeSpotPriceHistory` (the current price per type and zone), falling back to the
 //! catalogue's model for pools EC2 did not price or when the call fails.
 //! Offerings in zones where the node class has no subnet, or that EC2 recently reported out of
 //! capacity, are kept with `available: false`.
 
+pub mod pricing;
 mod record;
 
 use std::{
@@ -35,6 +37,7 @@ const MAX_CACHED_SETTINGS: usize = 32;
 #[derive(Debug)]
 pub struct InstanceTypeProvider {
     ec2: aws_sdk_ec2::Client,
+    pricing: aws_sdk_pricing::Client,
     region: String,
     refresh: SignedDuration,
     cached: Mutex<Option<Cached>>,
@@ -51,9 +54,15 @@ struct Cached {
 }
 
 impl InstanceTypeProvider {
-    pub fn new(ec2: aws_sdk_ec2::Client, region: impl Into<String>, refresh: std::time::Duration) -> Self {
+    pub fn new(
+        ec2: aws_sdk_ec2::Client,
+        pricing: aws_sdk_pricing::Client,
+        region: impl Into<String>,
+        refresh: std::time::Duration,
+    ) -> Self {
         Self {
             ec2,
+            pricing,
             region: region.into(),
             refresh: SignedDuration::try_from(refresh).unwrap_or(SignedDuration::MAX),
             cached: Mutex::new(None),
@@ -140,10 +149,25 @@ impl InstanceTypeProvider {
             region: self.region.clone(),
             records,
             zones_by_type,
-            on_demand_prices: shipped_on_demand_prices()?.clone(),
+            on_demand_prices: self.on_demand_prices().await?,
             records_source: DESCRIBE_INSTANCE_TYPES.to_owned(),
         };
         Ok(Catalog::from_records(&data, &NodeSettings::default())?)
+    }
+}
+
+impl InstanceTypeProvider {
+    /// The shipped prices with the Price List API's over them.
+    async fn on_demand_prices(&self) -> Result<BTreeMap<String, Price>, AwsError> {
+        let mut prices = shipped_on_demand_prices()?.clone();
+        match pricing::on_demand_prices(&self.pricing, &self.region).await {
+            Ok(Some(current)) => prices.extend(current),
+            Ok(None) => {
+                tracing::warn!(region = %self.region, "the Price List API has no on-demand prices; using the shipped ones");
+            }
+            Err(error) => tracing::warn!(%error, "on-demand prices stay the shipped ones"),
+        }
+        Ok(prices)
     }
 }
 

@@ -11,6 +11,8 @@
 3. API errors: a rule `{"action": A, "error": {"status": S, "code": C, "message": M}, "times": N}`
    answers the next N calls of A (all, without `times`) with that error, as XML for the EC2 query
    protocol or JSON for awsJson services.
+4. The Price List API, which moto lacks: a rule `{"action": "GetProducts", "json": {...}}` answers
+   with that body; without one, GetProducts answers an empty price list.
 
 Everything else is moto's own app. Usage: python moto_launcher.py --host 127.0.0.1 --port PORT
 """
@@ -164,6 +166,10 @@ class Launcher:
         rule = take_rule(action, "error")
         if rule:
             return error_response(start_response, rule["error"], bool(target))
+        rule = take_rule(action, "json")
+        if rule or action == "GetProducts":
+            answer = rule["json"] if rule else {"FormatVersion": "aws_v1", "PriceList": []}
+            return self.json_answer(start_response, answer)
         errors = ""
         if action == "CreateFleet":
             rule = take_rule(action, "ice")
@@ -194,6 +200,12 @@ class Launcher:
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         start_response(captured["status"], headers + [("Content-Length", str(len(answer)))])
         return [answer]
+
+    @staticmethod
+    def json_answer(start_response, answer):
+        body = json.dumps(answer).encode()
+        start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(body)))])
+        return [body]
 
     @staticmethod
     def ok(start_response):
