@@ -212,8 +212,9 @@ async fn node_class_resolution_finds_the_tagged_network_and_the_alias_amis() {
 
 #[tokio::test]
 async fn instance_types_come_from_ec2_through_the_catalogue_formulas() {
-    let moto = Moto::shared();
-    let setup = setup(moto, "types", 12).await;
+    // The whole catalogue, so every record moto describes goes through the conversion.
+    let moto = Moto::start_with_every_instance_type();
+    let setup = setup(&moto, "types", 12).await;
     let types = setup
         .provider
         .get_instance_types(&node_pool("types"))

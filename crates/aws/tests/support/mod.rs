@@ -24,6 +24,9 @@ use aws_sdk_ec2::{
 
 /// The moto release `.ci/run` installs.
 pub(crate) const MOTO_VERSION: &str = "5.2.5";
+/// The instance types most tests' servers describe: enough families for choices, fallbacks,
+/// metal and GPU types, and fast to describe.
+pub(crate) const TEST_INSTANCE_TYPES: &str = "m5.*,m5d.*,c5.*,r5.*,m6g.*,t3.*,g5.*,p3.*";
 /// The region every test uses (moto has offerings for its four zones).
 pub(crate) const REGION: &str = "us-west-2";
 
@@ -59,8 +62,18 @@ impl Moto {
         SHARED.get_or_init(Moto::start)
     }
 
-    /// A server of its own, for tests that inject faults.
+    /// A server of its own, for tests that inject faults, with the [`TEST_INSTANCE_TYPES`].
     pub(crate) fn start() -> Moto {
+        Moto::start_with(Some(TEST_INSTANCE_TYPES))
+    }
+
+    /// A server describing moto's whole catalogue (about 1,400 types; each describe takes
+    /// seconds).
+    pub(crate) fn start_with_every_instance_type() -> Moto {
+        Moto::start_with(None)
+    }
+
+    fn start_with(instance_types: Option<&str>) -> Moto {
         let venv = venv();
         let python = venv.join("bin/python");
         assert!(
@@ -74,9 +87,14 @@ impl Moto {
         let launcher = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_launcher.py");
         let log = std::env::temp_dir().join(format!("nodewright-moto-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("create the moto log file");
-        let mut child = Command::new(&python)
+        let mut command = Command::new(&python);
+        command
             .arg(&launcher)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        if let Some(patterns) = instance_types {
+            command.args(["--instance-types", patterns]);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log_file)

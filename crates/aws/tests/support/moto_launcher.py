@@ -11,7 +11,9 @@
 3. API errors: a rule `{"action": A, "error": {"status": S, "code": C, "message": M}, "times": N}`
    answers the next N calls of A (all, without `times`) with that error, as XML for the EC2 query
    protocol or JSON for awsJson services.
-4. The Price List API, which moto lacks: a rule `{"action": "GetProducts", "json": {...}}` answers
+4. A smaller catalogue: `--instance-types 'm5.*,c5.*'` keeps only the instance types matching
+   those patterns, so DescribeInstanceTypes answers in milliseconds instead of seconds.
+5. The Price List API, which moto lacks: a rule `{"action": "GetProducts", "json": {...}}` answers
    with that body; without one, GetProducts answers an empty price list.
 
 Everything else is moto's own app. Usage: python moto_launcher.py --host 127.0.0.1 --port PORT
@@ -217,7 +219,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--instance-types", default="")
     args = parser.parse_args()
+    if args.instance_types:
+        from fnmatch import fnmatch
+
+        from moto.ec2.models.instance_types import InstanceTypeBackend
+
+        patterns = args.instance_types.split(",")
+        InstanceTypeBackend.instance_types = [
+            t for t in InstanceTypeBackend.instance_types if any(fnmatch(t.name, p) for p in patterns)
+        ]
     os.environ.setdefault("MOTO_PORT", str(args.port))
     # The test harness holds our stdin open; when its process exits, however it exits, stdin
     # closes and the server goes with it, so no emulator outlives its tests.
