@@ -123,6 +123,27 @@ async fn describe(
     Ok(found)
 }
 
+/// The instances with these IDs, whatever their state. An unknown ID fails the whole call with
+/// `InvalidInstanceID.NotFound` (EC2's behaviour); a single unknown ID answers nothing.
+pub async fn describe_ids(ec2: &aws_sdk_ec2::Client, ids: &[String]) -> Result<Vec<InstanceInfo>, AwsError> {
+    if let [_single] = ids {
+        return describe(ec2, ids, Vec::new()).await;
+    }
+    let mut pages = ec2
+        .describe_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .into_paginator()
+        .send();
+    let mut found = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::api("DescribeInstances", &e))?;
+        for reservation in page.reservations() {
+            found.extend(reservation.instances().iter().filter_map(info));
+        }
+    }
+    Ok(found)
+}
+
 /// The instance with this ID, whatever its state; `None` when EC2 does not know it.
 pub async fn get(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> Result<Option<InstanceInfo>, AwsError> {
     Ok(describe(ec2, &[instance_id.to_owned()], Vec::new())
@@ -152,11 +173,22 @@ pub async fn list(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Result<Vec<Instan
 
 /// Starts terminating the instance; `false` when EC2 does not know it.
 pub async fn terminate(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> Result<bool, AwsError> {
-    match ec2.terminate_instances().instance_ids(instance_id).send().await {
+    terminate_ids(ec2, &[instance_id.to_owned()]).await
+}
+
+/// Starts terminating the instances. For one ID, `false` when EC2 does not know it; for several,
+/// an unknown ID fails the call with `InvalidInstanceID.NotFound`.
+pub async fn terminate_ids(ec2: &aws_sdk_ec2::Client, ids: &[String]) -> Result<bool, AwsError> {
+    match ec2
+        .terminate_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+    {
         Ok(_) => Ok(true),
         Err(error) => {
             let error = AwsError::api("TerminateInstances", &error);
-            if error.code() == Some("InvalidInstanceID.NotFound") {
+            if ids.len() == 1 && error.code() == Some("InvalidInstanceID.NotFound") {
                 Ok(false)
             } else {
                 Err(error)

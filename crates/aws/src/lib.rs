@@ -18,6 +18,7 @@ pub use node_classes::{NodeClassSource, StaticNodeClasses};
 pub use settings::AwsSettings;
 pub use unavailable::UnavailableOfferings;
 pub mod claims;
+pub mod instance_batcher;
 pub mod instances;
 pub mod launch;
 pub mod nodeclass;

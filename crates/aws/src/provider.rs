@@ -30,6 +30,7 @@ use crate::{
     AwsClients, AwsSettings,
     claims::{self, Placement},
     error::AwsError,
+    instance_batcher::InstanceBatcher,
     instance_types::InstanceTypeProvider,
     instances::{self, tags},
     launch::{
@@ -68,6 +69,8 @@ pub struct AwsProvider {
     /// When this provider started: templates it never used count as used then.
     started: Timestamp,
     fleets: FleetBatcher,
+    /// Single-instance DescribeInstances and TerminateInstances, merged.
+    instance_calls: InstanceBatcher,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -99,6 +102,7 @@ impl AwsProvider {
         let unavailable = UnavailableOfferings::new(settings.unavailable_offerings_ttl);
         let started = clock.now();
         let fleets = FleetBatcher::new(clients.ec2.clone(), settings.launch_batch);
+        let instance_calls = InstanceBatcher::new(clients.ec2.clone(), settings.instance_batch);
         Self {
             clients,
             settings,
@@ -110,6 +114,7 @@ impl AwsProvider {
             templates: Mutex::default(),
             started,
             fleets,
+            instance_calls,
         }
     }
 
@@ -537,7 +542,7 @@ impl AwsProvider {
 
     async fn get_claim(&self, provider_id: &str) -> Result<NodeClaim> {
         let id = instances::instance_id(provider_id)?;
-        match instances::get(&self.clients.ec2, id).await? {
+        match self.instance_calls.get(id).await? {
             Some(instance) if instance.is_live() => self.claim_of(&instance).await,
             _ => Err(CloudProviderError::NodeClaimNotFound(provider_id.to_owned())),
         }
@@ -561,13 +566,13 @@ impl AwsProvider {
         };
         let id = instances::instance_id(&provider_id)?;
         let gone = || CloudProviderError::NodeClaimNotFound(provider_id.clone());
-        match instances::get(&self.clients.ec2, id).await? {
+        match self.instance_calls.get(id).await? {
             None => Err(gone()),
             Some(instance) if !instance.is_live() => Err(gone()),
             // Termination already started; the next call reports it finished.
             Some(instance) if instance.state == "shutting-down" => Ok(()),
             Some(_) => {
-                if instances::terminate(&self.clients.ec2, id).await? {
+                if self.instance_calls.terminate(id).await? {
                     Ok(())
                 } else {
                     Err(gone())
@@ -600,7 +605,10 @@ impl AwsProvider {
         let Some(provider_id) = node_claim.status.as_ref().and_then(|s| s.provider_id.as_deref()) else {
             return Ok(None);
         };
-        let Some(instance) = instances::get(&self.clients.ec2, instances::instance_id(provider_id)?).await?
+        let Some(instance) = self
+            .instance_calls
+            .get(instances::instance_id(provider_id)?)
+            .await?
         else {
             return Ok(None);
         };

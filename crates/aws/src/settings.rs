@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::launch::batcher::BatchWindow;
+use crate::{instance_batcher::IdBatchWindow, launch::batcher::BatchWindow};
 
 /// Settings of the AWS provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub struct AwsSettings {
     pub max_instance_types_per_launch: usize,
     /// How long identical launches wait to be merged into one CreateFleet call.
     pub launch_batch: BatchWindow,
+    /// How long single-instance describes and terminations wait to be merged.
+    pub instance_batch: IdBatchWindow,
 }
 
 impl AwsSettings {
@@ -33,6 +35,7 @@ impl AwsSettings {
             catalog_refresh: Duration::from_hours(1),
             max_instance_types_per_launch: 60,
             launch_batch: BatchWindow::default(),
+            instance_batch: IdBatchWindow::default(),
         }
     }
 }

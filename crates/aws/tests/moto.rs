@@ -766,3 +766,39 @@ async fn on_demand_prices_come_from_the_price_list_api_over_the_shipped_ones() {
         "types the API does not price keep the shipped price"
     );
 }
+
+#[tokio::test]
+async fn concurrent_gets_and_deletes_are_merged_and_an_unknown_instance_fails_alone() {
+    let moto = Moto::shared();
+    let cluster = "merged";
+    let setup = setup(moto, cluster, 19).await;
+    let provider = Arc::new(setup.provider);
+    let requirements = serde_json::json!([
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+    ]);
+    let inputs = [
+        node_claim("default-merged0", cluster, &requirements),
+        node_claim("default-merged1", cluster, &requirements),
+    ];
+    let (first, second) = tokio::join!(provider.create(&inputs[0]), provider.create(&inputs[1]));
+    let claims = [first.unwrap(), second.unwrap()];
+    let provider_id = |claim: &NodeClaim| claim.status.as_ref().unwrap().provider_id.clone().unwrap();
+    let unknown = "aws:///us-west-2a/i-0000000000000dead".to_owned();
+    let ids = [provider_id(&claims[0]), provider_id(&claims[1])];
+    let (a, b, missing) = tokio::join!(
+        provider.get(&ids[0]),
+        provider.get(&ids[1]),
+        provider.get(&unknown)
+    );
+    assert_eq!(a.unwrap().name_any(), "default-merged0");
+    assert_eq!(b.unwrap().name_any(), "default-merged1");
+    assert!(missing.unwrap_err().is_node_claim_not_found());
+
+    let (a, b) = tokio::join!(provider.delete(&claims[0]), provider.delete(&claims[1]));
+    a.unwrap();
+    b.unwrap();
+    let (a, b) = tokio::join!(provider.delete(&claims[0]), provider.delete(&claims[1]));
+    assert!(a.unwrap_err().is_node_claim_not_found());
+    assert!(b.unwrap_err().is_node_claim_not_found());
+}
