@@ -2,11 +2,15 @@
 //! interruption warnings, rebalance recommendations, AWS Health scheduled changes, instance state
 //! changes), parsed into what the controller should do, as Karpenter's interruption controller does.
 //!
-//! [`InterruptionQueue`] long-polls the queue. [`parse`] is pure: a message it cannot read is an
+//! A controller loop reads with [`InterruptionQueue::receive`], decides with [`parse`] and
+//! [`plan`] (pure), writes (deletes NodeClaims, marks offerings, records events), then deletes the
+//! message. [`parse`] is pure: a message it cannot read is an
 //! error the caller logs before deleting the message (a malformed message would otherwise come
 //! back forever); an event about nothing Nodewright acts on is `Ok(None)`.
 
 use jiff::Timestamp;
+use nodewright_catalog::CapacityType;
+use nodewright_cloudprovider::OfferingKey;
 use serde::Deserialize;
 
 use crate::error::AwsError;
@@ -163,6 +167,51 @@ pub fn parse(body: &str) -> Result<Option<Interruption>, String> {
         }
         _ => Ok(None),
     }
+}
+
+/// What the controller knows about a NodeClaim an interruption may concern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedInstance {
+    pub node_claim: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+}
+
+/// What to do about one message: the decide phase of the controller's interruption loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterruptionPlan {
+    /// NodeClaims to delete (the core cordons, drains and replaces their nodes).
+    pub delete: Vec<String>,
+    /// Spot pools about to reclaim an instance: not worth launching into for a while.
+    pub unavailable: Vec<OfferingKey>,
+    /// (NodeClaim, reason) pairs to record as events, for every NodeClaim the message concerns.
+    pub events: Vec<(String, &'static str)>,
+}
+
+/// The plan for `interruption`, given the NodeClaim of each instance ID Nodewright knows (IDs of
+/// instances that are not Nodewright's are ignored).
+pub fn plan(
+    interruption: &Interruption,
+    claimed: &dyn Fn(&str) -> Option<ClaimedInstance>,
+) -> InterruptionPlan {
+    let mut plan = InterruptionPlan::default();
+    for claim in interruption.instance_ids.iter().filter_map(|id| claimed(id)) {
+        plan.events
+            .push((claim.node_claim.clone(), interruption.kind.reason()));
+        if interruption.kind == InterruptionKind::SpotInterrupted && claim.capacity_type == CapacityType::Spot
+        {
+            plan.unavailable.push(OfferingKey::new(
+                &claim.instance_type,
+                &claim.zone,
+                CapacityType::Spot,
+            ));
+        }
+        if interruption.kind.action() == Action::CordonAndDrain {
+            plan.delete.push(claim.node_claim);
+        }
+    }
+    plan
 }
 
 /// A message taken from the queue; delete it with [`InterruptionQueue::delete`] once handled.
@@ -326,6 +375,41 @@ mod tests {
         assert_eq!(
             parse(&event("aws.s3", "Object Created", &serde_json::json!({}))).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn spot_warnings_replace_the_node_and_mark_the_pool_and_rebalances_only_record() {
+        let known = |id: &str| {
+            (id == "i-1").then(|| ClaimedInstance {
+                node_claim: "default-abc".into(),
+                instance_type: "m5.large".into(),
+                zone: "us-west-2a".into(),
+                capacity_type: CapacityType::Spot,
+            })
+        };
+        let spot = Interruption {
+            kind: InterruptionKind::SpotInterrupted,
+            instance_ids: vec!["i-1".into(), "i-not-ours".into()],
+            time: None,
+        };
+        assert_eq!(
+            plan(&spot, &known),
+            InterruptionPlan {
+                delete: vec!["default-abc".into()],
+                unavailable: vec![OfferingKey::new("m5.large", "us-west-2a", CapacityType::Spot)],
+                events: vec![("default-abc".into(), "spot_interrupted")],
+            }
+        );
+        let rebalance = Interruption {
+            kind: InterruptionKind::RebalanceRecommendation,
+            ..spot
+        };
+        let planned = plan(&rebalance, &known);
+        assert!(planned.delete.is_empty() && planned.unavailable.is_empty());
+        assert_eq!(
+            planned.events,
+            [("default-abc".to_owned(), "rebalance_recommendation")]
         );
     }
 }
