@@ -59,21 +59,25 @@ impl Moto {
     /// empty: each makes its own network and tags).
     pub(crate) fn shared() -> &'static Moto {
         static SHARED: OnceLock<Moto> = OnceLock::new();
-        SHARED.get_or_init(Moto::start)
+        // Its log has a fixed name, replaced on every run: no destructor runs for a static, so a
+        // per-port name would leave one file behind per run.
+        SHARED.get_or_init(|| Moto::start_with(Some(TEST_INSTANCE_TYPES), Some("moto-shared.log")))
     }
 
     /// A server of its own, for tests that inject faults, with the [`TEST_INSTANCE_TYPES`].
     pub(crate) fn start() -> Moto {
-        Moto::start_with(Some(TEST_INSTANCE_TYPES))
+        Moto::start_with(Some(TEST_INSTANCE_TYPES), None)
     }
 
     /// A server describing moto's whole catalogue (about 1,400 types; each describe takes
     /// seconds).
     pub(crate) fn start_with_every_instance_type() -> Moto {
-        Moto::start_with(None)
+        Moto::start_with(None, None)
     }
 
-    fn start_with(instance_types: Option<&str>) -> Moto {
+    /// `log_name`: the log's file name under cargo's per-target temporary directory; by default
+    /// one per port, deleted when the server is dropped after passing tests.
+    fn start_with(instance_types: Option<&str>, log_name: Option<&str>) -> Moto {
         let venv = venv();
         let python = venv.join("bin/python");
         assert!(
@@ -85,7 +89,8 @@ impl Moto {
         );
         let port = free_port();
         let launcher = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_launcher.py");
-        let log = std::env::temp_dir().join(format!("nodewright-moto-{port}.log"));
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(log_name.map_or_else(|| format!("moto-{port}.log"), str::to_owned));
         let log_file = std::fs::File::create(&log).expect("create the moto log file");
         let mut command = Command::new(&python);
         command
