@@ -11,9 +11,11 @@ pub mod context;
 pub mod disruption;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod gc;
 pub mod leader;
 pub mod lifecycle;
+pub mod metrics;
 pub mod nodepool_status;
 pub mod provisioner;
 pub mod settings;
@@ -78,6 +80,7 @@ pub async fn run(
         cloud,
         clock,
     };
+    metrics::observe(&ctx, &leadership);
     loop {
         leadership.wait_for(true).await;
         tracing::info!(identity = ctx.settings.identity, "leading: starting controllers");
@@ -105,10 +108,12 @@ pub async fn run(
 
 /// The mutating loops, started when this replica leads.
 fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
-    loops.spawn(provisioner::run(ctx.clone()));
-    loops.spawn(lifecycle::run(ctx.clone()));
-    loops.spawn(nodepool_status::run(ctx.clone()));
-    loops.spawn(termination::run(ctx.clone()));
-    loops.spawn(gc::run(ctx.clone()));
-    loops.spawn(disruption::run(ctx.clone()));
+    // Each loop's cloud calls are metered under its name (Karpenter's controller names).
+    let metered = |name| metrics::for_controller(ctx, name);
+    loops.spawn(provisioner::run(metered("provisioner")));
+    loops.spawn(lifecycle::run(metered("nodeclaim.lifecycle")));
+    loops.spawn(nodepool_status::run(metered("nodepool.status")));
+    loops.spawn(termination::run(metered("node.termination")));
+    loops.spawn(gc::run(metered("nodeclaim.garbagecollection")));
+    loops.spawn(disruption::run(metered("disruption")));
 }

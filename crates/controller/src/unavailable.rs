@@ -39,6 +39,11 @@ impl UnavailableOfferings {
         }
     }
 
+    /// How many offerings are unavailable at `now` (for the metrics).
+    pub fn len_at(&self, now: Timestamp) -> usize {
+        self.lock().values().filter(|end| **end > now).count()
+    }
+
     /// Whether an offering is unavailable at `now`.
     pub fn is_unavailable(&self, offering: &OfferingKey, now: Timestamp) -> bool {
         self.lock().get(offering).is_some_and(|end| *end > now)

@@ -7,6 +7,8 @@ use std::{
     process::ExitCode,
 };
 
+mod explain;
+mod probes;
 mod sim;
 
 use anyhow::{Context, Result, bail};
@@ -41,6 +43,9 @@ enum Command {
     /// any pod cannot run. Exits 0 whenever a plan was made, even with unschedulable pods;
     /// non-zero, naming file, object and field, on bad input.
     Plan(PlanArgs),
+    /// Explain, against a live cluster, why a node is kept (or would be disrupted) or why a pod
+    /// is pending, with the controllers' own rules. Exits non-zero when the object is not found.
+    Explain(explain::ExplainArgs),
     /// Play a scenario on a simulated cluster with the real controllers (no cloud account or
     /// cluster needed), or serve one for kubectl (`nodewright sim serve`).
     Sim(sim::SimArgs),
@@ -108,6 +113,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate(args) => validate(&args),
         Command::Plan(args) => plan(&args).map(|()| ExitCode::SUCCESS),
         Command::Sim(args) => sim::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Explain(args) => {
+            let text = explain::run(args)?;
+            io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .context("writing the explanation")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+
+use crate::probes::ProbeArgs;
 use jiff::SignedDuration;
 use nodewright_scenario::{DEFAULT_SCENARIO, PlayOptions, Progress, Scenario, chart, play, report};
 use nodewright_sim::{
@@ -46,6 +48,10 @@ struct PlayArgs {
     /// nodewright-sim.kubeconfig).
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
+    /// The controllers' metrics and health probes, for watching a simulation with Prometheus or
+    /// Grafana.
+    #[command(flatten)]
+    probes: ProbeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +140,10 @@ async fn play_scenario(args: PlayArgs) -> Result<()> {
         format_args!("{:#}", scenario.duration),
         options.speed
     );
+    let _servers = args.probes.serve().await?;
+    if let Some(port) = args.probes.metrics_port {
+        println!("  metrics on http://127.0.0.1:{port}/metrics");
+    }
     let mut last: Option<(usize, usize, usize, usize)> = None;
     let outcome = play(&scenario, &options, |progress| match progress {
         Progress::Started(url) => match &kubeconfig {

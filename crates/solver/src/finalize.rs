@@ -299,7 +299,8 @@ fn node_claim(compiled: &Compiled, bin: &Bin, choice: &Choice, options: &Options
     let mut types = NodeSelectorRequirementWithMinValues::new(
         labels::INSTANCE_TYPE,
         Operator::In,
-        instance_types.iter().map(ToString::to_string),
+        // `&str` into `String` copies; `to_string` would run the formatter per name.
+        instance_types.iter().map(|name| &**name),
     );
     types.min_values = bin
         .requirements

@@ -11,12 +11,56 @@ use crate::{compile::Compiled, lower_bound::shadow_prices, resources::Res, state
 /// Shadow prices per (family, pool), computed once per solve.
 #[derive(Debug, Default)]
 pub(crate) struct ShapeWeights {
-    cache: HashMap<(usize, usize), Vec<f64>>,
+    cache: HashMap<(usize, usize), Weighed>,
     /// Shapes chosen for classes that are a family of their own: the target, the waiting count
     /// above which the choice cannot change (no simulated node ran out of the class's pods), and
     /// the waiting count it was computed for (the same count gives the same choice; for a class
     /// capped per node, such as hostname anti-affinity, the count stays at the cap).
     pub(crate) fixed_shapes: HashMap<(usize, crate::requirements::Requirements, usize), FixedShape>,
+}
+
+/// One (family, pool)'s resource weights, and every type of the pool valued by them once, so a
+/// new node's shortlist is a lookup per candidate rather than a dot product.
+#[derive(Debug)]
+struct Weighed {
+    weights: Vec<f64>,
+    /// Per type of the pool: the weighted value of its allocatable.
+    type_value: Vec<f64>,
+    /// Per type of the pool: price per unit of weighted value (infinite when worth nothing).
+    type_efficiency: Vec<f64>,
+}
+
+impl Weighed {
+    fn new(weights: Vec<f64>, types: &[crate::compile::TypeC]) -> Self {
+        let type_value: Vec<f64> = types.iter().map(|ty| weighed(&weights, &ty.alloc)).collect();
+        let type_efficiency = types
+            .iter()
+            .zip(&type_value)
+            .map(|(ty, v)| {
+                if *v > 0.0 {
+                    ty.offerings[0].price.as_usd() / v
+                } else {
+                    f64::INFINITY
+                }
+            })
+            .collect();
+        Self {
+            weights,
+            type_value,
+            type_efficiency,
+        }
+    }
+}
+
+/// The value of `amounts` under `weights`.
+fn weighed(weights: &[f64], amounts: &Res) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // scores only rank candidates
+    amounts
+        .0
+        .iter()
+        .zip(weights)
+        .map(|(amount, weight)| *amount as f64 * weight)
+        .sum()
 }
 
 /// A cached node shape; see [`ShapeWeights::fixed_shapes`].
@@ -139,36 +183,20 @@ pub(crate) fn choose_target(
     } else {
         (family, pool)
     };
-    let y = weights
-        .cache
-        .entry(key)
-        .or_insert_with(|| family_weights(compiled, state, key.0 == usize::MAX, &members, pool, candidates));
-    let value = |packed: &Res| -> f64 {
-        #[allow(clippy::cast_precision_loss)] // scores only rank candidates
-        packed
-            .0
-            .iter()
-            .zip(y.iter())
-            .map(|(amount, weight)| *amount as f64 * weight)
-            .sum()
-    };
-    let efficiency = |t: u32| {
-        let ty = &types[t as usize];
-        let v = value(&ty.alloc);
-        if v > 0.0 {
-            ty.offerings[0].price.as_usd() / v
-        } else {
-            f64::INFINITY
-        }
-    };
-    let shortlist = shortlist(candidates, &efficiency);
+    let weighed_types = weights.cache.entry(key).or_insert_with(|| {
+        let y = family_weights(compiled, state, key.0 == usize::MAX, &members, pool, candidates);
+        Weighed::new(y, types)
+    });
+    let y = &weighed_types.weights;
+    let value = |packed: &Res| weighed(y, packed);
     if state.shaping == crate::state::Shaping::Largest {
+        let type_value = &weighed_types.type_value;
         let target = candidates
             .iter()
             .copied()
             .max_by(|a, b| {
-                value(&types[*a as usize].alloc)
-                    .total_cmp(&value(&types[*b as usize].alloc))
+                type_value[*a as usize]
+                    .total_cmp(&type_value[*b as usize])
                     .then(b.cmp(a))
             })
             .unwrap_or(candidates[0]);
@@ -178,6 +206,7 @@ pub(crate) fn choose_target(
             stable_above: None,
         };
     }
+    let shortlist = shortlist(candidates, &weighed_types.type_efficiency);
     let cap = per_node_cap(compiled, state, class);
     let opening = &compiled.classes[class].requests;
     // Pods of each member class not yet promised to another node.
@@ -279,8 +308,8 @@ pub(crate) fn waiting_of(state: &State, m: usize, opening: bool, cap: i64) -> i6
 
 /// The types worth simulating for a new node: the most efficient when full, plus the cheapest
 /// ones (for the tail of a batch, where a small node beats a half-empty big one).
-fn shortlist(candidates: &[u32], efficiency: &dyn Fn(u32) -> f64) -> Vec<u32> {
-    let mut ranked: Vec<(f64, u32)> = candidates.iter().map(|t| (efficiency(*t), *t)).collect();
+fn shortlist(candidates: &[u32], efficiency: &[f64]) -> Vec<u32> {
+    let mut ranked: Vec<(f64, u32)> = candidates.iter().map(|t| (efficiency[*t as usize], *t)).collect();
     let by_efficiency = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
     if ranked.len() > MOST_EFFICIENT {
         // Only the best few are needed: a partial selection, not a full sort, per new node.
@@ -325,15 +354,21 @@ fn fill(
     alloc: &Res,
     greedy: Greedy,
 ) -> Vec<(usize, i64)> {
-    let mut left: Vec<(usize, i64)> = waiting.to_vec();
+    // Per waiting class: its requests, its value (fixed for the whole fill) and how many are left.
+    let mut left: Vec<(&Res, f64, usize, i64)> = waiting
+        .iter()
+        .map(|(class, count)| {
+            let request = &compiled.classes[*class].requests;
+            (request, value(request), *class, *count)
+        })
+        .collect();
     let mut taken: Vec<(usize, i64)> = Vec::new();
     loop {
+        // The room only shrinks, so a class that is used up or no longer fits is done for this
+        // fill (order is kept: ties go to the earlier class).
+        left.retain(|(request, _, _, count)| *count > 0 && request.fits_in(room));
         let mut best: Option<(f64, usize)> = None;
-        for (i, (class, count)) in left.iter().enumerate() {
-            let request = &compiled.classes[*class].requests;
-            if *count <= 0 || !request.fits_in(room) {
-                continue;
-            }
+        for (i, (request, request_value, _, _)) in left.iter().enumerate() {
             #[allow(clippy::cast_precision_loss)]
             let density = match greedy {
                 Greedy::Density => {
@@ -346,7 +381,7 @@ fn fill(
                         .map(|(need, have)| *need as f64 / (*have).max(1) as f64)
                         .fold(0.0_f64, f64::max);
                     if tightest > 0.0 {
-                        value(request) / tightest
+                        request_value / tightest
                     } else {
                         f64::INFINITY
                     }
@@ -365,13 +400,12 @@ fn fill(
             }
         }
         let Some((_, i)) = best else { break };
-        let (class, count) = left[i];
-        let request = &compiled.classes[class].requests;
+        let (request, _, class, count) = left[i];
         // Take a quarter of what still fits at once: fewer rounds, while the room's shape is
         // still followed as it shrinks.
         let k = count.min((request.copies_in(room) / 4).max(1));
-        room.sub(&request.scaled(k));
-        left[i].1 -= k;
+        room.sub_scaled(request, k);
+        left[i].3 -= k;
         match taken.iter_mut().find(|(c, _)| *c == class) {
             Some(entry) => entry.1 += k,
             None => taken.push((class, k)),

@@ -434,9 +434,11 @@ fn check_bin(
     let target = &pool.types[bin.target as usize];
     // Room promised to other classes is not free; a pod using its own reservation takes room
     // already counted.
-    let mut committed = bin.used.clone();
-    committed.add(&bin.reserved_room);
-    let grows_within_target = reserved || committed.fits_with(&c.requests, &target.alloc);
+    // Checked without building the sum: most bins refuse here, and this runs per pod per bin.
+    let grows_within_target = reserved
+        || bin
+            .used
+            .fits_with_both(&bin.reserved_room, &c.requests, &target.alloc);
     if !grows_within_target {
         return Err(true);
     }
@@ -480,7 +482,8 @@ fn check_bin(
             target: bin.target,
         });
     }
-    let mut needed = committed;
+    let mut needed = bin.used.clone();
+    needed.add(&bin.reserved_room);
     if !reserved {
         needed.add(&c.requests);
     }

@@ -2,7 +2,7 @@
 //! semantics for In, NotIn, Exists, DoesNotExist, Gt, Lt, Gte and Lte, intersection, compatibility
 //! and `minValues`.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use nodewright_api::Operator;
 
@@ -13,8 +13,9 @@ use crate::intern::{Interner, Sym};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Requirement {
     complement: bool,
-    /// Sorted and deduplicated. For a finite set, already filtered by the bounds.
-    values: Vec<Sym>,
+    /// Sorted and deduplicated. For a finite set, already filtered by the bounds. Shared: the
+    /// solver clones requirement sets per candidate node, and instance-type sets are long.
+    values: Arc<[Sym]>,
     greater_than: Option<i64>,
     less_than: Option<i64>,
     /// Distinct values this key must keep across the chosen instance types.
@@ -26,7 +27,7 @@ impl Requirement {
     pub fn any() -> Self {
         Self {
             complement: true,
-            values: Vec::new(),
+            values: Arc::from([]),
             greater_than: None,
             less_than: None,
             min_values: None,
@@ -39,7 +40,7 @@ impl Requirement {
         values.dedup();
         Self {
             complement: false,
-            values,
+            values: values.into(),
             greater_than: None,
             less_than: None,
             min_values: None,
@@ -117,7 +118,7 @@ impl Requirement {
 
     /// The allowed values, when they are a finite set.
     pub fn values(&self) -> Option<&[Sym]> {
-        (!self.complement).then_some(self.values.as_slice())
+        (!self.complement).then_some(&*self.values)
     }
 
     /// The number of allowed values, `None` when unbounded.
@@ -157,24 +158,70 @@ impl Requirement {
     pub fn intersect(&self, other: &Requirement, interner: &Interner) -> Requirement {
         let greater_than = max_option(self.greater_than, other.greater_than);
         let less_than = min_option(self.less_than, other.less_than);
-        let (complement, values) = match (self.complement, other.complement) {
-            (false, false) => (false, sorted_intersection(&self.values, &other.values)),
-            (false, true) => (false, sorted_difference(&self.values, &other.values)),
-            (true, false) => (false, sorted_difference(&other.values, &self.values)),
-            (true, true) => (true, sorted_union(&self.values, &other.values)),
+        // The set operations return their first or second operand when it is the answer, so the
+        // result shares it instead of copying.
+        let pick = |kept: Kept, first: &Arc<[Sym]>, second: &Arc<[Sym]>| match kept {
+            Kept::First => Arc::clone(first),
+            Kept::Second => Arc::clone(second),
+            Kept::New(values) => values,
         };
-        let mut result = Requirement {
+        let (complement, mut values) = match (self.complement, other.complement) {
+            (false, false) => (
+                false,
+                pick(
+                    sorted_intersection(&self.values, &other.values),
+                    &self.values,
+                    &other.values,
+                ),
+            ),
+            (false, true) => (
+                false,
+                pick(
+                    sorted_difference(&self.values, &other.values),
+                    &self.values,
+                    &other.values,
+                ),
+            ),
+            (true, false) => (
+                false,
+                pick(
+                    sorted_difference(&other.values, &self.values),
+                    &other.values,
+                    &self.values,
+                ),
+            ),
+            (true, true) => (
+                true,
+                pick(
+                    sorted_union(&self.values, &other.values),
+                    &self.values,
+                    &other.values,
+                ),
+            ),
+        };
+        if !complement && (greater_than.is_some() || less_than.is_some()) {
+            let bounds = Requirement {
+                complement,
+                values: Arc::from([]),
+                greater_than,
+                less_than,
+                min_values: None,
+            };
+            if values.iter().any(|v| !bounds.within_bounds(*v, interner)) {
+                values = values
+                    .iter()
+                    .copied()
+                    .filter(|v| bounds.within_bounds(*v, interner))
+                    .collect();
+            }
+        }
+        Requirement {
             complement,
             values,
             greater_than,
             less_than,
             min_values: max_option(self.min_values, other.min_values),
-        };
-        if !result.complement && (result.greater_than.is_some() || result.less_than.is_some()) {
-            let bounds = result.clone();
-            result.values.retain(|v| bounds.within_bounds(*v, interner));
         }
-        result
     }
 
     /// Whether some value satisfies both.
@@ -280,22 +327,43 @@ fn min_option<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     }
 }
 
-fn sorted_intersection(a: &[Sym], b: &[Sym]) -> Vec<Sym> {
-    a.iter().copied().filter(|v| b.binary_search(v).is_ok()).collect()
+/// The result of a set operation: one of the operands unchanged (shared, not copied), or new.
+enum Kept {
+    First,
+    Second,
+    New(Arc<[Sym]>),
 }
 
-fn sorted_difference(a: &[Sym], b: &[Sym]) -> Vec<Sym> {
-    a.iter()
-        .copied()
-        .filter(|v| b.binary_search(v).is_err())
-        .collect()
+fn sorted_intersection(a: &[Sym], b: &[Sym]) -> Kept {
+    if a.iter().all(|v| b.binary_search(v).is_ok()) {
+        return Kept::First;
+    }
+    Kept::New(a.iter().copied().filter(|v| b.binary_search(v).is_ok()).collect())
 }
 
-fn sorted_union(a: &[Sym], b: &[Sym]) -> Vec<Sym> {
+fn sorted_difference(a: &[Sym], b: &[Sym]) -> Kept {
+    if a.iter().all(|v| b.binary_search(v).is_err()) {
+        return Kept::First;
+    }
+    Kept::New(
+        a.iter()
+            .copied()
+            .filter(|v| b.binary_search(v).is_err())
+            .collect(),
+    )
+}
+
+fn sorted_union(a: &[Sym], b: &[Sym]) -> Kept {
+    if b.iter().all(|v| a.binary_search(v).is_ok()) {
+        return Kept::First;
+    }
+    if a.iter().all(|v| b.binary_search(v).is_ok()) {
+        return Kept::Second;
+    }
     let mut union: Vec<Sym> = a.iter().chain(b).copied().collect();
     union.sort_unstable();
     union.dedup();
-    union
+    Kept::New(union.into())
 }
 
 /// Requirements on several keys; a key that is absent allows anything.

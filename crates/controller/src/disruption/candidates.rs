@@ -7,6 +7,13 @@
 //! a duration not yet elapsed since the pod started), and runs no pod a PodDisruptionBudget
 //! would refuse to evict (covered by a PDB with `disruptionsAllowed` 0, or by more than one).
 //!
+//! **PDBs over the whole drain.** Stricter than Karpenter, which checks each pod alone: a node
+//! whose pods one PDB covers more often than the PDB allows disruptions is not a candidate
+//! (draining it would exceed the PDB), and each candidate carries its evictions per PDB
+//! ([`Candidate::pdbs`]) so a plan removing several nodes keeps their sum within the allowance.
+//! The cost: a node running, say, two replicas of a Deployment whose PDB allows one disruption
+//! waits until the replicas spread out (Karpenter would drain it, one eviction at a time).
+//!
 //! **Nominated nodes.** Karpenter skips nodes a provisioning round expects pods to land on.
 //! Nodewright's provisioner nominates through events only, so the rule here is time-based and
 //! honest about it: a node is treated as nominated for [`NOMINATION_WINDOW`] after it was
@@ -48,6 +55,12 @@ pub enum Blocker {
         pod: String,
         pdb: String,
     },
+    /// The node runs more pods a PDB covers than the PDB allows disruptions.
+    PdbTooFewDisruptions {
+        pdb: String,
+        pods: u32,
+        allowed: u32,
+    },
     MultiplePdbs(String),
     ConsolidationDisabled,
     ConsolidateAfterNotElapsed(Timestamp),
@@ -61,9 +74,12 @@ pub enum Blocker {
     PriceUnknown,
     /// The NodePool's policy does not consolidate underutilized nodes.
     PolicyWhenEmpty,
-    /// The NodePool's policy is Balanced, whose savings-versus-disruption test is not built yet:
-    /// only empty nodes are removed.
-    BalancedNotSupported,
+    /// The NodePool's policy is Balanced and the move's savings do not outweigh its disruption
+    /// (the score, savings share over disruption share, is below 1/k).
+    SavingsBelowDisruption(String),
+    /// With the nodes already chosen, evicting this node's pods would take a
+    /// PodDisruptionBudget past its allowed disruptions.
+    PdbAllowanceUsed(String),
     /// The NodePool's disruption budget for this reason is used up.
     BudgetExhausted(&'static str),
 }
@@ -79,7 +95,7 @@ impl Blocker {
             Self::NominatedRecently => "Nominated",
             Self::NodeDoNotDisrupt => "NodeDoNotDisrupt",
             Self::PodDoNotDisrupt(_) => "PodDoNotDisrupt",
-            Self::PdbBlocks { .. } => "PodDisruptionBudgetBlocks",
+            Self::PdbBlocks { .. } | Self::PdbTooFewDisruptions { .. } => "PodDisruptionBudgetBlocks",
             Self::MultiplePdbs(_) => "MultiplePodDisruptionBudgets",
             Self::ConsolidationDisabled => "ConsolidationDisabled",
             Self::ConsolidateAfterNotElapsed(_) => "ConsolidateAfterNotElapsed",
@@ -88,7 +104,8 @@ impl Blocker {
             Self::SpotToSpotDisabled => "SpotToSpotConsolidationDisabled",
             Self::PriceUnknown => "PriceUnknown",
             Self::PolicyWhenEmpty => "ConsolidationPolicyWhenEmpty",
-            Self::BalancedNotSupported => "BalancedConsolidationNotSupported",
+            Self::SavingsBelowDisruption(_) => "SavingsBelowDisruption",
+            Self::PdbAllowanceUsed(_) => "PodDisruptionBudgetAllowanceUsed",
             Self::BudgetExhausted(_) => "DisruptionBudgetExhausted",
         }
     }
@@ -109,6 +126,9 @@ impl Blocker {
             Self::PdbBlocks { pod, pdb } => {
                 format!("PodDisruptionBudget {pdb} allows no disruption of pod {pod}")
             }
+            Self::PdbTooFewDisruptions { pdb, pods, allowed } => format!(
+                "PodDisruptionBudget {pdb} covers {pods} pods of the node but allows {allowed} disruptions"
+            ),
             Self::MultiplePdbs(pod) => format!("pod {pod} is covered by more than one PodDisruptionBudget"),
             Self::ConsolidationDisabled => "the NodePool's consolidateAfter is Never".to_owned(),
             Self::ConsolidateAfterNotElapsed(at) => format!("consolidateAfter elapses at {at}"),
@@ -121,10 +141,12 @@ impl Blocker {
             Self::PolicyWhenEmpty => {
                 "the NodePool's consolidationPolicy is WhenEmpty: only empty nodes are removed".to_owned()
             }
-            Self::BalancedNotSupported => {
-                "the NodePool's consolidationPolicy is Balanced, not supported yet: only empty nodes are removed"
-                    .to_owned()
+            Self::SavingsBelowDisruption(score) => {
+                format!("consolidationPolicy Balanced: the savings do not outweigh the disruption ({score})")
             }
+            Self::PdbAllowanceUsed(pdb) => format!(
+                "PodDisruptionBudget {pdb} allows no more evictions beside those of the nodes already chosen"
+            ),
             Self::BudgetExhausted(reason) => {
                 format!("the NodePool's disruption budget for reason {reason} allows no more nodes now")
             }
@@ -143,6 +165,19 @@ pub struct Candidate {
     pub pods: Vec<Arc<Pod>>,
     /// When consolidateAfter has elapsed (None: Never).
     pub consolidatable_at: Option<Timestamp>,
+    /// The PodDisruptionBudgets its pods' evictions count against, with how many; a plan that
+    /// removes several nodes adds these up per PDB and stays within `allowed`.
+    pub pdbs: Vec<PdbEvictions>,
+}
+
+/// Evictions of one node's pods that one PodDisruptionBudget counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PdbEvictions {
+    /// `namespace/name`.
+    pub pdb: String,
+    pub evictions: u32,
+    /// The PDB's `status.disruptionsAllowed`.
+    pub allowed: u32,
 }
 
 impl Candidate {
@@ -179,6 +214,7 @@ pub struct Inputs<'a> {
 
 /// Evaluates every NodeClaim at `now`.
 pub fn evaluate(inputs: &Inputs<'_>, now: Timestamp) -> Vec<Evaluation> {
+    let pdbs_read: Vec<PdbSelector<'_>> = inputs.pdbs.iter().map(PdbSelector::new).collect();
     let node_by_provider: BTreeMap<&str, &Arc<Node>> = inputs
         .nodes
         .iter()
@@ -205,7 +241,7 @@ pub fn evaluate(inputs: &Inputs<'_>, now: Timestamp) -> Vec<Evaluation> {
                 .unwrap_or_default();
             Evaluation {
                 claim: Arc::clone(claim),
-                outcome: evaluate_one(claim, node, pods, inputs, now),
+                outcome: evaluate_one(claim, node, pods, inputs.pools, &pdbs_read, now),
             }
         })
         .collect()
@@ -215,7 +251,8 @@ fn evaluate_one(
     claim: &Arc<NodeClaim>,
     node: Option<&Arc<Node>>,
     pods: &[&Arc<Pod>],
-    inputs: &Inputs<'_>,
+    pools: &[Arc<NodePool>],
+    pdbs_read: &[PdbSelector<'_>],
     now: Timestamp,
 ) -> Result<Candidate, Blocker> {
     if claim.metadata.deletion_timestamp.is_some() {
@@ -227,8 +264,7 @@ fn evaluate_one(
     }
     let initialized_at = initialized_at(claim).ok_or(Blocker::NotInitialized)?;
     let pool_name = claim.nodepool_name().unwrap_or_default().to_owned();
-    let pool = inputs
-        .pools
+    let pool = pools
         .iter()
         .find(|p| p.name_any() == pool_name)
         .ok_or_else(|| Blocker::NodePoolNotFound(pool_name.clone()))?;
@@ -240,11 +276,26 @@ fn evaluate_one(
         .filter(|p| must_move(p))
         .map(|p| Arc::clone(p))
         .collect();
+    let mut pdbs: Vec<PdbEvictions> = Vec::new();
     for pod in &moving {
         if drain::has_active_do_not_disrupt(pod, now) {
             return Err(Blocker::PodDoNotDisrupt(pod_ref(pod)));
         }
-        check_pdbs(pod, inputs.pdbs)?;
+        if let Some(counted) = check_pdbs(pod, pdbs_read)? {
+            match pdbs.iter_mut().find(|p| p.pdb == counted.pdb) {
+                Some(entry) => entry.evictions += 1,
+                None => pdbs.push(counted),
+            }
+        }
+    }
+    // The node's own pods together: one node whose pods a PDB covers more often than it allows
+    // disruptions would break it when drained.
+    if let Some(over) = pdbs.iter().find(|p| p.evictions > p.allowed) {
+        return Err(Blocker::PdbTooFewDisruptions {
+            pdb: over.pdb.clone(),
+            pods: over.evictions,
+            allowed: over.allowed,
+        });
     }
     let last_event = last_pod_event(claim).map_or(initialized_at, |at| at.max(initialized_at));
     if now < last_event.checked_add(NOMINATION_WINDOW).unwrap_or(last_event) {
@@ -262,6 +313,7 @@ fn evaluate_one(
         pool: Arc::clone(pool),
         pods: moving,
         consolidatable_at,
+        pdbs,
     })
 }
 
@@ -299,24 +351,39 @@ fn last_pod_event(claim: &NodeClaim) -> Option<Timestamp> {
     claim.status.as_ref()?.last_pod_event_time.as_ref().map(|t| t.0)
 }
 
+/// A PDB with its selector read once per evaluation (not once per pod).
+struct PdbSelector<'a> {
+    namespace: String,
+    selector: Selector,
+    pdb: &'a Arc<PodDisruptionBudget>,
+}
+
+impl<'a> PdbSelector<'a> {
+    fn new(pdb: &'a Arc<PodDisruptionBudget>) -> Self {
+        Self {
+            namespace: pdb.namespace().unwrap_or_default(),
+            selector: Selector::from_k8s(pdb.spec.as_ref().and_then(|s| s.selector.as_ref())),
+            pdb,
+        }
+    }
+}
+
 /// An eviction of `pod` would be refused: a covering PDB allows no disruption (unless the pod is
 /// unhealthy and the PDB lets unhealthy pods go), or more than one PDB covers it (the Eviction
-/// API refuses those).
-fn check_pdbs(pod: &Pod, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<(), Blocker> {
+/// API refuses those). Otherwise the PDB the eviction counts against, if any (one eviction).
+fn check_pdbs(pod: &Pod, pdbs: &[PdbSelector<'_>]) -> Result<Option<PdbEvictions>, Blocker> {
     let namespace = pod.namespace().unwrap_or_default();
     let pod_labels = pod.labels();
     let covering: Vec<&Arc<PodDisruptionBudget>> = pdbs
         .iter()
-        .filter(|pdb| pdb.namespace().unwrap_or_default() == namespace)
-        .filter(|pdb| {
-            Selector::from_k8s(pdb.spec.as_ref().and_then(|s| s.selector.as_ref())).matches(pod_labels)
-        })
+        .filter(|p| p.namespace == namespace && p.selector.matches(pod_labels))
+        .map(|p| p.pdb)
         .collect();
     if covering.len() > 1 {
         return Err(Blocker::MultiplePdbs(pod_ref(pod)));
     }
     let Some(pdb) = covering.first() else {
-        return Ok(());
+        return Ok(None);
     };
     let allowed = pdb.status.as_ref().map_or(0, |s| s.disruptions_allowed);
     let unhealthy_may_go = pdb
@@ -325,13 +392,21 @@ fn check_pdbs(pod: &Pod, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<(), Blocke
         .and_then(|s| s.unhealthy_pod_eviction_policy.as_deref())
         == Some("AlwaysAllow")
         && !is_ready(pod);
-    if allowed <= 0 && !unhealthy_may_go {
+    if unhealthy_may_go {
+        // The Eviction API lets it go without counting it.
+        return Ok(None);
+    }
+    if allowed <= 0 {
         return Err(Blocker::PdbBlocks {
             pod: pod_ref(pod),
             pdb: pdb.name_any(),
         });
     }
-    Ok(())
+    Ok(Some(PdbEvictions {
+        pdb: format!("{namespace}/{}", pdb.name_any()),
+        evictions: 1,
+        allowed: u32::try_from(allowed).unwrap_or(u32::MAX),
+    }))
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -483,6 +558,26 @@ mod tests {
         assert_eq!(world.outcome().unwrap_err().reason(), "PodDisruptionBudgetBlocks");
         world.pdbs = vec![pdb("web", 1)];
         assert!(world.outcome().is_ok());
+        let candidate = world.outcome().unwrap();
+        assert_eq!(
+            candidate.pdbs,
+            [PdbEvictions {
+                pdb: "default/web".into(),
+                evictions: 1,
+                allowed: 1
+            }]
+        );
+        world.pods.push(pod("web-2", "a", &json!({})));
+        assert_eq!(
+            world.outcome().unwrap_err(),
+            Blocker::PdbTooFewDisruptions {
+                pdb: "default/web".into(),
+                pods: 2,
+                allowed: 1
+            },
+            "draining the node evicts both"
+        );
+        world.pods.pop();
         world.pdbs = vec![pdb("web", 1), pdb("web-too", 1)];
         assert_eq!(
             world.outcome().unwrap_err().reason(),

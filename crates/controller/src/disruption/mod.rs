@@ -8,7 +8,8 @@
 //! - **Decide** (pure): [`candidates`] (with a reason for every node that is not one),
 //!   [`budgets`], then the methods in Karpenter's order — **emptiness** (candidates with no pod
 //!   to move, policy any, consolidateAfter elapsed) and, if it found nothing, **consolidation**
-//!   ([`consolidation::search`] over every candidate of `WhenEmptyOrUnderutilized` pools).
+//!   ([`consolidation::plan`] over every candidate of `WhenEmptyOrUnderutilized` and `Balanced`
+//!   pools; Balanced moves only when the savings outweigh the disruption).
 //! - **Write**: the `Consolidatable` condition of each NodeClaim (True, or False with the
 //!   blocker's reason; events when the reason changes), then the command: taint the nodes
 //!   `karpenter.sh/disrupted:NoSchedule`, launch replacements and wait until they are
@@ -18,7 +19,7 @@
 //!   removed, replacements deleted.
 //!
 //! Simplifications (see the module docs of each part): drift and expiration are not built;
-//! `Balanced` pools get emptiness only; pods moved by consolidation are simulated without their
+//! pods moved by consolidation are simulated without their
 //! volumes' topology; spot-to-spot replacement follows
 //! [`crate::Settings::spot_to_spot_consolidation`] (off by default, as Karpenter's feature gate).
 
@@ -37,23 +38,20 @@ use std::{
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use nodewright_api::{
-    NodeClaim, NodePool, conditions, labels,
-    nodepool::{ConsolidationPolicy, DisruptionReason},
-};
-use nodewright_catalog::{CapacityType, InstanceType, Price};
+use nodewright_api::{NodeClaim, NodePool, conditions, labels, nodepool::DisruptionReason};
+use nodewright_catalog::Price;
 use nodewright_solver::NodeClaimPlan;
 
 use self::{
     budgets::PoolNodes,
     candidates::{Blocker, Candidate, Evaluation, Inputs},
-    consolidation::Priced,
     pod_events::PodEvents,
 };
 use crate::{
     context::Context,
     error::{Backoff, ControllerError},
     events::reasons::{DISRUPTION_LAUNCHING, DISRUPTION_TERMINATING, UNCONSOLIDATABLE},
+    metrics,
     provisioner::snapshot,
 };
 
@@ -182,16 +180,19 @@ impl Disruption {
     /// One pass; returns whether a command ran.
     pub async fn pass(&mut self) -> Result<bool, ControllerError> {
         let world = World::read(&self.ctx);
+        metrics::disruption_budgets(&world.pools, &world.pool_nodes(&HashSet::new()), world.now);
         self.untaint_stale(&world).await?;
         let mut refused: HashMap<String, Blocker> = HashMap::new();
         let command = match Self::emptiness(&world, &mut refused) {
             Some(command) => Some(command),
             None => self.consolidation(&world, &mut refused).await,
         };
+        metrics::savings_backlog(command.as_ref().map_or(Price::ZERO, |c| c.savings));
         self.report(&world, &refused, command.as_ref()).await;
         let Some(command) = command else {
             return Ok(false);
         };
+        metrics::disruption_decided(command.reason, &command.candidates, command.replacements.len());
         self.execute(command).await?;
         Ok(true)
     }
@@ -230,31 +231,18 @@ impl Disruption {
 
     /// Empty candidates whose consolidateAfter elapsed, within each pool's Empty budget.
     fn emptiness(world: &World, refused: &mut HashMap<String, Blocker>) -> Option<Command> {
+        let _evaluation = metrics::disruption_evaluating(DisruptionReason::Empty);
         let counts = world.pool_nodes(&HashSet::new());
-        let mut left: HashMap<String, u64> = HashMap::new();
-        let mut chosen = Vec::new();
-        let mut empty: Vec<&Candidate> = world
-            .candidates()
-            .filter(|c| c.is_empty() && c.is_consolidatable(world.now))
-            .collect();
-        empty.sort_by_key(|c| c.name());
-        for candidate in empty {
-            let pool = candidate.pool.name_any();
-            let allowed = left.entry(pool.clone()).or_insert_with(|| {
-                budgets::allowed(
-                    &candidate.pool,
-                    DisruptionReason::Empty,
-                    counts.get(&pool).copied().unwrap_or_default(),
-                    world.now,
-                )
-            });
-            if *allowed == 0 {
-                refused.insert(candidate.name(), Blocker::BudgetExhausted("Empty"));
-                continue;
-            }
-            *allowed -= 1;
-            chosen.push(candidate.clone());
-        }
+        let candidates: Vec<&Candidate> = world.candidates().collect();
+        metrics::disruption_eligible(
+            DisruptionReason::Empty,
+            candidates
+                .iter()
+                .filter(|c| c.is_empty() && c.is_consolidatable(world.now))
+                .count(),
+        );
+        let (chosen, held) = consolidation::emptiness(&candidates, &counts, world.now);
+        refused.extend(held);
         (!chosen.is_empty()).then(|| Command {
             reason: DisruptionReason::Empty,
             candidates: chosen,
@@ -266,84 +254,46 @@ impl Disruption {
     /// The consolidation search over every non-empty candidate of pools that consolidate
     /// underutilized nodes.
     async fn consolidation(&self, world: &World, refused: &mut HashMap<String, Blocker>) -> Option<Command> {
-        let eligible: Vec<&Candidate> = world
+        let _evaluation = metrics::disruption_evaluating(DisruptionReason::Underutilized);
+        let eligible = world
             .candidates()
             .filter(|c| !c.is_empty() && c.is_consolidatable(world.now))
-            .filter(|c| match c.pool.spec.disruption.consolidation_policy {
-                ConsolidationPolicy::WhenEmptyOrUnderutilized => true,
-                ConsolidationPolicy::WhenEmpty => {
-                    refused.insert(c.name(), Blocker::PolicyWhenEmpty);
-                    false
-                }
-                ConsolidationPolicy::Balanced => {
-                    refused.insert(c.name(), Blocker::BalancedNotSupported);
-                    false
-                }
-            })
-            .collect();
-        if eligible.is_empty() {
+            .count();
+        metrics::disruption_eligible(DisruptionReason::Underutilized, eligible);
+        if eligible == 0 {
             return None;
         }
         let snapshot = snapshot::take(&self.ctx, &[]).await;
-        let types: HashMap<String, &[InstanceType]> = snapshot
-            .problem
-            .nodepools
-            .iter()
-            .map(|p| (p.nodepool.name_any(), p.instance_types.as_slice()))
-            .collect();
-        let mut priced = Vec::new();
-        for candidate in eligible {
-            let pool_types = types.get(&candidate.pool.name_any()).copied().unwrap_or_default();
-            match price_of(&candidate.node, pool_types) {
-                Some((price, capacity_type)) => priced.push(Priced {
-                    candidate: candidate.clone(),
-                    price,
-                    spot: capacity_type == CapacityType::Spot,
-                }),
-                None => {
-                    refused.insert(candidate.name(), Blocker::PriceUnknown);
-                }
-            }
-        }
         let counts = world.pool_nodes(&HashSet::new());
-        let mut budgets: BTreeMap<String, u64> = world
-            .pools
-            .iter()
-            .map(|pool| {
-                let name = pool.name_any();
-                let nodes = counts.get(&name).copied().unwrap_or_default();
-                let allowed = budgets::allowed(pool, DisruptionReason::Underutilized, nodes, world.now);
-                (name, allowed)
-            })
-            .collect();
-        let problem = snapshot.problem;
-        let allow = self.allow_spot_to_spot;
+        let budgets = consolidation::underutilized_budgets(&world.pools, &counts, world.now);
+        let candidates: Vec<Candidate> = world.candidates().cloned().collect();
+        let (now, allow) = (world.now, self.allow_spot_to_spot);
         // The search is CPU-bound: off the async workers.
-        let outcome = tokio::task::spawn_blocking(move || {
-            let outcome = consolidation::search(&problem, &priced, &mut budgets, allow);
-            (outcome, priced)
+        let planned = tokio::task::spawn_blocking(move || {
+            let all: Vec<&Candidate> = candidates.iter().collect();
+            consolidation::plan(&consolidation::Request {
+                candidates: &all,
+                problem: &snapshot.problem,
+                budgets,
+                now,
+                allow_spot_to_spot: allow,
+            })
         })
         .await;
-        let (outcome, priced) = match outcome {
-            Ok(answer) => answer,
+        let planned = match planned {
+            Ok(planned) => planned,
             Err(error) => {
                 tracing::error!(%error, "the consolidation search failed");
                 return None;
             }
         };
-        for (index, blocker) in outcome.refused {
-            refused.insert(priced[index].candidate.name(), blocker);
-        }
-        let decision = outcome.decision?;
+        refused.extend(planned.refused);
+        let chosen = planned.chosen?;
         Some(Command {
             reason: DisruptionReason::Underutilized,
-            candidates: decision
-                .remove
-                .iter()
-                .map(|i| priced[*i].candidate.clone())
-                .collect(),
-            replacements: decision.replacements,
-            savings: decision.savings,
+            candidates: chosen.candidates,
+            replacements: chosen.replacements,
+            savings: chosen.savings,
         })
     }
 
@@ -428,7 +378,7 @@ impl Disruption {
                 }),
             };
             match created {
-                Ok(claim) => launched.push(claim.name_any()),
+                Ok(claim) => launched.push(metrics::replacement_created(&claim, command.reason)),
                 Err(error) => {
                     self.roll_back(&command, &launched).await;
                     return Err(error);
@@ -461,11 +411,13 @@ impl Disruption {
         };
         if !ready {
             tracing::warn!(replacements = ?launched, "replacements did not initialize in time; rolling back");
+            metrics::disruption_queue_failed(command.reason, command.candidates.len(), launched.len());
             self.roll_back(&command, &launched).await;
             return Ok(());
         }
         if let Err(blocker) = self.revalidate(&command) {
             tracing::info!(nodes = ?names, reason = blocker.reason(), "command no longer valid; rolling back");
+            metrics::disruption_validation_failed(command.reason, command.candidates.len());
             // Replacements that initialized stay: they are nodes like any other, and empty ones
             // are consolidated in turn.
             self.roll_back(&command, &[]).await;
@@ -474,6 +426,7 @@ impl Disruption {
         for candidate in &command.candidates {
             let claim = candidate.claim.name_any();
             write::delete_claim(&self.ctx, &claim).await?;
+            metrics::nodeclaim_disrupted(candidate, command.reason);
             let note = format!(
                 "disrupting node via {:?} (savings {})",
                 command.reason, command.savings
@@ -626,10 +579,10 @@ fn reevaluate(
 
 /// Budget counts per NodePool: managed, initialized nodes whose instance is not terminating;
 /// of them, the ones deleting, tainted disrupted (unless in `exclude`), or NotReady.
-fn pool_nodes(
+pub fn pool_nodes<S: std::hash::BuildHasher>(
     claims: &[Arc<NodeClaim>],
     nodes: &[Arc<Node>],
-    exclude: &HashSet<String>,
+    exclude: &HashSet<String, S>,
 ) -> HashMap<String, PoolNodes> {
     let node_by_provider: HashMap<&str, &Arc<Node>> = nodes
         .iter()
@@ -675,20 +628,4 @@ fn is_ready(node: &Node) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The price of the node's offering: its instance type, zone and capacity type labels, looked up
-/// in its NodePool's instance types.
-fn price_of(node: &Node, types: &[InstanceType]) -> Option<(Price, CapacityType)> {
-    let node_labels = node.labels();
-    let instance_type = node_labels.get(labels::INSTANCE_TYPE)?;
-    let zone = node_labels.get(labels::ZONE)?;
-    let capacity_type = node_labels.get(labels::CAPACITY_TYPE)?;
-    types
-        .iter()
-        .find(|t| &t.name == instance_type)?
-        .offerings
-        .iter()
-        .find(|o| &o.zone == zone && o.capacity_type.label() == capacity_type)
-        .map(|o| (o.price, o.capacity_type))
 }

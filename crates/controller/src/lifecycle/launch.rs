@@ -197,6 +197,7 @@ async fn launch_failed(
                 .await;
             tracing::info!(node_claim = working.name(), %message, "deleting the nodeclaim: insufficient capacity");
             write::delete_claim(ctx, &working.claim).await?;
+            crate::metrics::nodeclaim_failed(&working.claim, "insufficient_capacity");
             Ok(Launch::Deleted)
         }
         CreateFailure::NodeClassNotReady(message) => {

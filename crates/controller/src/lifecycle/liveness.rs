@@ -54,10 +54,11 @@ fn verdict(
 pub(super) async fn enforce(ctx: &Context, working: &Working) -> Result<bool, ControllerError> {
     let created = working.claim.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let ttl = ctx.settings.registration_ttl;
-    let (reason, message) = match verdict(&working.status, created, working.now, ttl) {
+    let (reason, metric_reason, message) = match verdict(&working.status, created, working.now, ttl) {
         Verdict::Alive => return Ok(false),
         Verdict::LaunchTimedOut => (
             reasons::LAUNCH_FAILED,
+            "launch_timeout",
             format!(
                 "NodeClaim {} did not launch within {}",
                 working.name(),
@@ -66,6 +67,7 @@ pub(super) async fn enforce(ctx: &Context, working: &Working) -> Result<bool, Co
         ),
         Verdict::RegistrationTimedOut => (
             reasons::REGISTRATION_TIMEOUT,
+            "registration_timeout",
             format!(
                 "NodeClaim {} launched but its Node did not register within {}",
                 working.name(),
@@ -82,6 +84,7 @@ pub(super) async fn enforce(ctx: &Context, working: &Working) -> Result<bool, Co
         .warning(&working.claim, reason, "Delete", message)
         .await;
     write::delete_claim(ctx, &working.claim).await?;
+    crate::metrics::nodeclaim_failed(&working.claim, metric_reason);
     if reason == reasons::REGISTRATION_TIMEOUT {
         registration_health::record(ctx, &working.claim, false, working.now).await;
     }

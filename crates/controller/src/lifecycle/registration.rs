@@ -89,6 +89,7 @@ pub(super) async fn register(
             };
             working.status.node_name = Some(node.name_any());
             if working.conditions().set_true(nodeclaim::REGISTERED) {
+                crate::metrics::node_registered(&working.claim);
                 registration_health::record(ctx, &working.claim, true, working.now).await;
             }
             Ok(NodeMatch::One(node))

@@ -24,9 +24,9 @@ mod announce;
 mod batch;
 pub(crate) mod claims;
 mod inflight;
-mod limits;
+pub(crate) mod limits;
 pub(crate) mod pods;
-mod pools;
+pub(crate) mod pools;
 mod recheck;
 mod resources;
 pub(crate) mod snapshot;
@@ -97,6 +97,7 @@ pub async fn run(ctx: Context) {
                 }
                 Ok(report) => {
                     backoff.succeeded(ROUND_KEY);
+                    crate::metrics::provisioning_round(report.unschedulable);
                     tracing::debug!(
                         considered = report.considered,
                         created = report.created.len(),
@@ -324,6 +325,7 @@ impl Provisioner {
         for (node, result) in plan.new_nodes.iter().zip(created) {
             match result {
                 Ok(claim) => {
+                    crate::metrics::nodeclaim_created(&claim, "provisioned");
                     let name = claim.name_any();
                     tracing::info!(
                         nodeclaim = %name,
@@ -570,8 +572,10 @@ fn describe_skipped(skipped: &[pools::Skipped]) -> String {
 
 /// Solves off the async runtime: a large batch keeps a core busy for a while.
 async fn solve(problem: Problem) -> Result<(Problem, Plan), ControllerError> {
+    let _scheduling = crate::metrics::scheduling_started(problem.pods.len());
     tokio::task::spawn_blocking(move || {
         let plan = nodewright_solver::solve(&problem);
+        crate::metrics::solved(&plan);
         (problem, plan)
     })
     .await

@@ -13,6 +13,7 @@ use std::{
     sync::Arc,
 };
 
+use jiff::Timestamp;
 use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
@@ -22,8 +23,9 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::ResourceExt;
-use nodewright_api::{NodeClaim, NodePool, labels};
+use nodewright_api::{EC2NodeClass, NodeClaim, NodePool, labels};
 use nodewright_catalog::{InstanceType, Resources};
+use nodewright_cloudprovider::CloudProvider;
 use nodewright_solver::{ExistingNode, PoolInput, Problem, manifests::existing_node, volumes::Volumes};
 
 use super::{
@@ -31,7 +33,7 @@ use super::{
     pods::{holds_resources, is_provisionable, is_reschedulable},
     pools::{self, Skipped},
 };
-use crate::{context::Context, state::ClusterState};
+use crate::{context::Context, state::ClusterState, unavailable::UnavailableOfferings};
 
 /// Where a pod placed on an existing node of the problem goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,13 +121,32 @@ pub(crate) async fn take_leaving_out(
 ) -> Snapshot {
     let mut world = World::read(&ctx.state, recent);
     world.gone.clone_from(gone);
-    let (usable, mut skipped) = pools::usable(&ctx.state.node_pools.all(), &ctx.state.node_classes.all());
-    let now = ctx.clock.now();
+    let (with_types, skipped) = pools_with_types(
+        ctx.cloud.as_ref(),
+        &ctx.unavailable,
+        &ctx.state.node_pools.all(),
+        &ctx.state.node_classes.all(),
+        ctx.clock.now(),
+    )
+    .await;
+    assemble(&world, with_types, skipped)
+}
+
+/// The usable NodePools (in order) with the cloud's instance types for each (offerings in
+/// `unavailable` marked so), and the NodePools left out with why.
+pub(crate) async fn pools_with_types(
+    cloud: &dyn CloudProvider,
+    unavailable: &UnavailableOfferings,
+    pools: &[Arc<NodePool>],
+    classes: &[Arc<EC2NodeClass>],
+    now: Timestamp,
+) -> (Vec<(Arc<NodePool>, Vec<InstanceType>)>, Vec<Skipped>) {
+    let (usable, mut skipped) = pools::usable(pools, classes);
     let mut with_types = Vec::with_capacity(usable.len());
     for pool in usable {
-        match ctx.cloud.get_instance_types(&pool).await {
+        match cloud.get_instance_types(&pool).await {
             Ok(mut types) => {
-                ctx.unavailable.apply(&mut types, now);
+                unavailable.apply(&mut types, now);
                 with_types.push((pool, types));
             }
             Err(error) => skipped.push(Skipped {
@@ -135,7 +156,7 @@ pub(crate) async fn take_leaving_out(
             }),
         }
     }
-    assemble(&world, with_types, skipped)
+    (with_types, skipped)
 }
 
 /// UIDs of the pods waiting for capacity now (what wakes the provisioner).
@@ -333,7 +354,7 @@ fn nodes_with_pods(
 }
 
 /// A pod to place: a pod on a node that is going away is placed as if unbound.
-fn unbound(pod: &Pod) -> Pod {
+pub(crate) fn unbound(pod: &Pod) -> Pod {
     let mut pod = pod.clone();
     if let Some(spec) = pod.spec.as_mut() {
         spec.node_name = None;
@@ -360,7 +381,7 @@ fn daemon_pod(daemon_set: &DaemonSet) -> Option<Pod> {
 }
 
 /// The claims the waiting pods mount, the volumes bound to them, and every storage class.
-fn volumes_of(world: &World, waiting: &[Arc<Pod>]) -> Volumes {
+pub(crate) fn volumes_of(world: &World, waiting: &[Arc<Pod>]) -> Volumes {
     let mounted: HashSet<(String, String)> = waiting
         .iter()
         .flat_map(|pod| {

@@ -46,6 +46,7 @@ pub(super) async fn reconcile(ctx: &Context, name: &str) -> Result<Progress, Con
     let progress = progress?;
     if progress == Progress::Finished {
         remove_finalizer(&api, &claim).await?;
+        crate::metrics::nodeclaim_terminated(&claim, ctx.clock.now());
     }
     Ok(progress)
 }

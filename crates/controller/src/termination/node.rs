@@ -70,6 +70,7 @@ pub(super) async fn reconcile(
     // A Node that is not Ready and whose instance is gone has nothing left to drain or stop.
     if !is_ready(&node) && instance_gone(ctx, provider_id.as_deref()).await? {
         claim::remove_finalizer(&nodes, &node).await?;
+        crate::metrics::node_terminated(&node, ctx.clock.now());
         terminator.forget(name);
         return Ok(Progress::Finished);
     }
@@ -93,6 +94,7 @@ pub(super) async fn reconcile(
     let progress = progress?;
     if progress == Progress::Finished {
         claim::remove_finalizer(&nodes, &node).await?;
+        crate::metrics::node_terminated(&node, ctx.clock.now());
         terminator.forget(name);
     }
     Ok(progress)
@@ -345,6 +347,7 @@ fn settle_drained(node: &Node, now: Timestamp, conditions: &mut ClaimConditions)
         ));
     }
     conditions.set(nodeclaim::DRAINED, Status::True, nodeclaim::DRAINED, "");
+    crate::metrics::node_drained(node);
     None
 }
 
@@ -423,7 +426,7 @@ async fn evict(ctx: &Context, node: &str, pods: &[Pod], pod: &PodRef) -> Result<
         }),
         ..EvictParams::default()
     };
-    match namespaced.evict(&pod.name, &params).await {
+    match crate::metrics::eviction_requested(namespaced.evict(&pod.name, &params).await) {
         Ok(_) => {
             if let Some(object) = find(pods, pod) {
                 ctx.events
