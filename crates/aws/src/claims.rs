@@ -1,0 +1,134 @@
+//! NodeClaims as the provider returns them: the input of a launch with what was launched filled
+//! in, or one rebuilt from an instance found in EC2 (for `get` and `list`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time};
+use kube::ResourceExt;
+use nodewright_api::{
+    NodeClaim,
+    duration::NillableDuration,
+    labels,
+    nodepool::{DEFAULT_EXPIRE_AFTER, NodeClassReference},
+    quantity,
+};
+use nodewright_catalog::{CapacityType, InstanceType, Resources};
+
+use crate::instances::{InstanceInfo, tags};
+
+/// The NodeClaim's resource requests as integers.
+pub fn requests(node_claim: &NodeClaim) -> Result<Resources, String> {
+    let mut resources = Resources::default();
+    for (name, value) in &node_claim.spec.resources.requests {
+        let parsed = quantity::parse_resource(name, &value.0).map_err(|e| format!("request {name}: {e}"))?;
+        let amount =
+            i64::try_from(parsed).map_err(|_| format!("request {name}: {} is too large", value.0))?;
+        resources.set(name, amount);
+    }
+    Ok(resources)
+}
+
+/// Resources as Kubernetes writes a Node's: CPU in cores or millicores, bytes in Ki when whole.
+pub fn quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
+    let bytes = |amount: i64| {
+        if amount % 1024 == 0 {
+            format!("{}Ki", amount / 1024)
+        } else {
+            amount.to_string()
+        }
+    };
+    let cpu = if resources.cpu_millis % 1000 == 0 {
+        (resources.cpu_millis / 1000).to_string()
+    } else {
+        format!("{}m", resources.cpu_millis)
+    };
+    let mut map = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(cpu)),
+        ("memory".to_owned(), Quantity(bytes(resources.memory_bytes))),
+        (
+            "ephemeral-storage".to_owned(),
+            Quantity(bytes(resources.ephemeral_storage_bytes)),
+        ),
+        ("pods".to_owned(), Quantity(resources.pods.to_string())),
+    ]);
+    for (name, amount) in &resources.extended {
+        map.insert(name.clone(), Quantity(amount.to_string()));
+    }
+    map
+}
+
+/// Where and how an instance was launched.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub instance_type: &'a InstanceType,
+    pub zone: &'a str,
+    pub capacity_type: CapacityType,
+    pub provider_id: &'a str,
+    pub image_id: Option<&'a str>,
+}
+
+/// `node_claim` with the instance's labels, capacity, allocatable, providerID and image set.
+pub fn launched(node_claim: &NodeClaim, placement: Placement<'_>) -> NodeClaim {
+    let mut launched = node_claim.clone();
+    let node_labels = launched.labels_mut();
+    for (key, value) in &placement.instance_type.labels {
+        node_labels.insert(key.clone(), value.clone());
+    }
+    node_labels.insert(labels::ZONE.to_owned(), placement.zone.to_owned());
+    node_labels.insert(
+        labels::CAPACITY_TYPE.to_owned(),
+        placement.capacity_type.label().to_owned(),
+    );
+    let status = launched.status.get_or_insert_with(Default::default);
+    status.provider_id = Some(placement.provider_id.to_owned());
+    status.image_id = placement.image_id.map(str::to_owned);
+    status.capacity = quantities(&placement.instance_type.capacity);
+    status.allocatable = quantities(&placement.instance_type.allocatable());
+    launched
+}
+
+/// A NodeClaim describing a live instance: named after its `karpenter.sh/nodeclaim` tag, labelled
+/// with its NodePool, type, zone and capacity type, created at its launch time. `instance_type`
+/// is the catalogue's entry for the type, when known, for capacity and labels.
+pub fn from_instance(instance: &InstanceInfo, instance_type: Option<&InstanceType>) -> NodeClaim {
+    let capacity_type = if instance.spot {
+        CapacityType::Spot
+    } else {
+        CapacityType::OnDemand
+    };
+    let mut node_claim = NodeClaim::new(
+        instance.tags.get(tags::NODE_CLAIM).map_or("", String::as_str),
+        nodewright_api::NodeClaimSpec {
+            taints: Vec::new(),
+            startup_taints: Vec::new(),
+            requirements: Vec::new(),
+            resources: nodewright_api::nodeclaim::ResourceRequirements::default(),
+            node_class_ref: NodeClassReference {
+                group: labels::KARPENTER_AWS_GROUP.to_owned(),
+                kind: "EC2NodeClass".to_owned(),
+                name: instance.tags.get(tags::NODE_CLASS).cloned().unwrap_or_default(),
+            },
+            termination_grace_period: None,
+            expire_after: NillableDuration::new(DEFAULT_EXPIRE_AFTER),
+        },
+    );
+    node_claim.metadata.creation_timestamp = instance.launch_time.map(Time);
+    let node_labels = node_claim.labels_mut();
+    if let Some(instance_type) = instance_type {
+        node_labels.extend(instance_type.labels.clone());
+    }
+    if let Some(pool) = instance.tags.get(tags::NODE_POOL) {
+        node_labels.insert(labels::NODE_POOL.to_owned(), pool.clone());
+    }
+    node_labels.insert(labels::INSTANCE_TYPE.to_owned(), instance.instance_type.clone());
+    node_labels.insert(labels::ZONE.to_owned(), instance.zone.clone());
+    node_labels.insert(labels::CAPACITY_TYPE.to_owned(), capacity_type.label().to_owned());
+    let status = node_claim.status.get_or_insert_with(Default::default);
+    status.provider_id = Some(instance.provider_id());
+    status.image_id.clone_from(&instance.image_id);
+    if let Some(instance_type) = instance_type {
+        status.capacity = quantities(&instance_type.capacity);
+        status.allocatable = quantities(&instance_type.allocatable());
+    }
+    node_claim
+}
