@@ -400,6 +400,77 @@ async fn empty_nodes_beyond_the_budget_are_kept_with_the_budget_as_the_reason() 
     assert!(second.candidate);
 }
 
+/// Marks NodeClaim `claim` `Drifted=True` (reason `AMIDrift`) since `ago` seconds.
+async fn mark_drifted(setup: &Setup, claim: &str, ago: i64) {
+    let claims = setup.claims();
+    let mut conditions =
+        serde_json::to_value(&claims.get(claim).await.unwrap().status.unwrap().conditions).unwrap();
+    let since = setup
+        .clock
+        .now()
+        .checked_sub(SignedDuration::from_secs(ago))
+        .unwrap();
+    conditions
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "type": "Drifted", "status": "True",
+        "reason": "AMIDrift", "message": "", "lastTransitionTime": since.to_string() }));
+    patch_status(&claims, claim, json!({ "status": { "conditions": conditions } })).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drifted_nodes_are_replaced_oldest_drift_first_one_command_at_a_time() {
+    let setup = Setup::start(NODE_POOL).await;
+    setup.clock.advance(SignedDuration::from_hours(1));
+    for name in ["drifted-long-ago", "drifted-lately", "spare"] {
+        setup
+            .node(name, "m5.xlarge", Some("default"), &json!({}), 3600)
+            .await;
+    }
+    setup
+        .pod("first", Some("drifted-long-ago"), "500m", &json!({}))
+        .await;
+    setup
+        .pod("second", Some("drifted-lately"), "500m", &json!({}))
+        .await;
+    mark_drifted(&setup, "default-drifted-long-ago", 1800).await;
+    mark_drifted(&setup, "default-drifted-lately", 600).await;
+    let (cluster, types, now) = setup.read("default").await;
+    let explain = |name: &str| node::explain(&cluster, &types, name, now, node::Options::default()).unwrap();
+
+    let first = explain("drifted-long-ago");
+    assert_eq!(
+        first.decision.action,
+        Action::ReplaceDrifted,
+        "{}",
+        first.to_text()
+    );
+    assert_eq!(first.decision.reason, "Drifted");
+    assert!(
+        first.decision.message.contains("AMIDrift"),
+        "{}",
+        first.decision.message
+    );
+    // Its pod fits on the spare node: nothing needs launching.
+    assert!(
+        first.decision.replacements.is_empty(),
+        "{:?}",
+        first.decision.replacements
+    );
+
+    let second = explain("drifted-lately");
+    assert_eq!(second.decision.action, Action::Keep);
+    assert_eq!(second.decision.reason, "DriftQueued", "{}", second.to_text());
+    assert!(
+        second.to_text().contains("Kept: DriftQueued"),
+        "{}",
+        second.to_text()
+    );
+
+    // A node that did not drift is answered by the other methods.
+    assert_ne!(explain("spare").decision.action, Action::ReplaceDrifted);
+}
+
 const POD_POOLS: &str = r#"
 apiVersion: karpenter.sh/v1
 kind: NodePool

@@ -21,11 +21,14 @@
 
 pub mod detection;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
-use nodewright_api::{conditions, nodepool::DisruptionReason};
+use nodewright_api::{NodePool, conditions, nodepool::DisruptionReason};
 use nodewright_catalog::Price;
 use nodewright_solver::{NodeClaimPlan, Problem};
 
@@ -54,6 +57,26 @@ pub fn drifted_at(candidate: &Candidate) -> Option<Timestamp> {
         .iter()
         .find(|c| c.type_ == conditions::nodeclaim::DRIFTED && c.status == conditions::TRUE)
         .map(|c| c.last_transition_time.0)
+}
+
+/// How many nodes of each NodePool drift may take now (reason `Drifted`, windows included).
+/// `counts` are the budget counts per NodePool.
+pub fn drifted_budgets<S: std::hash::BuildHasher>(
+    pools: &[Arc<NodePool>],
+    counts: &HashMap<String, budgets::PoolNodes, S>,
+    now: Timestamp,
+) -> BTreeMap<String, u64> {
+    pools
+        .iter()
+        .map(|pool| {
+            let name = pool.name_any();
+            let nodes = counts.get(&name).copied().unwrap_or_default();
+            (
+                name,
+                budgets::allowed(pool, DisruptionReason::Drifted, nodes, now),
+            )
+        })
+        .collect()
 }
 
 /// Karpenter's drift order: empty first, then oldest drift first (then by name, so passes agree).
@@ -166,16 +189,7 @@ impl Disruption {
             return None;
         }
         let counts = world.pool_nodes(&HashSet::new());
-        let mut budgets: BTreeMap<String, u64> = world
-            .pools
-            .iter()
-            .map(|pool| {
-                let name = pool.name_any();
-                let nodes = counts.get(&name).copied().unwrap_or_default();
-                let allowed = budgets::allowed(pool, DisruptionReason::Drifted, nodes, world.now);
-                (name, allowed)
-            })
-            .collect();
+        let mut budgets = drifted_budgets(&world.pools, &counts, world.now);
         let mut outcome = empty(&drifted, &mut budgets);
         if outcome.decision.is_none() && drifted.iter().any(|c| !c.is_empty()) {
             let problem = snapshot::take(&self.ctx, &[]).await.problem;

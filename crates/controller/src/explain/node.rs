@@ -4,8 +4,10 @@
 //! ([`candidates::evaluate`]), consolidateAfter, then emptiness (empty candidates in name order
 //! within each NodePool's `Empty` budget) or, for a node with pods, the consolidation search over
 //! every candidate of `WhenEmptyOrUnderutilized` and `Balanced` NodePools ([`consolidation::plan`]) within the
-//! `Underutilized` budgets. A pass runs emptiness first and consolidation only when emptiness
-//! found nothing; explain answers each node by the method that applies to it.
+//! `Underutilized` budgets. A drifted node (not empty and due) is answered by the drift method
+//! instead ([`drift::empty`], [`drift::search`] within the `Drifted` budgets). A pass runs
+//! emptiness, then drift, then consolidation, each only when the one before found nothing;
+//! explain answers each node by the method that applies to it.
 
 use std::{collections::HashSet, fmt::Write as _};
 
@@ -20,9 +22,9 @@ use serde::Serialize;
 use super::{Cluster, ConditionLine, EventLine, ExplainError, PoolTypes, write_events};
 use crate::{
     disruption::{
-        self, budgets,
+        self,
         candidates::{self, Blocker, Candidate, Inputs},
-        consolidation,
+        consolidation, drift,
     },
     provisioner::{pods::is_daemon_set_pod, snapshot},
 };
@@ -81,6 +83,8 @@ pub enum Action {
     RemoveEmpty,
     /// Removed by consolidation.
     Consolidate,
+    /// Replaced because its NodeClaim drifted.
+    ReplaceDrifted,
     /// No NodeClaim owns the node: Nodewright never disrupts it.
     NotManaged,
 }
@@ -253,6 +257,14 @@ fn decide(
         Ok(candidate) => candidate,
         Err(blocker) => return (false, Decision::keep(blocker, now)),
     };
+    let empty_and_due = candidate.is_empty() && candidate.is_consolidatable(now);
+    if drift::drifted_at(candidate).is_some() && !empty_and_due {
+        let all: Vec<&Candidate> = evaluations
+            .iter()
+            .filter_map(|e| e.outcome.as_ref().ok())
+            .collect();
+        return (true, drifted(cluster, types, &all, candidate, now));
+    }
     let decision = match candidate.consolidatable_at {
         None => Decision::keep(&Blocker::ConsolidationDisabled, now),
         Some(at) if at > now => Decision::keep(&Blocker::ConsolidateAfterNotElapsed(at), now),
@@ -271,30 +283,121 @@ fn decide(
     (true, decision)
 }
 
-/// The emptiness method: empty consolidatable candidates in name order, each NodePool's `Empty`
-/// budget spent on the first ones.
+/// The emptiness method, as the pass runs it ([`consolidation::emptiness`]): empty
+/// consolidatable candidates in name order, each NodePool's `Empty` budget spent on the first ones.
 fn emptiness(cluster: &Cluster, all: &[&Candidate], candidate: &Candidate, now: Timestamp) -> Decision {
-    let pool = candidate.pool.name_any();
-    let ahead = all
-        .iter()
-        .filter(|c| c.pool.name_any() == pool && c.is_empty() && c.is_consolidatable(now))
-        .filter(|c| c.name() < candidate.name())
-        .count();
     let counts = disruption::pool_nodes(&cluster.claims, &cluster.nodes, &HashSet::new());
-    let allowed = budgets::allowed(
-        &candidate.pool,
-        DisruptionReason::Empty,
-        counts.get(&pool).copied().unwrap_or_default(),
-        now,
-    );
-    if u64::try_from(ahead).unwrap_or(u64::MAX) < allowed {
-        Decision::act(
+    let (chosen, held) = consolidation::emptiness(all, &counts, now);
+    let own = candidate.name();
+    if chosen.iter().any(|c| c.name() == own) {
+        return Decision::act(
             Action::RemoveEmpty,
             DisruptionReason::Empty,
             "the node has no pod to move and consolidateAfter has elapsed: emptiness removes it".to_owned(),
-        )
-    } else {
-        Decision::keep(&Blocker::BudgetExhausted("Empty"), now)
+        );
+    }
+    let blocker = held
+        .into_iter()
+        .find(|(name, _)| *name == own)
+        .map_or(Blocker::BudgetExhausted("Empty"), |(_, b)| b);
+    Decision::keep(&blocker, now)
+}
+
+/// The drift method, as the pass runs it: empty drifted candidates within the `Drifted` budgets
+/// ([`drift::empty`]), else the first drifted candidate whose pods can all be placed
+/// ([`drift::search`]), one command at a time.
+fn drifted(
+    cluster: &Cluster,
+    types: &PoolTypes,
+    all: &[&Candidate],
+    candidate: &Candidate,
+    now: Timestamp,
+) -> Decision {
+    let drifted: Vec<Candidate> = all
+        .iter()
+        .filter(|c| drift::drifted_at(c).is_some())
+        .map(|c| (*c).clone())
+        .collect();
+    let counts = disruption::pool_nodes(&cluster.claims, &cluster.nodes, &HashSet::new());
+    let mut budgets = drift::drifted_budgets(&cluster.pools, &counts, now);
+    let mut outcome = drift::empty(&drifted, &mut budgets);
+    if outcome.decision.is_none() && drifted.iter().any(|c| !c.is_empty()) {
+        let snapshot = snapshot::assemble(
+            &cluster.snapshot_world(),
+            types.usable.clone(),
+            types.skipped.clone(),
+        );
+        let searched = drift::search(&snapshot.problem, &drifted, &budgets);
+        outcome.decision = searched.decision;
+        outcome.refused.extend(searched.refused);
+    }
+    let own = candidate.name();
+    let why = drift_reason(&candidate.claim);
+    let index = drifted.iter().position(|c| c.name() == own);
+    if let Some((chosen, replacements)) = &outcome.decision
+        && index.is_some_and(|i| chosen.contains(&i))
+    {
+        let together_with = chosen
+            .iter()
+            .map(|i| drifted[*i].name())
+            .filter(|name| *name != own)
+            .collect();
+        let replacements: Vec<Replacement> = replacements.iter().map(replacement).collect();
+        let message = if replacements.is_empty() {
+            format!("the NodeClaim drifted ({why}): its pods fit on the other nodes, so it is removed")
+        } else {
+            format!(
+                "the NodeClaim drifted ({why}): {} new node(s) take its pods, then it is removed",
+                replacements.len()
+            )
+        };
+        return Decision {
+            together_with,
+            replacements,
+            ..Decision::act(Action::ReplaceDrifted, DisruptionReason::Drifted, message)
+        };
+    }
+    if let Some((_, blocker)) = outcome.refused.iter().find(|(i, _)| Some(*i) == index) {
+        let mut decision = Decision::keep(blocker, now);
+        decision.message = format!(
+            "the NodeClaim drifted ({why}), but it is kept: {}",
+            decision.message
+        );
+        return decision;
+    }
+    Decision {
+        action: Action::Keep,
+        reason: "DriftQueued".to_owned(),
+        message: format!(
+            "the NodeClaim drifted ({why}); another drifted node is replaced first (one command at a time, oldest drift first)"
+        ),
+        time_left: None,
+        savings_per_hour: None,
+        together_with: Vec::new(),
+        replacements: Vec::new(),
+    }
+}
+
+/// The `Drifted` condition's reason (`AMIDrift`, `NodePoolDrifted`, ...).
+fn drift_reason(claim: &NodeClaim) -> String {
+    claim
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == conditions::nodeclaim::DRIFTED)
+        })
+        .map_or_else(|| "Drifted".to_owned(), |c| c.reason.clone())
+}
+
+fn replacement(r: &nodewright_solver::NodeClaimPlan) -> Replacement {
+    Replacement {
+        node_pool: r.nodepool.clone(),
+        instance_type: r.instance_type.clone(),
+        zone: r.zone.clone(),
+        capacity_type: r.capacity_type.label().to_owned(),
+        price_per_hour: r.price.as_usd(),
     }
 }
 
@@ -335,17 +438,7 @@ fn consolidation(
             .map(Candidate::name)
             .filter(|name| *name != own)
             .collect();
-        let replacements: Vec<Replacement> = decision
-            .replacements
-            .iter()
-            .map(|r| Replacement {
-                node_pool: r.nodepool.clone(),
-                instance_type: r.instance_type.clone(),
-                zone: r.zone.clone(),
-                capacity_type: r.capacity_type.label().to_owned(),
-                price_per_hour: r.price.as_usd(),
-            })
-            .collect();
+        let replacements: Vec<Replacement> = decision.replacements.iter().map(replacement).collect();
         let message = if replacements.is_empty() {
             format!(
                 "its pods fit on the other nodes: removing it saves ${:.4}/h",
@@ -387,6 +480,7 @@ impl NodeExplanation {
             Action::Keep => "Kept",
             Action::RemoveEmpty => "Would be removed (empty)",
             Action::Consolidate => "Would be consolidated",
+            Action::ReplaceDrifted => "Would be replaced (drifted)",
             Action::NotManaged => "Not managed",
         };
         let _ = writeln!(out, "{verb}: {} — {}", d.reason, d.message);
