@@ -88,6 +88,9 @@ enum PlanFormat {
 }
 
 fn main() -> ExitCode {
+    // kube's TLS asks rustls for the process-wide crypto provider; installing one fails only when
+    // one is already installed, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match run(Cli::parse()) {
         Ok(code) => code,
         // A closed pipe (`nodewright crds | head`) is the reader's choice, not a failure.

@@ -216,3 +216,46 @@ async fn explain_prints_why_a_node_is_kept_and_why_a_pod_is_pending() {
 
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An `https://` API server is reached over TLS (rustls with ring): against a listener that
+/// answers the TLS handshake with plain HTTP, the command fails in the handshake (rustls reads
+/// the reply as a corrupt record), not for lack of a TLS stack.
+#[test]
+fn https_api_servers_are_reached_over_tls() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        // One connection is enough: the client gives up after the failed handshake.
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut hello = [0u8; 512];
+            let _ = stream.read(&mut hello);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("nodewright-explain-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: tls\nclusters:\n- name: tls\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: tls\n  context: {{ cluster: tls, user: tls }}\nusers:\n- name: tls\n  user: {{ token: t }}\n"
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_nodewright"))
+        .args(["explain", "pod", "default/x", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let _ = server.join();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains("no TLS stack"), "the build has no TLS: {stderr}");
+    // rustls's answer to a reply that is not TLS: the handshake was attempted.
+    assert!(
+        stderr.contains("InvalidContentType"),
+        "the failure is the TLS handshake's: {stderr}"
+    );
+}
