@@ -16,6 +16,7 @@
 
 pub mod claims;
 pub mod config;
+pub mod controllers;
 pub mod error;
 pub mod instance_batcher;
 pub mod instance_types;

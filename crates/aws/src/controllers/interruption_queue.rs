@@ -1,0 +1,155 @@
+//! The interruption loop: long-poll the SQS queue ([`InterruptionQueue::receive`]), decide with
+//! [`interruption::plan`] (pure) against the NodeClaims of the instances named, then write: mark
+//! reclaimed spot offerings unavailable, delete the NodeClaims to replace (the core's termination
+//! cordons and drains their nodes and the provisioner replaces them), and delete the message.
+//!
+//! A message is deleted only once it was acted on, so a failed NodeClaim delete is retried when
+//! the message becomes visible again; a malformed message is logged and deleted at once (it would
+//! otherwise come back forever).
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams},
+};
+use nodewright_api::{NodeClaim, clock::Clock, labels};
+use nodewright_catalog::CapacityType;
+
+use crate::{
+    AwsProvider,
+    instances::instance_id,
+    interruption::{self, ClaimedInstance, Interruption, InterruptionPlan, InterruptionQueue, Received},
+};
+
+/// How long the loop waits after a failed receive before polling again.
+const RECEIVE_RETRY: Duration = Duration::from_secs(5);
+
+/// What the loop knows of a NodeClaim: the instance behind it, if launched and labelled.
+pub fn claimed_instance(node_claim: &NodeClaim) -> Option<(String, ClaimedInstance)> {
+    let provider_id = node_claim.status.as_ref()?.provider_id.as_deref()?;
+    let id = instance_id(provider_id).ok()?.to_owned();
+    let labels = node_claim.labels();
+    Some((
+        id,
+        ClaimedInstance {
+            node_claim: node_claim.name_any(),
+            instance_type: labels.get(labels::INSTANCE_TYPE)?.clone(),
+            zone: labels.get(labels::ZONE)?.clone(),
+            capacity_type: CapacityType::from_label(labels.get(labels::CAPACITY_TYPE)?)?,
+        },
+    ))
+}
+
+/// The plan for one message against the cluster's NodeClaims.
+pub fn plan_for(interruption: &Interruption, node_claims: &[NodeClaim]) -> InterruptionPlan {
+    let claimed: Vec<(String, ClaimedInstance)> = node_claims.iter().filter_map(claimed_instance).collect();
+    interruption::plan(interruption, &|id| {
+        claimed
+            .iter()
+            .find(|(instance, _)| instance == id)
+            .map(|(_, claim)| claim.clone())
+    })
+}
+
+/// Runs the loop until the returned future is dropped.
+pub async fn run(client: Client, queue: InterruptionQueue, provider: Arc<AwsProvider>, clock: Clock) {
+    let node_claims: Api<NodeClaim> = Api::all(client);
+    loop {
+        let messages = match queue.receive().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(queue = queue.url(), %error, "receiving interruption messages failed");
+                tokio::time::sleep(RECEIVE_RETRY).await;
+                continue;
+            }
+        };
+        for received in messages {
+            if let Err(error) = handle(&node_claims, &queue, &provider, &clock, received).await {
+                tracing::warn!(queue = queue.url(), %error, "interruption message not handled; it will be received again");
+            }
+        }
+    }
+}
+
+async fn handle(
+    node_claims: &Api<NodeClaim>,
+    queue: &InterruptionQueue,
+    provider: &AwsProvider,
+    clock: &Clock,
+    received: Received,
+) -> Result<(), String> {
+    let interruption = match received.message {
+        Ok(Some(interruption)) => interruption,
+        // An event about nothing Nodewright acts on.
+        Ok(None) => return queue.delete(&received.receipt_handle).await.map_err(|e| e.to_string()),
+        Err(why) => {
+            tracing::warn!(queue = queue.url(), why, "malformed interruption message deleted");
+            return queue.delete(&received.receipt_handle).await.map_err(|e| e.to_string());
+        }
+    };
+    let claims = node_claims
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing NodeClaims: {e}"))?;
+    let plan = plan_for(&interruption, &claims.items);
+    provider.unavailable_offerings().mark(&plan.unavailable, clock.now());
+    for (node_claim, reason) in &plan.events {
+        tracing::info!(nodeclaim = node_claim, reason, kind = ?interruption.kind, "interruption");
+    }
+    for name in &plan.delete {
+        match node_claims.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(format!("deleting NodeClaim {name}: {error}")),
+        }
+    }
+    queue.delete(&received.receipt_handle).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interruption::InterruptionKind;
+
+    fn node_claim(name: &str, provider_id: &str, capacity_type: &str) -> NodeClaim {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodeClaim",
+            "metadata": {"name": name, "labels": {
+                "karpenter.sh/capacity-type": capacity_type,
+                "node.kubernetes.io/instance-type": "m5.large",
+                "topology.kubernetes.io/zone": "us-west-2a",
+            }},
+            "spec": {
+                "requirements": [],
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+            },
+            "status": {"providerID": provider_id},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_spot_warning_deletes_the_claim_of_the_instance_and_marks_its_pool() {
+        let claims = [
+            node_claim("spot-a", "aws:///us-west-2a/i-0aaa", "spot"),
+            node_claim("other", "aws:///us-west-2a/i-0bbb", "spot"),
+        ];
+        let warning = Interruption {
+            kind: InterruptionKind::SpotInterrupted,
+            instance_ids: vec!["i-0aaa".into(), "i-0ccc".into()],
+            time: None,
+        };
+        let plan = plan_for(&warning, &claims);
+        assert_eq!(plan.delete, vec!["spot-a".to_owned()]);
+        assert_eq!(plan.unavailable.len(), 1);
+    }
+
+    #[test]
+    fn a_claim_without_an_instance_yet_is_not_matched() {
+        let mut claim = node_claim("pending", "aws:///us-west-2a/i-0aaa", "on-demand");
+        claim.status = None;
+        assert_eq!(claimed_instance(&claim), None);
+    }
+}
