@@ -1,0 +1,248 @@
+//! The provider's loops against moto and the embedded API server: the EC2NodeClass status loop
+//! writes what the selector terms resolve to, and the interruption loop deletes the NodeClaim of
+//! a spot instance EC2 is reclaiming.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{Api, api::PostParams};
+use nodewright_api::{EC2NodeClass, NodeClaim, clock::Clock, conditions};
+use nodewright_aws::{
+    AwsClients, AwsProvider, AwsSettings, NodeClassSource,
+    controllers::{
+        interruption_queue,
+        node_class_status::{self, StatusLoopConfig},
+        watched::WatchedNodeClasses,
+    },
+    interruption::InterruptionQueue,
+};
+use nodewright_sim::testing::TestCluster;
+use support::Moto;
+
+const K8S: &str = "1.33";
+
+async fn cluster() -> TestCluster {
+    let cluster = TestCluster::start().await.unwrap();
+    nodewright_sim::simulation::install_crds(&cluster.state().store).unwrap();
+    cluster
+}
+
+fn node_class(name: &str, discovery: &str) -> EC2NodeClass {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": name},
+        "spec": {
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
+            "instanceProfile": "nodes",
+        },
+    }))
+    .unwrap()
+}
+
+fn ready(class: &EC2NodeClass) -> Option<&str> {
+    class
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::READY)
+        .map(|c| c.status.as_str())
+}
+
+#[tokio::test]
+async fn an_applied_node_class_gets_ready_status_with_the_resolved_network_and_amis() {
+    let moto = Moto::shared();
+    let clients = AwsClients::new(&moto.sdk_config().await).unwrap();
+    let network = support::network(&clients.ec2, "ctl-status", 41).await;
+    let amis = support::seed_al2023_alias(moto, &clients.ssm, K8S).await;
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let (classes, watch) = WatchedNodeClasses::start(&client);
+    let watch = tokio::spawn(watch);
+    let status_loop = tokio::spawn(node_class_status::run(
+        client.clone(),
+        clients.clone(),
+        AwsSettings::new("ctl-status", K8S),
+        Clock::system(),
+        classes.clone(),
+        StatusLoopConfig::default(),
+    ));
+    let api: Api<EC2NodeClass> = Api::all(client);
+    api.create(&PostParams::default(), &node_class("ready", "ctl-status"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &node_class("nothing", "no-such-tag"))
+        .await
+        .unwrap();
+
+    // The provider's view (the watched cache) sees the status the loop wrote.
+    cluster
+        .wait_until(Duration::from_secs(20), "both node classes have a status", || {
+            let classes = classes.clone();
+            async move {
+                ["ready", "nothing"]
+                    .iter()
+                    .all(|name| classes.get(name).is_some_and(|c| ready(&c).is_some()))
+            }
+        })
+        .await
+        .unwrap();
+    let resolved = classes.get("ready").unwrap();
+    assert_eq!(ready(&resolved), Some("True"), "{:?}", resolved.status);
+    let status = resolved.status.as_ref().unwrap();
+    let mut subnets: Vec<(String, String)> = status
+        .subnets
+        .iter()
+        .map(|s| (s.id.clone(), s.zone.clone()))
+        .collect();
+    subnets.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(subnets, network.subnets);
+    assert_eq!(status.security_groups[0].id, network.security_group_id);
+    let mut ami_ids: Vec<&str> = status.amis.iter().map(|a| a.id.as_str()).collect();
+    ami_ids.sort_unstable();
+    let mut expected = [amis.0.as_str(), amis.1.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ami_ids, expected);
+    let unresolved = classes.get("nothing").unwrap();
+    assert_eq!(ready(&unresolved), Some("False"));
+
+    // One status write per change: the loop's own patch does not make it resolve and write again.
+    let version = api.get("ready").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(api.get("ready").await.unwrap().metadata.resource_version, version);
+
+    status_loop.abort();
+    watch.abort();
+}
+
+fn node_claim(name: &str) -> NodeClaim {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodeClaim",
+        "metadata": {"name": name, "labels": {
+            "karpenter.sh/nodepool": "default",
+            "karpenter.sh/capacity-type": "spot",
+            "node.kubernetes.io/instance-type": "m5.large",
+            "topology.kubernetes.io/zone": "us-west-2a",
+        }},
+        "spec": {
+            "requirements": [],
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
+    let moto = Moto::shared();
+    let clients = AwsClients::new(&moto.sdk_config().await).unwrap();
+    clients
+        .sqs
+        .create_queue()
+        .queue_name("ctl-interruptions")
+        .send()
+        .await
+        .unwrap();
+    let queue = InterruptionQueue::by_name(clients.sqs.clone(), "ctl-interruptions", 1)
+        .await
+        .unwrap();
+    let url = queue.url().to_owned();
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+    for (name, instance) in [("reclaimed", "i-0aaaaaaaaaaaaaaa1"), ("kept", "i-0aaaaaaaaaaaaaaa2")] {
+        let created = claims
+            .create(&PostParams::default(), &node_claim(name))
+            .await
+            .unwrap();
+        let mut with_status = created.clone();
+        with_status.status = Some(serde_json::from_value(serde_json::json!({
+            "providerID": format!("aws:///us-west-2a/{instance}"),
+        })).unwrap());
+        claims
+            .replace_status(name, &PostParams::default(), &with_status)
+            .await
+            .unwrap();
+    }
+    let warning = serde_json::json!({
+        "version": "0", "id": "1", "source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning",
+        "time": "2026-11-01T00:00:00Z", "region": "us-west-2", "resources": [],
+        "detail": {"instance-id": "i-0aaaaaaaaaaaaaaa1", "instance-action": "terminate"},
+    });
+    for body in [warning.to_string(), "not json".to_owned()] {
+        clients
+            .sqs
+            .send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let provider = Arc::new(AwsProvider::new(
+        clients.clone(),
+        AwsSettings::new("ctl-interruption", K8S),
+        None,
+        Arc::new(nodewright_aws::StaticNodeClasses::new()),
+        Clock::system(),
+    ));
+    let interruption_loop = tokio::spawn(interruption_queue::run(
+        client,
+        queue,
+        provider.clone(),
+        Clock::system(),
+    ));
+    cluster
+        .wait_until(Duration::from_secs(20), "the reclaimed NodeClaim is deleted", || {
+            let claims = claims.clone();
+            async move { claims.get_opt("reclaimed").await.unwrap().is_none() }
+        })
+        .await
+        .unwrap();
+    assert!(claims.get_opt("kept").await.unwrap().is_some());
+    let spot_pool = nodewright_cloudprovider::OfferingKey::new(
+        "m5.large",
+        "us-west-2a",
+        nodewright_catalog::CapacityType::Spot,
+    );
+    assert!(
+        provider
+            .unavailable_offerings()
+            .is_unavailable(&spot_pool, Clock::system().now())
+    );
+    cluster
+        .wait_until(Duration::from_secs(20), "the queue is empty", || {
+            let sqs = clients.sqs.clone();
+            let url = url.clone();
+            async move {
+                let attributes = sqs
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+                    .send()
+                    .await
+                    .unwrap();
+                let count = |name| {
+                    attributes
+                        .attributes()
+                        .and_then(|a| a.get(&name))
+                        .cloned()
+                };
+                count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).as_deref()
+                    == Some("0")
+                    && count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                        .as_deref()
+                        == Some("0")
+            }
+        })
+        .await
+        .unwrap();
+    interruption_loop.abort();
+}
