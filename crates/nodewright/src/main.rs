@@ -7,6 +7,7 @@ use std::{
     process::ExitCode,
 };
 
+mod controller;
 mod explain;
 mod probes;
 mod sim;
@@ -49,6 +50,9 @@ enum Command {
     /// Play a scenario on a simulated cluster with the real controllers (no cloud account or
     /// cluster needed), or serve one for kubectl (`nodewright sim serve`).
     Sim(sim::SimArgs),
+    /// Run the controllers against the cluster this runs in (or the kubeconfig's) with the AWS
+    /// provider: what the Deployment in an EKS cluster runs.
+    Controller(Box<controller::ControllerArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +120,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate(args) => validate(&args),
         Command::Plan(args) => plan(&args).map(|()| ExitCode::SUCCESS),
         Command::Sim(args) => sim::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Controller(args) => controller::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Explain(args) => {
             let text = explain::run(args)?;
             io::stdout()
