@@ -88,7 +88,10 @@ impl Moto {
             venv.display()
         );
         let port = free_port();
-        let launcher = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_launcher.py");
+        // Written out from the test binary, so other crates' tests can include this module.
+        let launcher = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("moto_launcher-{}-{port}.py", std::process::id()));
+        std::fs::write(&launcher, include_str!("moto_launcher.py")).expect("write the moto launcher");
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(log_name.map_or_else(|| format!("moto-{port}.log"), str::to_owned));
         let log_file = std::fs::File::create(&log).expect("create the moto log file");
@@ -113,6 +116,8 @@ impl Moto {
             log,
         };
         moto.wait_until_ready();
+        // Python has read it by now.
+        let _ = std::fs::remove_file(&launcher);
         moto
     }
 

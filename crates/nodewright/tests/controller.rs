@@ -1,0 +1,171 @@
+//! `nodewright controller` end to end: the binary, configured only by Karpenter's environment
+//! variables, against the embedded API server (through a kubeconfig) and moto (through
+//! `AWS_ENDPOINT_URL`): it discovers the Kubernetes version, takes its Leases, serves its probes,
+//! and gives an applied EC2NodeClass a Ready status with the subnets and AMIs moto holds. Invalid
+//! settings stop it at start naming the setting.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
+
+#[path = "../../aws/tests/support/mod.rs"]
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, api::PostParams};
+use nodewright_api::{EC2NodeClass, conditions};
+use nodewright_aws::AwsClients;
+use nodewright_sim::testing::TestCluster;
+
+/// The controller process; killed when dropped.
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+fn controller(envs: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nodewright"));
+    command
+        .arg("controller")
+        .env_clear()
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())));
+    command
+}
+
+#[test]
+fn invalid_settings_stop_the_controller_naming_the_setting() {
+    let output = controller(&[
+        ("CLUSTER_NAME", "demo".to_owned()),
+        ("FEATURE_GATES", "SpotToSpotConsolidation=maybe".to_owned()),
+    ])
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--feature-gates"), "{stderr}");
+
+    let output = controller(&[("CLUSTER_NAME", "demo".to_owned()), ("CLUSTER_ENDPOINT", "https://x".to_owned())])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CLUSTER_CA_BUNDLE"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
+    let moto = support::Moto::start();
+    let clients = AwsClients::new(&moto.sdk_config().await).unwrap();
+    let network = support::network(&clients.ec2, "e2e", 51).await;
+    let amis = support::seed_al2023_alias(&moto, &clients.ssm, "1.33").await;
+
+    let cluster = TestCluster::start().await.unwrap();
+    nodewright_sim::simulation::install_crds(&cluster.state().store).unwrap();
+    let dir = std::env::temp_dir().join(format!("nodewright-controller-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig).unwrap();
+
+    let (metrics_port, probe_port) = (free_port(), free_port());
+    let _controller = Controller(
+        controller(&[
+            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("AWS_ENDPOINT_URL", moto.endpoint()),
+            ("AWS_REGION", support::REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("CLUSTER_NAME", "e2e".to_owned()),
+            ("POD_NAME", "nodewright-0".to_owned()),
+            ("METRICS_PORT", metrics_port.to_string()),
+            ("HEALTH_PROBE_PORT", probe_port.to_string()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap(),
+    );
+
+    let client = cluster.client();
+    let api: Api<EC2NodeClass> = Api::all(client.clone());
+    let node_class: EC2NodeClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": "default"},
+        "spec": {
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "e2e"}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": "e2e"}}],
+            "instanceProfile": "nodes",
+        },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &node_class).await.unwrap();
+
+    let ready = |class: &EC2NodeClass| {
+        class.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == conditions::READY && c.status == "True")
+        })
+    };
+    cluster
+        .wait_until(Duration::from_secs(60), "the EC2NodeClass is Ready", || {
+            let api = api.clone();
+            async move { api.get("default").await.is_ok_and(|c| ready(&c)) }
+        })
+        .await
+        .unwrap();
+    let status = api.get("default").await.unwrap().status.unwrap();
+    assert_eq!(status.subnets.len(), network.subnets.len());
+    let mut ami_ids: Vec<String> = status.amis.iter().map(|a| a.id.clone()).collect();
+    ami_ids.sort();
+    let mut expected = vec![amis.0.clone(), amis.1.clone()];
+    expected.sort();
+    assert_eq!(ami_ids, expected, "the alias resolved for the API server's version");
+
+    // Both Leases are held by this replica, and the probes and metrics answer.
+    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
+    for name in ["karpenter-leader-election", "karpenter-leader-election-aws"] {
+        let lease = leases.get(name).await.unwrap();
+        assert_eq!(
+            lease.spec.and_then(|s| s.holder_identity).as_deref(),
+            Some("nodewright-0"),
+            "{name}"
+        );
+    }
+    cluster
+        .wait_until(Duration::from_secs(20), "/readyz answers 200", || async move {
+            http_get(probe_port, "/readyz").is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+        })
+        .await
+        .unwrap();
+    let metrics = http_get(metrics_port, "/metrics").unwrap();
+    assert!(metrics.contains("karpenter_"), "{metrics}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
