@@ -157,15 +157,21 @@ async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
     let cluster = cluster().await;
     let client = cluster.client();
     let claims: Api<NodeClaim> = Api::all(client.clone());
-    for (name, instance) in [("reclaimed", "i-0aaaaaaaaaaaaaaa1"), ("kept", "i-0aaaaaaaaaaaaaaa2")] {
+    for (name, instance) in [
+        ("reclaimed", "i-0aaaaaaaaaaaaaaa1"),
+        ("kept", "i-0aaaaaaaaaaaaaaa2"),
+    ] {
         let created = claims
             .create(&PostParams::default(), &node_claim(name))
             .await
             .unwrap();
         let mut with_status = created.clone();
-        with_status.status = Some(serde_json::from_value(serde_json::json!({
-            "providerID": format!("aws:///us-west-2a/{instance}"),
-        })).unwrap());
+        with_status.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "providerID": format!("aws:///us-west-2a/{instance}"),
+            }))
+            .unwrap(),
+        );
         claims
             .replace_status(name, &PostParams::default(), &with_status)
             .await
@@ -200,10 +206,14 @@ async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
         Clock::system(),
     ));
     cluster
-        .wait_until(Duration::from_secs(20), "the reclaimed NodeClaim is deleted", || {
-            let claims = claims.clone();
-            async move { claims.get_opt("reclaimed").await.unwrap().is_none() }
-        })
+        .wait_until(
+            Duration::from_secs(20),
+            "the reclaimed NodeClaim is deleted",
+            || {
+                let claims = claims.clone();
+                async move { claims.get_opt("reclaimed").await.unwrap().is_none() }
+            },
+        )
         .await
         .unwrap();
     assert!(claims.get_opt("kept").await.unwrap().is_some());
@@ -219,30 +229,24 @@ async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
     );
     cluster
         .wait_until(Duration::from_secs(20), "the queue is empty", || {
-            let sqs = clients.sqs.clone();
-            let url = url.clone();
-            async move {
-                let attributes = sqs
-                    .get_queue_attributes()
-                    .queue_url(url)
-                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-                    .send()
-                    .await
-                    .unwrap();
-                let count = |name| {
-                    attributes
-                        .attributes()
-                        .and_then(|a| a.get(&name))
-                        .cloned()
-                };
-                count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).as_deref()
-                    == Some("0")
-                    && count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-                        .as_deref()
-                        == Some("0")
-            }
+            queue_is_empty(clients.sqs.clone(), url.clone())
         })
         .await
         .unwrap();
     interruption_loop.abort();
+}
+
+/// Whether the queue holds no message, visible or in flight.
+async fn queue_is_empty(sqs: aws_sdk_sqs::Client, url: String) -> bool {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let count = |name| attributes.attributes().and_then(|a| a.get(&name)).cloned();
+    count(QueueAttributeName::ApproximateNumberOfMessages).as_deref() == Some("0")
+        && count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible).as_deref() == Some("0")
 }

@@ -75,7 +75,11 @@ pub(crate) struct ControllerArgs {
     #[arg(long, env = "DISABLE_LEADER_ELECTION", default_value_t = false)]
     disable_leader_election: bool,
     /// The leader Lease's name and namespace.
-    #[arg(long, env = "LEADER_ELECTION_NAME", default_value = "karpenter-leader-election")]
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_NAME",
+        default_value = "karpenter-leader-election"
+    )]
     leader_election_name: String,
     #[arg(long, env = "LEADER_ELECTION_NAMESPACE", default_value = "kube-system")]
     leader_election_namespace: String,
@@ -196,7 +200,9 @@ impl ControllerArgs {
             .clone()
             .context("--cluster-service-cidr/CLUSTER_SERVICE_CIDR is required with CLUSTER_ENDPOINT")?;
         if !is_cidr(&service_cidr) {
-            bail!("--cluster-service-cidr/CLUSTER_SERVICE_CIDR {service_cidr:?} is not a CIDR like 10.100.0.0/16");
+            bail!(
+                "--cluster-service-cidr/CLUSTER_SERVICE_CIDR {service_cidr:?} is not a CIDR like 10.100.0.0/16"
+            );
         }
         Ok(Some(Cluster {
             name: self.cluster_name.clone(),
@@ -247,16 +253,15 @@ async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster service account or kubeconfig)")?;
-    let kubernetes_version = match config.kubernetes_version {
-        Some(version) => minor_version(&version)?,
-        None => {
-            let info = client
-                .apiserver_version()
-                .await
-                .context("reading the API server's /version (or set KUBERNETES_VERSION)")?;
-            minor_version(&format!("{}.{}", info.major, info.minor))
-                .with_context(|| format!("the API server's version {}.{}", info.major, info.minor))?
-        }
+    let kubernetes_version = if let Some(version) = &config.kubernetes_version {
+        minor_version(version)?
+    } else {
+        let info = client
+            .apiserver_version()
+            .await
+            .context("reading the API server's /version (or set KUBERNETES_VERSION)")?;
+        minor_version(&format!("{}.{}", info.major, info.minor))
+            .with_context(|| format!("the API server's version {}.{}", info.major, info.minor))?
     };
     let sdk_config = nodewright_aws::load_sdk_config().await;
     let clients = AwsClients::new(&sdk_config)
@@ -422,22 +427,51 @@ mod tests {
     #[test]
     fn invalid_settings_are_refused_naming_the_setting() {
         for (flags, setting) in [
-            (&["--cluster-name=demo", "--batch-idle-duration=soon"][..], "--batch-idle-duration"),
-            (&["--cluster-name=demo", "--batch-idle-duration=0s"][..], "BATCH_IDLE_DURATION"),
             (
-                &["--cluster-name=demo", "--batch-idle-duration=20s", "--batch-max-duration=10s"][..],
+                &["--cluster-name=demo", "--batch-idle-duration=soon"][..],
+                "--batch-idle-duration",
+            ),
+            (
+                &["--cluster-name=demo", "--batch-idle-duration=0s"][..],
+                "BATCH_IDLE_DURATION",
+            ),
+            (
+                &[
+                    "--cluster-name=demo",
+                    "--batch-idle-duration=20s",
+                    "--batch-max-duration=10s",
+                ][..],
                 "BATCH_MAX_DURATION",
             ),
-            (&["--cluster-name=demo", "--feature-gates=SpotToSpot=true"][..], "--feature-gates"),
             (
-                &["--cluster-name=demo", "--feature-gates=SpotToSpotConsolidation=yes"][..],
+                &["--cluster-name=demo", "--feature-gates=SpotToSpot=true"][..],
                 "--feature-gates",
             ),
-            (&["--cluster-name=demo", "--kubernetes-version=2.1"][..], "KUBERNETES_VERSION"),
-            (&["--cluster-name=demo", "--cluster-endpoint=http://x"][..], "CLUSTER_ENDPOINT"),
-            (&["--cluster-name=demo", "--cluster-endpoint=https://x"][..], "CLUSTER_CA_BUNDLE"),
             (
-                &["--cluster-name=demo", "--cluster-endpoint=https://x", "--cluster-ca-bundle=Q0E="][..],
+                &[
+                    "--cluster-name=demo",
+                    "--feature-gates=SpotToSpotConsolidation=yes",
+                ][..],
+                "--feature-gates",
+            ),
+            (
+                &["--cluster-name=demo", "--kubernetes-version=2.1"][..],
+                "KUBERNETES_VERSION",
+            ),
+            (
+                &["--cluster-name=demo", "--cluster-endpoint=http://x"][..],
+                "CLUSTER_ENDPOINT",
+            ),
+            (
+                &["--cluster-name=demo", "--cluster-endpoint=https://x"][..],
+                "CLUSTER_CA_BUNDLE",
+            ),
+            (
+                &[
+                    "--cluster-name=demo",
+                    "--cluster-endpoint=https://x",
+                    "--cluster-ca-bundle=Q0E=",
+                ][..],
                 "CLUSTER_SERVICE_CIDR",
             ),
             (
@@ -449,7 +483,10 @@ mod tests {
                 ][..],
                 "CLUSTER_SERVICE_CIDR",
             ),
-            (&["--cluster-name=demo", "--cluster-service-cidr=10.100.0.0/16"][..], "CLUSTER_ENDPOINT"),
+            (
+                &["--cluster-name=demo", "--cluster-service-cidr=10.100.0.0/16"][..],
+                "CLUSTER_ENDPOINT",
+            ),
         ] {
             let message = error(flags);
             assert!(message.contains(setting), "{flags:?}: {message}");

@@ -42,7 +42,11 @@ fn free_port() -> u16 {
 
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     Some(answer)
@@ -70,9 +74,12 @@ fn invalid_settings_stop_the_controller_naming_the_setting() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--feature-gates"), "{stderr}");
 
-    let output = controller(&[("CLUSTER_NAME", "demo".to_owned()), ("CLUSTER_ENDPOINT", "https://x".to_owned())])
-        .output()
-        .unwrap();
+    let output = controller(&[
+        ("CLUSTER_NAME", "demo".to_owned()),
+        ("CLUSTER_ENDPOINT", "https://x".to_owned()),
+    ])
+    .output()
+    .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("CLUSTER_CA_BUNDLE"), "{stderr}");
@@ -135,7 +142,7 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
         })
     };
     cluster
-        .wait_until(Duration::from_secs(60), "the EC2NodeClass is Ready", || {
+        .wait_until(Duration::from_mins(1), "the EC2NodeClass is Ready", || {
             let api = api.clone();
             async move { api.get("default").await.is_ok_and(|c| ready(&c)) }
         })
@@ -147,7 +154,10 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
     ami_ids.sort();
     let mut expected = vec![amis.0.clone(), amis.1.clone()];
     expected.sort();
-    assert_eq!(ami_ids, expected, "the alias resolved for the API server's version");
+    assert_eq!(
+        ami_ids, expected,
+        "the alias resolved for the API server's version"
+    );
 
     // Both Leases are held by this replica, and the probes and metrics answer.
     let leases: Api<Lease> = Api::namespaced(client, "kube-system");

@@ -82,10 +82,18 @@ async fn handle(
     let interruption = match received.message {
         Ok(Some(interruption)) => interruption,
         // An event about nothing Nodewright acts on.
-        Ok(None) => return queue.delete(&received.receipt_handle).await.map_err(|e| e.to_string()),
+        Ok(None) => {
+            return queue
+                .delete(&received.receipt_handle)
+                .await
+                .map_err(|e| e.to_string());
+        }
         Err(why) => {
             tracing::warn!(queue = queue.url(), why, "malformed interruption message deleted");
-            return queue.delete(&received.receipt_handle).await.map_err(|e| e.to_string());
+            return queue
+                .delete(&received.receipt_handle)
+                .await
+                .map_err(|e| e.to_string());
         }
     };
     let claims = node_claims
@@ -93,7 +101,9 @@ async fn handle(
         .await
         .map_err(|e| format!("listing NodeClaims: {e}"))?;
     let plan = plan_for(&interruption, &claims.items);
-    provider.unavailable_offerings().mark(&plan.unavailable, clock.now());
+    provider
+        .unavailable_offerings()
+        .mark(&plan.unavailable, clock.now());
     for (node_claim, reason) in &plan.events {
         tracing::info!(nodeclaim = node_claim, reason, kind = ?interruption.kind, "interruption");
     }
@@ -104,7 +114,10 @@ async fn handle(
             Err(error) => return Err(format!("deleting NodeClaim {name}: {error}")),
         }
     }
-    queue.delete(&received.receipt_handle).await.map_err(|e| e.to_string())
+    queue
+        .delete(&received.receipt_handle)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -63,7 +63,11 @@ pub fn is_due(
     if last.generation != node_class.metadata.generation {
         return true;
     }
-    let wait = if last.succeeded { config.refresh } else { config.retry };
+    let wait = if last.succeeded {
+        config.refresh
+    } else {
+        config.retry
+    };
     now.duration_since(last.at).unsigned_abs() >= wait || now < last.at
 }
 
