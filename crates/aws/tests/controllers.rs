@@ -14,6 +14,7 @@ use nodewright_aws::{
     AwsClients, AwsProvider, AwsSettings, NodeClassSource,
     controllers::{
         interruption_queue,
+        launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
         watched::WatchedNodeClasses,
     },
@@ -249,4 +250,53 @@ async fn queue_is_empty(sqs: aws_sdk_sqs::Client, url: String) -> bool {
     let count = |name| attributes.attributes().and_then(|a| a.get(&name)).cloned();
     count(QueueAttributeName::ApproximateNumberOfMessages).as_deref() == Some("0")
         && count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible).as_deref() == Some("0")
+}
+
+#[tokio::test]
+async fn launch_templates_unused_for_long_are_collected_on_the_timer() {
+    let moto = Moto::shared();
+    let clients = AwsClients::new(&moto.sdk_config().await).unwrap();
+    let cluster = "ctl-templates";
+    let tag = |key: &str, value: &str| aws_sdk_ec2::types::Tag::builder().key(key).value(value).build();
+    clients
+        .ec2
+        .create_launch_template()
+        .launch_template_name("nodewright/00000000000000aa")
+        .launch_template_data(aws_sdk_ec2::types::RequestLaunchTemplateData::builder().build())
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::LaunchTemplate)
+                .tags(tag(nodewright_aws::instances::tags::CLUSTER_NAME, cluster))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let clock = nodewright_api::clock::ManualClock::new("2026-11-01T00:00:00Z".parse().unwrap());
+    let provider = Arc::new(AwsProvider::new(
+        clients.clone(),
+        AwsSettings::new(cluster, K8S),
+        None,
+        Arc::new(nodewright_aws::StaticNodeClasses::new()),
+        clock.clock(),
+    ));
+    let config = LaunchTemplateCollection {
+        interval: Duration::from_millis(20),
+        unused_for: Duration::from_hours(1),
+    };
+    let collection = tokio::spawn(launch_templates::run(provider, config));
+    // Within the hour the template stays...
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(support::launch_templates(&clients.ec2, cluster).await.len(), 1);
+    // ... after it, the next round deletes it.
+    clock.advance(jiff::SignedDuration::from_hours(2));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !support::launch_templates(&clients.ec2, cluster).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the template was not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    collection.abort();
 }

@@ -3,7 +3,8 @@
 //! variables; invalid ones stop the process at start with a message naming the setting.
 //!
 //! Besides the core controllers ([`nodewright_controller::run`]) it runs the AWS provider's
-//! loops: the EC2NodeClass status and, with `INTERRUPTION_QUEUE`, the interruption queue. Those
+//! loops: the EC2NodeClass status, launch-template garbage collection and, with
+//! `INTERRUPTION_QUEUE`, the interruption queue. Those
 //! mutate too, so they run only on the holder of their own Lease (`<lease name>-aws`): each loop
 //! has exactly one writer even while the two Leases are held by different replicas.
 
@@ -16,6 +17,7 @@ use nodewright_aws::{
     AwsClients, AwsProvider, AwsSettings,
     controllers::{
         interruption_queue,
+        launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
         watched::WatchedNodeClasses,
     },
@@ -354,6 +356,10 @@ impl AwsLoops {
                 self.clock.clone(),
                 self.node_classes.clone(),
                 StatusLoopConfig::default(),
+            ));
+            loops.spawn(launch_templates::run(
+                self.provider.clone(),
+                LaunchTemplateCollection::default(),
             ));
             if let Some(queue) = &self.queue {
                 loops.spawn(interruption_queue::run(

@@ -1,10 +1,12 @@
 //! The AWS provider's own loops, which the `nodewright controller` binary spawns next to the core
-//! controllers: a watched cache of EC2NodeClasses ([`watched`]), their status ([`node_class_status`])
-//! and the interruption queue ([`interruption_queue`]).
+//! controllers: a watched cache of EC2NodeClasses ([`watched`]), their status ([`node_class_status`]),
+//! the interruption queue ([`interruption_queue`]) and launch-template collection
+//! ([`launch_templates`]).
 //!
 //! They are here rather than in the core controllers because they read AWS directly; each keeps
 //! the read → decide (pure) → write shape of a reconciler.
 
 pub mod interruption_queue;
+pub mod launch_templates;
 pub mod node_class_status;
 pub mod watched;
