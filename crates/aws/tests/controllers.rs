@@ -13,7 +13,7 @@ use nodewright_api::{EC2NodeClass, NodeClaim, clock::Clock, conditions};
 use nodewright_aws::{
     AwsClients, AwsProvider, AwsSettings, NodeClassSource,
     controllers::{
-        interruption_queue,
+        interruption_queue::{self, InterruptionEvent, InterruptionEvents},
         launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
         watched::WatchedNodeClasses,
@@ -122,6 +122,25 @@ async fn an_applied_node_class_gets_ready_status_with_the_resolved_network_and_a
     watch.abort();
 }
 
+/// The events the interruption loop records, as (NodeClaim, reason).
+#[derive(Default)]
+struct RecordedEvents(std::sync::Mutex<Vec<(String, &'static str)>>);
+
+impl InterruptionEvents for RecordedEvents {
+    fn record<'a>(
+        &'a self,
+        node_claim: &'a NodeClaim,
+        event: InterruptionEvent,
+    ) -> nodewright_cloudprovider::BoxFuture<'a, ()> {
+        assert!(event.warning);
+        self.0
+            .lock()
+            .unwrap()
+            .push((kube::ResourceExt::name_any(node_claim), event.reason));
+        Box::pin(std::future::ready(()))
+    }
+}
+
 fn node_claim(name: &str) -> NodeClaim {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "karpenter.sh/v1",
@@ -200,10 +219,12 @@ async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
         Arc::new(nodewright_aws::StaticNodeClasses::new()),
         Clock::system(),
     ));
+    let events = Arc::new(RecordedEvents::default());
     let interruption_loop = tokio::spawn(interruption_queue::run(
         client,
         queue,
         provider.clone(),
+        events.clone(),
         Clock::system(),
     ));
     cluster
@@ -218,6 +239,11 @@ async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
         .await
         .unwrap();
     assert!(claims.get_opt("kept").await.unwrap().is_some());
+    assert_eq!(
+        *events.0.lock().unwrap(),
+        [("reclaimed".to_owned(), "SpotInterrupted")],
+        "one Warning event on the reclaimed NodeClaim"
+    );
     let spot_pool = nodewright_cloudprovider::OfferingKey::new(
         "m5.large",
         "us-west-2a",

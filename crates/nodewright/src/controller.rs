@@ -13,10 +13,11 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use jiff::SignedDuration;
+use nodewright_api::NodeClaim;
 use nodewright_aws::{
     AwsClients, AwsProvider, AwsSettings,
     controllers::{
-        interruption_queue,
+        interruption_queue::{self, InterruptionEvent, InterruptionEvents},
         launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
         watched::WatchedNodeClasses,
@@ -24,9 +25,10 @@ use nodewright_aws::{
     interruption::InterruptionQueue,
     launch::userdata::Cluster,
 };
-use nodewright_cloudprovider::CloudProvider;
+use nodewright_cloudprovider::{BoxFuture, CloudProvider};
 use nodewright_controller::{
     Clock, Election, Settings,
+    events::Events,
     leader::{self, Leadership, LeaseConfig},
 };
 use tokio::task::JoinSet;
@@ -316,6 +318,7 @@ async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
         node_classes,
         provider: provider.clone(),
         queue,
+        identity: config.settings.identity.clone(),
     };
     background.spawn(aws_loops.run_while_leading(aws_leadership));
     eprintln!(
@@ -342,6 +345,27 @@ struct AwsLoops {
     node_classes: WatchedNodeClasses,
     provider: Arc<AwsProvider>,
     queue: Option<InterruptionQueue>,
+    /// This replica's identity, the events' reporting instance.
+    identity: String,
+}
+
+/// The interruption loop's events, published like the controllers' own.
+struct PublishedEvents(Events);
+
+impl InterruptionEvents for PublishedEvents {
+    fn record<'a>(&'a self, node_claim: &'a NodeClaim, event: InterruptionEvent) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if event.warning {
+                self.0
+                    .warning(node_claim, event.reason, "Interruption", event.message)
+                    .await;
+            } else {
+                self.0
+                    .normal(node_claim, event.reason, "Interruption", event.message)
+                    .await;
+            }
+        })
+    }
 }
 
 impl AwsLoops {
@@ -362,10 +386,12 @@ impl AwsLoops {
                 LaunchTemplateCollection::default(),
             ));
             if let Some(queue) = &self.queue {
+                let events = Events::new(self.client.clone(), &self.identity).with_clock(self.clock.clone());
                 loops.spawn(interruption_queue::run(
                     self.client.clone(),
                     queue.clone(),
                     self.provider.clone(),
+                    Arc::new(PublishedEvents(events)),
                     self.clock.clone(),
                 ));
             }

@@ -1,7 +1,8 @@
 //! The interruption loop: long-poll the SQS queue ([`InterruptionQueue::receive`]), decide with
 //! [`interruption::plan`] (pure) against the NodeClaims of the instances named, then write: mark
 //! reclaimed spot offerings unavailable, delete the NodeClaims to replace (the core's termination
-//! cordons and drains their nodes and the provisioner replaces them), and delete the message.
+//! cordons and drains their nodes and the provisioner replaces them), record an event on each
+//! NodeClaim concerned ([`InterruptionEvents`], Karpenter's reasons), and delete the message.
 //!
 //! A message is deleted only once it was acted on, so a failed NodeClaim delete is retried when
 //! the message becomes visible again; a malformed message is logged and deleted at once (it would
@@ -15,15 +16,57 @@ use kube::{
 };
 use nodewright_api::{NodeClaim, clock::Clock, labels};
 use nodewright_catalog::CapacityType;
+use nodewright_cloudprovider::BoxFuture;
 
 use crate::{
     AwsProvider,
     instances::instance_id,
-    interruption::{self, ClaimedInstance, Interruption, InterruptionPlan, InterruptionQueue, Received},
+    interruption::{
+        self, ClaimedInstance, Interruption, InterruptionKind, InterruptionPlan, InterruptionQueue, Received,
+    },
 };
 
 /// How long the loop waits after a failed receive before polling again.
 const RECEIVE_RETRY: Duration = Duration::from_secs(5);
+
+/// An event about an interruption, on the NodeClaim it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterruptionEvent {
+    /// Warning (the node is going away) or Normal.
+    pub warning: bool,
+    /// Karpenter's reason string.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Where the loop records its events.
+pub trait InterruptionEvents: Send + Sync {
+    fn record<'a>(&'a self, node_claim: &'a NodeClaim, event: InterruptionEvent) -> BoxFuture<'a, ()>;
+}
+
+/// The event Karpenter records for `kind`.
+pub fn event_for(kind: &InterruptionKind) -> InterruptionEvent {
+    let (warning, reason, message) = match kind {
+        InterruptionKind::SpotInterrupted => {
+            (true, "SpotInterrupted", "Spot interruption warning was triggered")
+        }
+        InterruptionKind::RebalanceRecommendation => (
+            false,
+            "SpotRebalanceRecommendation",
+            "Spot rebalance recommendation was triggered",
+        ),
+        InterruptionKind::ScheduledChange => {
+            (true, "InstanceUnhealthy", "An unhealthy warning was triggered")
+        }
+        InterruptionKind::Stopping => (true, "InstanceStopping", "Instance is stopping"),
+        InterruptionKind::Terminating => (true, "InstanceTerminating", "Instance is terminating"),
+    };
+    InterruptionEvent {
+        warning,
+        reason,
+        message: message.to_owned(),
+    }
+}
 
 /// What the loop knows of a NodeClaim: the instance behind it, if launched and labelled.
 pub fn claimed_instance(node_claim: &NodeClaim) -> Option<(String, ClaimedInstance)> {
@@ -53,7 +96,13 @@ pub fn plan_for(interruption: &Interruption, node_claims: &[NodeClaim]) -> Inter
 }
 
 /// Runs the loop until the returned future is dropped.
-pub async fn run(client: Client, queue: InterruptionQueue, provider: Arc<AwsProvider>, clock: Clock) {
+pub async fn run(
+    client: Client,
+    queue: InterruptionQueue,
+    provider: Arc<AwsProvider>,
+    events: Arc<dyn InterruptionEvents>,
+    clock: Clock,
+) {
     let node_claims: Api<NodeClaim> = Api::all(client);
     loop {
         let messages = match queue.receive().await {
@@ -65,7 +114,9 @@ pub async fn run(client: Client, queue: InterruptionQueue, provider: Arc<AwsProv
             }
         };
         for received in messages {
-            if let Err(error) = handle(&node_claims, &queue, &provider, &clock, received).await {
+            if let Err(error) =
+                handle(&node_claims, &queue, &provider, events.as_ref(), &clock, received).await
+            {
                 tracing::warn!(queue = queue.url(), %error, "interruption message not handled; it will be received again");
             }
         }
@@ -76,6 +127,7 @@ async fn handle(
     node_claims: &Api<NodeClaim>,
     queue: &InterruptionQueue,
     provider: &AwsProvider,
+    events: &dyn InterruptionEvents,
     clock: &Clock,
     received: Received,
 ) -> Result<(), String> {
@@ -104,8 +156,11 @@ async fn handle(
     provider
         .unavailable_offerings()
         .mark(&plan.unavailable, clock.now());
-    for (node_claim, reason) in &plan.events {
-        tracing::info!(nodeclaim = node_claim, reason, kind = ?interruption.kind, "interruption");
+    for (name, kind) in &plan.events {
+        tracing::info!(nodeclaim = name, kind, "interruption");
+        if let Some(node_claim) = claims.items.iter().find(|c| &c.name_any() == name) {
+            events.record(node_claim, event_for(&interruption.kind)).await;
+        }
     }
     for name in &plan.delete {
         match node_claims.delete(name, &DeleteParams::default()).await {
@@ -123,7 +178,6 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interruption::InterruptionKind;
 
     fn node_claim(name: &str, provider_id: &str, capacity_type: &str) -> NodeClaim {
         serde_json::from_value(serde_json::json!({
@@ -157,6 +211,18 @@ mod tests {
         let plan = plan_for(&warning, &claims);
         assert_eq!(plan.delete, vec!["spot-a".to_owned()]);
         assert_eq!(plan.unavailable.len(), 1);
+    }
+
+    #[test]
+    fn only_a_rebalance_recommendation_is_a_normal_event() {
+        assert_eq!(
+            event_for(&InterruptionKind::SpotInterrupted).reason,
+            "SpotInterrupted"
+        );
+        assert!(event_for(&InterruptionKind::Terminating).warning);
+        let rebalance = event_for(&InterruptionKind::RebalanceRecommendation);
+        assert!(!rebalance.warning);
+        assert_eq!(rebalance.reason, "SpotRebalanceRecommendation");
     }
 
     #[test]
