@@ -1,7 +1,8 @@
 //! `nodewright controller` end to end: the binary, configured only by Karpenter's environment
 //! variables, against the embedded API server (through a kubeconfig) and moto (through
 //! `AWS_ENDPOINT_URL`): it discovers the Kubernetes version, takes its Leases, serves its probes,
-//! and gives an applied EC2NodeClass a Ready status with the subnets and AMIs moto holds. Invalid
+//! gives an applied EC2NodeClass a Ready status with the subnets and AMIs moto holds, and drains
+//! its interruption queue. Invalid
 //! settings stop it at start naming the setting.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
@@ -92,6 +93,8 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
     let network = support::network(&clients.ec2, "e2e", 51).await;
     let amis = support::seed_al2023_alias(&moto, &clients.ssm, "1.33").await;
 
+    let queue_url = queue_with_a_rebalance_recommendation(&clients.sqs, "e2e-interruptions").await;
+
     let cluster = TestCluster::start().await.unwrap();
     nodewright_sim::simulation::install_crds(&cluster.state().store).unwrap();
     let dir = std::env::temp_dir().join(format!("nodewright-controller-e2e-{}", std::process::id()));
@@ -108,6 +111,7 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
             ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
             ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
             ("CLUSTER_NAME", "e2e".to_owned()),
+            ("INTERRUPTION_QUEUE", "e2e-interruptions".to_owned()),
             ("POD_NAME", "nodewright-0".to_owned()),
             ("METRICS_PORT", metrics_port.to_string()),
             ("HEALTH_PROBE_PORT", probe_port.to_string()),
@@ -120,18 +124,7 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
 
     let client = cluster.client();
     let api: Api<EC2NodeClass> = Api::all(client.clone());
-    let node_class: EC2NodeClass = serde_json::from_value(serde_json::json!({
-        "apiVersion": "karpenter.k8s.aws/v1",
-        "kind": "EC2NodeClass",
-        "metadata": {"name": "default"},
-        "spec": {
-            "amiSelectorTerms": [{"alias": "al2023@latest"}],
-            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "e2e"}}],
-            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": "e2e"}}],
-            "instanceProfile": "nodes",
-        },
-    }))
-    .unwrap();
+    let node_class = node_class("default", "e2e");
     api.create(&PostParams::default(), &node_class).await.unwrap();
 
     let ready = |class: &EC2NodeClass| {
@@ -177,5 +170,70 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
         .unwrap();
     let metrics = http_get(metrics_port, "/metrics").unwrap();
     assert!(metrics.contains("karpenter_"), "{metrics}");
+
+    // The interruption loop runs: the queue is drained.
+    cluster
+        .wait_until(
+            Duration::from_secs(30),
+            "the interruption queue is drained",
+            || queue_is_empty(clients.sqs.clone(), queue_url.clone()),
+        )
+        .await
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn node_class(name: &str, discovery: &str) -> EC2NodeClass {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": name},
+        "spec": {
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
+            "instanceProfile": "nodes",
+        },
+    }))
+    .unwrap()
+}
+
+/// A queue holding an event about nothing Nodewright launched (read and deleted without acting);
+/// returns its URL.
+async fn queue_with_a_rebalance_recommendation(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let rebalance = serde_json::json!({
+        "version": "0", "id": "1", "source": "aws.ec2", "detail-type": "EC2 Instance Rebalance Recommendation",
+        "time": "2026-11-01T00:00:00Z", "region": "us-west-2", "resources": [],
+        "detail": {"instance-id": "i-0fffffffffffffff0"},
+    });
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(rebalance.to_string())
+        .send()
+        .await
+        .unwrap();
+    url
+}
+
+/// Whether the queue holds no message, visible or in flight.
+async fn queue_is_empty(sqs: aws_sdk_sqs::Client, url: String) -> bool {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let count = |name| attributes.attributes().and_then(|a| a.get(&name)).cloned();
+    count(QueueAttributeName::ApproximateNumberOfMessages).as_deref() == Some("0")
+        && count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible).as_deref() == Some("0")
 }
