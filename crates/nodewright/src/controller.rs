@@ -90,6 +90,9 @@ pub(crate) struct ControllerArgs {
     /// This replica's identity in the Lease; by default the pod's name (`POD_NAME`, then `HOSTNAME`).
     #[arg(long, env = "POD_NAME", value_name = "NAME")]
     leader_election_identity: Option<String>,
+    /// The least severe log level written: error, warn, info or debug (JSON lines on stderr).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: tracing::Level,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -241,6 +244,7 @@ fn minor_version(text: &str) -> Result<String> {
 
 pub(crate) fn run(args: &ControllerArgs) -> Result<()> {
     let config = args.config(std::env::var("HOSTNAME").ok())?;
+    crate::logging::JsonLogs::install(args.log_level, Clock::system())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -310,6 +314,7 @@ async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
             leadership
         }
     };
+    let clients_region = clients.region.clone();
     let aws_loops = AwsLoops {
         client: client.clone(),
         clients,
@@ -320,13 +325,17 @@ async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
         queue,
         identity: config.settings.identity.clone(),
     };
-    background.spawn(aws_loops.run_while_leading(aws_leadership));
-    eprintln!(
-        "nodewright controller: cluster {}, metrics on :{}, probes on :{}",
-        config.settings.cluster_name,
-        probes.metrics_port.unwrap_or(DEFAULT_METRICS_PORT),
-        probes.health_probe_port.unwrap_or(DEFAULT_HEALTH_PROBE_PORT),
+    tracing::info!(
+        cluster = config.settings.cluster_name,
+        region = clients_region,
+        kubernetes_version = aws_loops.settings.kubernetes_version,
+        identity = config.settings.identity,
+        metrics_port = probes.metrics_port,
+        health_probe_port = probes.health_probe_port,
+        interruption_queue = args.interruption_queue,
+        "nodewright controller started"
     );
+    background.spawn(aws_loops.run_while_leading(aws_leadership));
     let cloud: Arc<dyn CloudProvider> = provider;
     tokio::select! {
         result = nodewright_controller::run(client, cloud, clock, config.settings, election) => {

@@ -13,6 +13,7 @@ mod support;
 use std::{
     io::{Read, Write},
     net::TcpStream,
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -23,13 +24,22 @@ use nodewright_api::{EC2NodeClass, conditions};
 use nodewright_aws::AwsClients;
 use nodewright_sim::testing::TestCluster;
 
-/// The controller process; killed when dropped.
-struct Controller(Child);
+/// The controller process; killed when dropped, its log printed if the test failed.
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "controller log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -103,8 +113,9 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
     cluster.write_kubeconfig(&kubeconfig).unwrap();
 
     let (metrics_port, probe_port) = (free_port(), free_port());
-    let _controller = Controller(
-        controller(&[
+    let log = dir.join("controller.log");
+    let controller_process = Controller {
+        child: controller(&[
             ("KUBECONFIG", kubeconfig.display().to_string()),
             ("AWS_ENDPOINT_URL", moto.endpoint()),
             ("AWS_REGION", support::REGION.to_owned()),
@@ -117,10 +128,11 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
             ("HEALTH_PROBE_PORT", probe_port.to_string()),
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap(),
-    );
+        log: log.clone(),
+    };
 
     let client = cluster.client();
     let api: Api<EC2NodeClass> = Api::all(client.clone());
@@ -171,6 +183,16 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
     let metrics = http_get(metrics_port, "/metrics").unwrap();
     assert!(metrics.contains("karpenter_"), "{metrics}");
 
+    // Logs are JSON lines; the first says what the controller runs with.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let started: serde_json::Value = logged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "nodewright controller started")
+        .unwrap_or_else(|| panic!("no start line in\n{logged}"));
+    assert_eq!(started["kubernetes_version"], "1.33", "{started}");
+    assert_eq!(started["region"], support::REGION);
+
     // The interruption loop runs: the queue is drained.
     cluster
         .wait_until(
@@ -180,6 +202,7 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
         )
         .await
         .unwrap();
+    drop(controller_process);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
