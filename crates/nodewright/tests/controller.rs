@@ -2,7 +2,7 @@
 //! variables, against the embedded API server (through a kubeconfig) and moto (through
 //! `AWS_ENDPOINT_URL`): it discovers the Kubernetes version, takes its Leases, serves its probes,
 //! gives an applied EC2NodeClass a Ready status with the subnets and AMIs moto holds, and drains
-//! its interruption queue. Invalid
+//! its interruption queue; a pending pod gets a NodeClaim launched through CreateFleet. Invalid
 //! settings stop it at start naming the setting.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
@@ -108,31 +108,18 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
     let cluster = TestCluster::start().await.unwrap();
     nodewright_sim::simulation::install_crds(&cluster.state().store).unwrap();
     let dir = std::env::temp_dir().join(format!("nodewright-controller-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    cluster.write_kubeconfig(&kubeconfig).unwrap();
-
     let (metrics_port, probe_port) = (free_port(), free_port());
-    let log = dir.join("controller.log");
-    let controller_process = Controller {
-        child: controller(&[
-            ("KUBECONFIG", kubeconfig.display().to_string()),
-            ("AWS_ENDPOINT_URL", moto.endpoint()),
-            ("AWS_REGION", support::REGION.to_owned()),
-            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
-            ("CLUSTER_NAME", "e2e".to_owned()),
-            ("INTERRUPTION_QUEUE", "e2e-interruptions".to_owned()),
-            ("POD_NAME", "nodewright-0".to_owned()),
-            ("METRICS_PORT", metrics_port.to_string()),
-            ("HEALTH_PROBE_PORT", probe_port.to_string()),
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap(),
-        log: log.clone(),
-    };
+    let controller_process = start_controller(
+        &dir,
+        &cluster,
+        &moto,
+        (metrics_port, probe_port),
+        &[
+            ("CLUSTER_NAME", "e2e"),
+            ("INTERRUPTION_QUEUE", "e2e-interruptions"),
+            ("POD_NAME", "nodewright-0"),
+        ],
+    );
 
     let client = cluster.client();
     let api: Api<EC2NodeClass> = Api::all(client.clone());
@@ -184,7 +171,7 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
     assert!(metrics.contains("karpenter_"), "{metrics}");
 
     // Logs are JSON lines; the first says what the controller runs with.
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = std::fs::read_to_string(&controller_process.log).unwrap();
     let started: serde_json::Value = logged
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -259,4 +246,126 @@ async fn queue_is_empty(sqs: aws_sdk_sqs::Client, url: String) -> bool {
     let count = |name| attributes.attributes().and_then(|a| a.get(&name)).cloned();
     count(QueueAttributeName::ApproximateNumberOfMessages).as_deref() == Some("0")
         && count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible).as_deref() == Some("0")
+}
+
+/// Starts the controller against `cluster` and `moto` with `settings` on top of the AWS ones;
+/// its kubeconfig and log live in `dir`.
+fn start_controller(
+    dir: &std::path::Path,
+    cluster: &TestCluster,
+    moto: &support::Moto,
+    (metrics_port, probe_port): (u16, u16),
+    settings: &[(&str, &str)],
+) -> Controller {
+    std::fs::create_dir_all(dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig).unwrap();
+    let log = dir.join("controller.log");
+    let mut envs = vec![
+        ("KUBECONFIG", kubeconfig.display().to_string()),
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("AWS_REGION", support::REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ("METRICS_PORT", metrics_port.to_string()),
+        ("HEALTH_PROBE_PORT", probe_port.to_string()),
+    ];
+    envs.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    Controller {
+        child: controller(&envs)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_pod_gets_a_node_claim_launched_through_create_fleet() {
+    let moto = support::Moto::start();
+    let clients = AwsClients::new(&moto.sdk_config().await).unwrap();
+    support::network(&clients.ec2, "e2e-launch", 52).await;
+    support::seed_al2023_alias(&moto, &clients.ssm, "1.33").await;
+    let cluster = TestCluster::start().await.unwrap();
+    nodewright_sim::simulation::install_crds(&cluster.state().store).unwrap();
+    let client = cluster.client();
+    Api::<EC2NodeClass>::all(client.clone())
+        .create(&PostParams::default(), &node_class("default", "e2e-launch"))
+        .await
+        .unwrap();
+    cluster
+        .apply_yaml(
+            "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {name: default}\nspec:\n  template:\n    spec:\n      requirements:\n      - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}\n      - {key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}\n      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: default}\nspec:\n  containers:\n  - {name: web, image: nginx, resources: {requests: {cpu: '1', memory: 1Gi}}}\n",
+        )
+        .unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let unschedulable = serde_json::json!({"status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"},
+    ]}});
+    pods.patch_status(
+        "web",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&unschedulable),
+    )
+    .await
+    .unwrap();
+
+    let dir = std::env::temp_dir().join(format!("nodewright-controller-launch-{}", std::process::id()));
+    let controller_process = start_controller(
+        &dir,
+        &cluster,
+        &moto,
+        (free_port(), free_port()),
+        &[
+            ("CLUSTER_NAME", "e2e-launch"),
+            ("CLUSTER_ENDPOINT", "https://api.e2e.example"),
+            ("CLUSTER_CA_BUNDLE", "Q0E="),
+            ("CLUSTER_SERVICE_CIDR", "10.100.0.0/16"),
+            ("DISABLE_LEADER_ELECTION", "true"),
+            ("BATCH_IDLE_DURATION", "100ms"),
+            ("BATCH_MAX_DURATION", "1s"),
+        ],
+    );
+
+    let claims: Api<nodewright_api::NodeClaim> = Api::all(client);
+    let launched = |list: Vec<nodewright_api::NodeClaim>| {
+        list.into_iter().find_map(|c| {
+            let id = c.status.as_ref()?.provider_id.clone()?;
+            Some((kube::ResourceExt::name_any(&c), id))
+        })
+    };
+    cluster
+        .wait_until(Duration::from_mins(1), "a NodeClaim is launched", || {
+            let claims = claims.clone();
+            async move {
+                launched(
+                    claims
+                        .list(&kube::api::ListParams::default())
+                        .await
+                        .unwrap()
+                        .items,
+                )
+                .is_some()
+            }
+        })
+        .await
+        .unwrap();
+    let (name, provider_id) = launched(
+        claims
+            .list(&kube::api::ListParams::default())
+            .await
+            .unwrap()
+            .items,
+    )
+    .unwrap();
+    let instance_id = provider_id.rsplit('/').next().unwrap();
+    let tags = support::instance_tags(&clients.ec2, instance_id).await;
+    assert_eq!(tags.get("karpenter.sh/nodeclaim"), Some(&name), "{tags:?}");
+    assert_eq!(
+        tags.get("eks:eks-cluster-name").map(String::as_str),
+        Some("e2e-launch")
+    );
+    drop(controller_process);
+    let _ = std::fs::remove_dir_all(&dir);
 }
