@@ -113,9 +113,15 @@ pub async fn run(
                 continue;
             }
         };
+        // One list serves the whole batch (up to 10 messages); deleting a NodeClaim twice is
+        // harmless.
+        let mut claims = ClaimsOnce {
+            api: &node_claims,
+            listed: None,
+        };
         for received in messages {
             if let Err(error) =
-                handle(&node_claims, &queue, &provider, events.as_ref(), &clock, received).await
+                handle(&mut claims, &queue, &provider, events.as_ref(), &clock, received).await
             {
                 tracing::warn!(queue = queue.url(), %error, "interruption message not handled; it will be received again");
             }
@@ -123,8 +129,28 @@ pub async fn run(
     }
 }
 
+/// The cluster's NodeClaims, listed when first needed.
+struct ClaimsOnce<'a> {
+    api: &'a Api<NodeClaim>,
+    listed: Option<Vec<NodeClaim>>,
+}
+
+impl ClaimsOnce<'_> {
+    async fn get(&mut self) -> Result<&[NodeClaim], String> {
+        if self.listed.is_none() {
+            let list = self
+                .api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| format!("listing NodeClaims: {e}"))?;
+            self.listed = Some(list.items);
+        }
+        Ok(self.listed.as_deref().unwrap_or_default())
+    }
+}
+
 async fn handle(
-    node_claims: &Api<NodeClaim>,
+    claims: &mut ClaimsOnce<'_>,
     queue: &InterruptionQueue,
     provider: &AwsProvider,
     events: &dyn InterruptionEvents,
@@ -148,17 +174,15 @@ async fn handle(
                 .map_err(|e| e.to_string());
         }
     };
-    let claims = node_claims
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| format!("listing NodeClaims: {e}"))?;
-    let plan = plan_for(&interruption, &claims.items);
+    let node_claims = claims.api;
+    let claims = claims.get().await?;
+    let plan = plan_for(&interruption, claims);
     provider
         .unavailable_offerings()
         .mark(&plan.unavailable, clock.now());
     for (name, kind) in &plan.events {
         tracing::info!(nodeclaim = name, kind, "interruption");
-        if let Some(node_claim) = claims.items.iter().find(|c| &c.name_any() == name) {
+        if let Some(node_claim) = claims.iter().find(|c| &c.name_any() == name) {
             events.record(node_claim, event_for(&interruption.kind)).await;
         }
     }
