@@ -337,11 +337,18 @@ async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
     );
     background.spawn(aws_loops.run_while_leading(aws_leadership));
     let cloud: Arc<dyn CloudProvider> = provider;
+    // The kubelet stops a pod with SIGTERM; a terminal with SIGINT.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
     tokio::select! {
         result = nodewright_controller::run(client, cloud, clock, config.settings, election) => {
             result.context("the controllers stopped")
         }
         signal = tokio::signal::ctrl_c() => signal.context("waiting for the interrupt signal"),
+        _ = terminate.recv() => {
+            tracing::info!("SIGTERM: stopping");
+            Ok(())
+        }
     }
 }
 

@@ -30,6 +30,31 @@ struct Controller {
     log: PathBuf,
 }
 
+impl Controller {
+    /// Sends SIGTERM and waits (at most 10 s) for the exit.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running 10 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -189,7 +214,9 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
         )
         .await
         .unwrap();
-    drop(controller_process);
+    // SIGTERM, as the kubelet sends it, stops the controller cleanly.
+    let exit = controller_process.terminate();
+    assert!(exit.success(), "{exit}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
