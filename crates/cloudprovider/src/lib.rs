@@ -13,6 +13,7 @@
 mod error;
 mod provider;
 mod repair;
+pub mod resources;
 
 pub use error::{CloudProviderError, OfferingKey, Result, ignore_node_claim_not_found};
 pub use provider::{BoxFuture, CloudProvider, DriftReason};
