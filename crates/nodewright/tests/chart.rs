@@ -72,7 +72,9 @@ fn run_render(values: Option<&Path>, extra: &[&str]) -> std::process::Output {
     if let Some(values) = values {
         command.arg(values);
     }
-    command.args(["--release", RELEASE, "--namespace", NAMESPACE]).args(extra);
+    command
+        .args(["--release", RELEASE, "--namespace", NAMESPACE])
+        .args(extra);
     let output = command.output().expect("run charts/render.py");
     assert!(
         output.status.success() || !extra.is_empty(),
@@ -176,7 +178,10 @@ fn check_invariants(objects: &[Value]) {
         "RESERVED_ENIS",
         "SYSTEM_NAMESPACE",
     ] {
-        assert!(names.contains(karpenter_name), "{karpenter_name} missing from {names:?}");
+        assert!(
+            names.contains(karpenter_name),
+            "{karpenter_name} missing from {names:?}"
+        );
     }
     // The probes and metrics ports are the ones the controller is told to serve on.
     let ports: BTreeMap<&str, i64> = container["ports"]
@@ -185,39 +190,71 @@ fn check_invariants(objects: &[Value]) {
         .iter()
         .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_i64().unwrap()))
         .collect();
-    assert_eq!(env_value(deployment, "METRICS_PORT"), Some(ports["http-metrics"].to_string().as_str()));
-    assert_eq!(env_value(deployment, "HEALTH_PROBE_PORT"), Some(ports["http"].to_string().as_str()));
+    assert_eq!(
+        env_value(deployment, "METRICS_PORT"),
+        Some(ports["http-metrics"].to_string().as_str())
+    );
+    assert_eq!(
+        env_value(deployment, "HEALTH_PROBE_PORT"),
+        Some(ports["http"].to_string().as_str())
+    );
 
     // Least privilege: no Secrets or ConfigMaps, no wildcards, and each write names its resource.
     let mut rules = Vec::new();
-    for role in kind(objects, "ClusterRole").into_iter().chain(kind(objects, "Role")) {
+    for role in kind(objects, "ClusterRole")
+        .into_iter()
+        .chain(kind(objects, "Role"))
+    {
         rules.extend(role["rules"].as_array().unwrap().iter());
     }
     assert!(!rules.is_empty());
     for rule in &rules {
-        let resources: Vec<&str> = rule["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-        let verbs: Vec<&str> = rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let resources: Vec<&str> = rule["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         for forbidden in ["secrets", "configmaps", "*"] {
             assert!(!resources.contains(&forbidden), "rule grants {forbidden}: {rule}");
         }
         assert!(!verbs.contains(&"*"), "wildcard verb: {rule}");
-        assert!(!rule["apiGroups"].as_array().unwrap().contains(&json!("*")), "wildcard group: {rule}");
+        assert!(
+            !rule["apiGroups"].as_array().unwrap().contains(&json!("*")),
+            "wildcard group: {rule}"
+        );
     }
     let role = one(objects, "Role");
     assert_eq!(role["metadata"]["namespace"], NAMESPACE);
     assert!(
-        role["rules"].as_array().unwrap().iter().all(|r| r["resources"] == json!(["leases"])),
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["resources"] == json!(["leases"])),
         "the namespaced Role is for the leader-election Lease only: {role}"
     );
     // Bindings name the ServiceAccount the pods run as.
     let account = pod["serviceAccountName"].as_str().unwrap();
-    for binding in kind(objects, "ClusterRoleBinding").into_iter().chain(kind(objects, "RoleBinding")) {
+    for binding in kind(objects, "ClusterRoleBinding")
+        .into_iter()
+        .chain(kind(objects, "RoleBinding"))
+    {
         assert_eq!(binding["subjects"][0]["name"], account);
         assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
     }
     // The PodDisruptionBudget and the Service select the controller's pods.
     let selector = &deployment["spec"]["selector"]["matchLabels"];
-    assert_eq!(&one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], selector);
+    assert_eq!(
+        &one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        selector
+    );
     assert_eq!(&one(objects, "Service")["spec"]["selector"], selector);
 }
 
@@ -229,8 +266,14 @@ fn default_values_render_lint_clean_with_karpenters_settings_and_a_restricted_po
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
-    assert_eq!(pod["topologySpreadConstraints"][0]["topologyKey"], "topology.kubernetes.io/zone");
-    assert_eq!(pod["topologySpreadConstraints"][0]["whenUnsatisfiable"], "DoNotSchedule");
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["whenUnsatisfiable"],
+        "DoNotSchedule"
+    );
     assert_eq!(
         pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"],
         deployment["spec"]["selector"]["matchLabels"]
@@ -251,7 +294,10 @@ fn default_values_render_lint_clean_with_karpenters_settings_and_a_restricted_po
     assert!(resources["requests"]["cpu"].is_string() && resources["limits"]["memory"].is_string());
     assert_eq!(one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
     assert!(kind(&objects, "ServiceMonitor").is_empty());
-    assert_eq!(one(&objects, "ServiceAccount")["metadata"].get("annotations"), None);
+    assert_eq!(
+        one(&objects, "ServiceAccount")["metadata"].get("annotations"),
+        None
+    );
 }
 
 #[test]
@@ -264,7 +310,10 @@ fn an_eks_value_set_carries_irsa_the_queue_feature_gates_and_a_service_monitor()
         one(&objects, "ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
         "arn:aws:iam::111122223333:role/KarpenterControllerRole-prod"
     );
-    assert_eq!(env_value(deployment, "INTERRUPTION_QUEUE"), Some("prod-karpenter"));
+    assert_eq!(
+        env_value(deployment, "INTERRUPTION_QUEUE"),
+        Some("prod-karpenter")
+    );
     assert_eq!(
         env_value(deployment, "CLUSTER_ENDPOINT"),
         Some("https://ABCDEF.gr7.us-east-1.eks.amazonaws.com")
@@ -279,7 +328,11 @@ fn an_eks_value_set_carries_irsa_the_queue_feature_gates_and_a_service_monitor()
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http-metrics");
     assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "30s");
-    assert!(objects.iter().all(|o| o["metadata"]["labels"]["team"] == "platform"));
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["metadata"]["labels"]["team"] == "platform")
+    );
 }
 
 #[test]
@@ -297,7 +350,10 @@ fn renamed_objects_an_existing_account_a_digest_and_other_ports_render_consisten
     );
     assert_eq!(env_value(deployment, "METRICS_PORT"), Some("9090"));
     assert_eq!(one(&objects, "Service")["spec"]["ports"][0]["port"], 9090);
-    assert_eq!(one(&objects, "PodDisruptionBudget")["metadata"]["name"], "autoscaler-pdb");
+    assert_eq!(
+        one(&objects, "PodDisruptionBudget")["metadata"]["name"],
+        "autoscaler-pdb"
+    );
     assert_eq!(env_value(deployment, "VM_MEMORY_OVERHEAD_PERCENT"), Some("0.1"));
     assert_eq!(env_value(deployment, "RESERVED_ENIS"), Some("1"));
 }
@@ -318,20 +374,40 @@ fn a_single_replica_value_set_drops_the_spread_and_the_priority_class() {
 #[test]
 fn missing_or_malformed_values_are_refused_naming_the_value() {
     let rendered = render(None);
-    let error = rendered.render_error.expect("rendering without settings.clusterName fails");
+    let error = rendered
+        .render_error
+        .expect("rendering without settings.clusterName fails");
     assert!(error.contains("settings.clusterName is required"), "{error}");
 
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     for (name, yaml, field) in [
-        ("bad-duration.yaml", "settings: {clusterName: x, batchIdleDuration: soon}", "/settings/batchIdleDuration"),
-        ("bad-log-level.yaml", "settings: {clusterName: x}\nlogLevel: loud", "/logLevel"),
-        ("unknown-setting.yaml", "settings: {clusterName: x, isolatedVPC: true}", "isolatedVPC"),
-        ("bad-endpoint.yaml", "settings: {clusterName: x, clusterEndpoint: not-a-url}", "/settings/clusterEndpoint"),
+        (
+            "bad-duration.yaml",
+            "settings: {clusterName: x, batchIdleDuration: soon}",
+            "/settings/batchIdleDuration",
+        ),
+        (
+            "bad-log-level.yaml",
+            "settings: {clusterName: x}\nlogLevel: loud",
+            "/logLevel",
+        ),
+        (
+            "unknown-setting.yaml",
+            "settings: {clusterName: x, isolatedVPC: true}",
+            "isolatedVPC",
+        ),
+        (
+            "bad-endpoint.yaml",
+            "settings: {clusterName: x, clusterEndpoint: not-a-url}",
+            "/settings/clusterEndpoint",
+        ),
     ] {
         let path = dir.join(name);
         fs::write(&path, yaml).unwrap();
         let rendered = render(Some(&path));
-        let error = rendered.schema_error.unwrap_or_else(|| panic!("{name} was accepted"));
+        let error = rendered
+            .schema_error
+            .unwrap_or_else(|| panic!("{name} was accepted"));
         assert!(error.contains(field), "{name}: {error}");
         assert!(rendered.manifests.is_empty());
     }
@@ -359,21 +435,25 @@ fn the_charts_crds_are_the_repositorys() {
         "copy crds/ into charts/nodewright/crds/"
     );
     for (name, text) in &repo_crds {
-        assert!(chart[name] == *text, "charts/nodewright/crds/{name} differs from crds/{name}: copy it");
+        assert!(
+            chart[name] == *text,
+            "charts/nodewright/crds/{name} differs from crds/{name}: copy it"
+        );
     }
 }
 
 #[test]
 fn deploy_manifest_is_the_default_rendering() {
     let output = run_render(Some(&value_set("default-values.yaml")), &["--stream"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let fresh = String::from_utf8(output.stdout).unwrap();
     let file = fs::read_to_string(repo().join("deploy/nodewright.yaml")).unwrap();
-    let body: String = file
-        .lines()
-        .skip_while(|line| line.starts_with('#'))
-        .map(|line| format!("{line}\n"))
-        .collect();
+    // The header comment is the file's own; the rendering starts at the first document.
+    let body = file.find("\n---\n").map_or(file.as_str(), |at| &file[at + 1..]);
     assert!(
         body == fresh,
         "deploy/nodewright.yaml is stale: regenerate it with the command in its header"
@@ -415,19 +495,34 @@ async fn add_node(cluster: &TestCluster, name: &str, zone: &str, nodepool: Optio
 
 /// Kinds the embedded API server does not serve: RBAC (checked above, structurally) and the
 /// prometheus-operator's ServiceMonitor (a CRD that cluster does not have).
-const NOT_SERVED: [&str; 5] = ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceMonitor"];
+const NOT_SERVED: [&str; 5] = [
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ServiceMonitor",
+];
 
 /// Applies a value set's objects to a simulated cluster with three system nodes (one per zone)
 /// and a bigger Nodewright-managed node, and returns the controller pods' (node, zone) once the
 /// data plane has settled.
 async fn deploy(values: &str) -> (usize, Vec<(String, String)>) {
     let objects = objects(values);
-    let replicas = usize::try_from(one(&objects, "Deployment")["spec"]["replicas"].as_u64().unwrap()).unwrap();
+    let replicas =
+        usize::try_from(one(&objects, "Deployment")["spec"]["replicas"].as_u64().unwrap()).unwrap();
     let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
-    let cluster = TestCluster::start_simulated(clock.clock(), FakeCloudConfig::default(), DataPlaneConfig::default())
-        .await
-        .unwrap();
-    for (name, zone) in [("system-a", "us-east-1a"), ("system-b", "us-east-1b"), ("system-c", "us-east-1c")] {
+    let cluster = TestCluster::start_simulated(
+        clock.clock(),
+        FakeCloudConfig::default(),
+        DataPlaneConfig::default(),
+    )
+    .await
+    .unwrap();
+    for (name, zone) in [
+        ("system-a", "us-east-1a"),
+        ("system-b", "us-east-1b"),
+        ("system-c", "us-east-1c"),
+    ] {
         add_node(&cluster, name, zone, None).await;
     }
     add_node(&cluster, "managed-a", "us-east-1a", Some("default")).await;
@@ -444,7 +539,11 @@ async fn deploy(values: &str) -> (usize, Vec<(String, String)>) {
             .unwrap_or_else(|e| panic!("{values}: applying {kind}: {e}"));
         applied.insert(kind.to_owned());
     }
-    assert!(applied.contains("Deployment") && applied.contains("Service") && applied.contains("PodDisruptionBudget"));
+    assert!(
+        applied.contains("Deployment")
+            && applied.contains("Service")
+            && applied.contains("PodDisruptionBudget")
+    );
     cluster.data_plane().unwrap().settle().unwrap();
 
     let pods = api(&cluster, "", "v1", "Pod", "pods");
@@ -462,7 +561,11 @@ async fn deploy(values: &str) -> (usize, Vec<(String, String)>) {
         .iter()
         .map(|pod| {
             assert_eq!(pod.metadata.namespace.as_deref(), Some(NAMESPACE));
-            assert_eq!(pod.data["status"]["phase"], "Running", "{values}: {}", pod.data["status"]);
+            assert_eq!(
+                pod.data["status"]["phase"], "Running",
+                "{values}: {}",
+                pod.data["status"]
+            );
             let node = pod.data["spec"]["nodeName"].as_str().unwrap().to_owned();
             let zone = zone_of(&node);
             (node, zone)
@@ -483,8 +586,16 @@ async fn every_value_set_comes_up_on_the_simulated_cluster_one_replica_per_zone_
         assert_eq!(placed.len(), replicas, "{values}: {placed:?}");
         let nodes: BTreeSet<&String> = placed.iter().map(|(node, _)| node).collect();
         let zones: BTreeSet<&String> = placed.iter().map(|(_, zone)| zone).collect();
-        assert_eq!(nodes.len(), replicas, "{values}: one replica per node: {placed:?}");
-        assert_eq!(zones.len(), replicas, "{values}: one replica per zone: {placed:?}");
+        assert_eq!(
+            nodes.len(),
+            replicas,
+            "{values}: one replica per node: {placed:?}"
+        );
+        assert_eq!(
+            zones.len(),
+            replicas,
+            "{values}: one replica per zone: {placed:?}"
+        );
         assert!(
             nodes.iter().all(|node| node.starts_with("system-")),
             "{values}: a replica landed on a node Nodewright manages: {placed:?}"
