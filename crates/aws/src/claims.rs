@@ -1,9 +1,7 @@
 //! NodeClaims as the provider returns them: the input of a launch with what was launched filled
 //! in, or one rebuilt from an instance found in EC2 (for `get` and `list`).
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use nodewright_api::{
     NodeClaim,
@@ -26,35 +24,6 @@ pub fn requests(node_claim: &NodeClaim) -> Result<Resources, String> {
         resources.set(name, amount);
     }
     Ok(resources)
-}
-
-/// Resources as Kubernetes writes a Node's: CPU in cores or millicores, bytes in Ki when whole.
-pub fn quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
-    let bytes = |amount: i64| {
-        if amount % 1024 == 0 {
-            format!("{}Ki", amount / 1024)
-        } else {
-            amount.to_string()
-        }
-    };
-    let cpu = if resources.cpu_millis % 1000 == 0 {
-        (resources.cpu_millis / 1000).to_string()
-    } else {
-        format!("{}m", resources.cpu_millis)
-    };
-    let mut map = BTreeMap::from([
-        ("cpu".to_owned(), Quantity(cpu)),
-        ("memory".to_owned(), Quantity(bytes(resources.memory_bytes))),
-        (
-            "ephemeral-storage".to_owned(),
-            Quantity(bytes(resources.ephemeral_storage_bytes)),
-        ),
-        ("pods".to_owned(), Quantity(resources.pods.to_string())),
-    ]);
-    for (name, amount) in &resources.extended {
-        map.insert(name.clone(), Quantity(amount.to_string()));
-    }
-    map
 }
 
 /// Where and how an instance was launched.
@@ -82,8 +51,9 @@ pub fn launched(node_claim: &NodeClaim, placement: Placement<'_>) -> NodeClaim {
     let status = launched.status.get_or_insert_with(Default::default);
     status.provider_id = Some(placement.provider_id.to_owned());
     status.image_id = placement.image_id.map(str::to_owned);
-    status.capacity = quantities(&placement.instance_type.capacity);
-    status.allocatable = quantities(&placement.instance_type.allocatable());
+    status.capacity = nodewright_cloudprovider::resources::quantities(&placement.instance_type.capacity);
+    status.allocatable =
+        nodewright_cloudprovider::resources::quantities(&placement.instance_type.allocatable());
     launched
 }
 
@@ -127,8 +97,8 @@ pub fn from_instance(instance: &InstanceInfo, instance_type: Option<&InstanceTyp
     status.provider_id = Some(instance.provider_id());
     status.image_id.clone_from(&instance.image_id);
     if let Some(instance_type) = instance_type {
-        status.capacity = quantities(&instance_type.capacity);
-        status.allocatable = quantities(&instance_type.allocatable());
+        status.capacity = nodewright_cloudprovider::resources::quantities(&instance_type.capacity);
+        status.allocatable = nodewright_cloudprovider::resources::quantities(&instance_type.allocatable());
     }
     node_claim
 }

@@ -1,10 +1,12 @@
-//! Test fixtures shared by the unit tests of the provisioner and disruption: a NodePool and
-//! synthetic instance types.
+//! Test fixtures shared by the unit tests of the provisioner and disruption: a NodePool,
+//! synthetic instance types, pods and existing nodes.
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use k8s_openapi::api::core::v1::Pod;
 use nodewright_api::{NodePool, labels};
 use nodewright_catalog::{CapacityType, InstanceType, Offering, Overhead, Price, Resources};
+use nodewright_solver::ExistingNode;
 use serde_json::{Value, json};
 
 /// A value decoded from JSON, shared.
@@ -45,5 +47,38 @@ pub(crate) fn instance_type(name: &str, cpu_millis: i64, usd: f64) -> InstanceTy
             available: true,
             reservation: None,
         }],
+    }
+}
+
+/// A Running pod `name` in `default` on `node`, requesting `cpu`.
+pub(crate) fn pod(name: &str, node: &str, cpu: &str) -> Pod {
+    (*arc::<Pod>(json!({
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": { "nodeName": node, "containers": [{ "name": "c", "resources": { "requests": { "cpu": cpu } } }] },
+        "status": { "phase": "Running" }
+    })))
+    .clone()
+}
+
+/// An initialized node of the `default` pool in us-east-1a, on-demand, with `cpu_millis`, 8 GiB
+/// and 110 pods allocatable, running `pods`.
+pub(crate) fn existing(name: &str, cpu_millis: i64, pods: Vec<Pod>) -> ExistingNode {
+    ExistingNode {
+        name: name.to_owned(),
+        labels: BTreeMap::from([
+            (labels::NODE_POOL.to_owned(), "default".to_owned()),
+            (labels::CAPACITY_TYPE.to_owned(), "on-demand".to_owned()),
+            (labels::ZONE.to_owned(), "us-east-1a".to_owned()),
+            ("kubernetes.io/hostname".to_owned(), name.to_owned()),
+        ]),
+        taints: Vec::new(),
+        allocatable: Resources {
+            cpu_millis,
+            memory_bytes: 8 << 30,
+            pods: 110,
+            ..Resources::default()
+        },
+        pods,
+        initialized: true,
     }
 }

@@ -2,7 +2,8 @@
 //! down goes once consolidateAfter (1m in the example NodePool) has passed; `do-not-disrupt` on
 //! the node and a budget of 0 keep it (with the reason on the NodeClaim) until lifted; two
 //! half-empty nodes become one (pods Running on the one left, the other's instance terminated);
-//! a PodDisruptionBudget that allows no disruption keeps both.
+//! a PodDisruptionBudget that allows no disruption keeps both; a budget of 0 in a cron window
+//! holds consolidation until the window ends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
@@ -221,6 +222,49 @@ async fn a_pdb_allowing_no_disruption_blocks_consolidation() {
     pdbs.delete("inflate", &kube::api::DeleteParams::default())
         .await
         .unwrap();
+    lab.scale(0).await;
+    all_gone(&lab).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_budget_in_a_cron_window_holds_consolidation_until_the_window_ends() {
+    let (lab, nodes) = two_half_empty_nodes().await;
+    // The lab's clock started at 00:00 UTC; the window is 00:00-00:50 of every hour.
+    let window_end: jiff::Timestamp = "2026-01-01T00:50:00Z".parse().unwrap();
+    let hold_until = window_end
+        .checked_sub(jiff::SignedDuration::from_secs(10))
+        .unwrap();
+    assert!(
+        lab.clock.now()
+            < hold_until
+                .checked_sub(jiff::SignedDuration::from_mins(5))
+                .unwrap(),
+        "the setup ended at {}: too late to watch the window",
+        lab.clock.now()
+    );
+    lab.patch_nodepool(json!({ "spec": { "disruption": { "budgets": [
+        { "nodes": "0", "schedule": "0 * * * *", "duration": "50m" },
+        { "nodes": "1" }
+    ] } } }))
+    .await;
+    while lab.clock.now() < hold_until {
+        lab.step().await;
+        assert_eq!(lab.node_names(), nodes, "{}", lab.leftovers());
+    }
+    assert!(
+        consolidatable(&lab)
+            .iter()
+            .all(|(status, reason)| status == "False" && reason == "DisruptionBudgetExhausted"),
+        "{:?}",
+        consolidatable(&lab)
+    );
+    lab.run_until("one node left after the window", || async {
+        lab.node_names().len() == 1
+            && lab.cluster.cloud().unwrap().instances().len() == 1
+            && lab.running(3).await
+    })
+    .await;
+    assert!(lab.clock.now() >= window_end);
     lab.scale(0).await;
     all_gone(&lab).await;
 }

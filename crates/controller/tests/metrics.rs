@@ -95,6 +95,52 @@ fn missing(scrape: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The dashboard in deploy/grafana: every query's metrics have samples in `scrape`, and every
+/// label it groups by (`by (...)`, `le` aside) is on those samples. Returns what does not hold.
+fn dashboard_problems(scrape: &str) -> Vec<String> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../deploy/grafana/nodewright.json")).unwrap();
+    let mut problems = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let words: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            let metrics: Vec<&str> = words
+                .iter()
+                .filter(|w| w.starts_with("karpenter_") || w.starts_with("nodewright_"))
+                .map(|w| w.strip_suffix("_bucket").unwrap_or(w))
+                .collect();
+            let grouped: Vec<&str> = expr
+                .split("by (")
+                .skip(1)
+                .filter_map(|rest| rest.split(')').next())
+                .flat_map(|labels| labels.split(','))
+                .map(str::trim)
+                .filter(|l| *l != "le")
+                .collect();
+            for metric in &metrics {
+                if !has_samples(scrape, metric) {
+                    problems.push(format!("{expr}: {metric} has no samples"));
+                    continue;
+                }
+                for label in &grouped {
+                    let on_samples = scrape
+                        .lines()
+                        .filter(|l| sample_name(l).starts_with(metric))
+                        .any(|l| l.contains(&format!("{label}=\"")));
+                    if !on_samples {
+                        problems.push(format!("{expr}: {metric} has no label {label}"));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// `promtool check metrics` on `text`: its findings, or a panic naming what is missing.
 fn promtool_findings(text: &str) -> (bool, Vec<String>) {
     let mut child = Command::new("promtool")
@@ -137,8 +183,12 @@ async fn settled_scrape(lab: &Lab, metrics: SocketAddr) -> Answer {
         }
         lab.step().await;
     }
+    let last = get(metrics, "/metrics", "*/*").await.body;
     panic!(
-        "the cluster did not settle after the drain within an hour:\n{}",
+        "the cluster did not settle after the drain within an hour (running: {}, promised metrics \
+         without samples: {:?}):\n{}",
+        lab.running_in_store(1),
+        missing(&last),
         lab.leftovers()
     );
 }
@@ -251,6 +301,11 @@ async fn metrics_and_probes_follow_provisioning_consolidation_and_a_drain() {
     assert!(
         missing.is_empty(),
         "promised metrics without samples: {missing:?}"
+    );
+    let dashboard = dashboard_problems(&scrape);
+    assert!(
+        dashboard.is_empty(),
+        "the Grafana dashboard's queries: {dashboard:#?}"
     );
 
     // Prometheus negotiates OpenMetrics and gets the same samples with `# EOF`.

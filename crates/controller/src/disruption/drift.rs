@@ -241,43 +241,13 @@ mod tests {
     use std::sync::Arc;
 
     use k8s_openapi::api::core::v1::{Node, Pod};
-    use nodewright_api::{NodeClaim, labels};
+    use nodewright_api::NodeClaim;
     use nodewright_catalog::Resources;
     use nodewright_solver::{ExistingNode, PoolInput};
     use serde_json::json;
 
     use super::*;
-    use crate::test_fixtures::{arc, instance_type, pool};
-
-    fn pod(name: &str, node: &str, cpu: &str) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": { "name": name, "namespace": "default" },
-            "spec": { "nodeName": node, "containers": [{ "name": "c", "resources": { "requests": { "cpu": cpu } } }] },
-            "status": { "phase": "Running" }
-        }))
-        .unwrap()
-    }
-
-    fn existing(name: &str, cpu_millis: i64, pods: Vec<Pod>) -> ExistingNode {
-        ExistingNode {
-            name: name.to_owned(),
-            labels: BTreeMap::from([
-                (labels::NODE_POOL.to_owned(), "default".to_owned()),
-                (labels::CAPACITY_TYPE.to_owned(), "on-demand".to_owned()),
-                (labels::ZONE.to_owned(), "us-east-1a".to_owned()),
-                ("kubernetes.io/hostname".to_owned(), name.to_owned()),
-            ]),
-            taints: Vec::new(),
-            allocatable: Resources {
-                cpu_millis,
-                memory_bytes: 8 << 30,
-                pods: 110,
-                ..Resources::default()
-            },
-            pods,
-            initialized: true,
-        }
-    }
+    use crate::test_fixtures::{arc, existing, instance_type, pod, pool};
 
     /// A drifted candidate whose drift began at minute `minute`.
     fn drifted(name: &str, pods: &[Pod], minute: u32) -> Candidate {

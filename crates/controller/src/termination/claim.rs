@@ -24,7 +24,7 @@ use serde_json::json;
 use super::{INSTANCE_RECHECK, Progress, RECHECK};
 use crate::{
     context::Context,
-    error::{ControllerError, is_not_found},
+    error::{ControllerError, is_conflict, is_not_found},
 };
 
 pub(super) async fn reconcile(ctx: &Context, name: &str) -> Result<Progress, ControllerError> {
@@ -224,6 +224,8 @@ pub(super) struct ClaimConditions {
     conditions: Vec<Condition>,
     now: Timestamp,
     changed: bool,
+    /// The condition types this reconcile set, re-applied over a fresher read on a conflict.
+    set_types: Vec<String>,
 }
 
 impl ClaimConditions {
@@ -239,6 +241,7 @@ impl ClaimConditions {
                 .unwrap_or_default(),
             now,
             changed: false,
+            set_types: Vec::new(),
         }
     }
 
@@ -251,6 +254,7 @@ impl ClaimConditions {
             conditions: Vec::new(),
             now,
             changed: false,
+            set_types: Vec::new(),
         }
     }
 
@@ -275,27 +279,57 @@ impl ClaimConditions {
             self.generation,
             self.now,
         );
-        self.changed |= set.set(condition_type, status, reason, message);
+        let changed = set.set(condition_type, status, reason, message);
+        if changed && !self.set_types.iter().any(|t| t == condition_type) {
+            self.set_types.push(condition_type.to_owned());
+        }
+        self.changed |= changed;
     }
 
-    /// One status patch, conditioned on the version read, if anything changed.
+    /// One status patch, conditioned on the version read, if anything changed. When another
+    /// writer got there first (a conflict), the conditions this reconcile set are laid over a
+    /// fresh read and written again: a lost `InstanceTerminating` could never be set later, since
+    /// the cloud answers "not found" once the instance is gone.
     pub(super) async fn write(&self, api: &Api<NodeClaim>) -> Result<(), ControllerError> {
         let (true, Some(name)) = (self.changed, &self.name) else {
             return Ok(());
         };
-        let patch = json!({
-            "metadata": { "resourceVersion": self.resource_version },
-            "status": { "conditions": self.conditions },
-        });
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Gone already: its conditions no longer matter.
-            Err(error) if is_not_found(&error) => Ok(()),
-            Err(error) => Err(error.into()),
+        let mut resource_version = self.resource_version.clone();
+        let mut conditions = self.conditions.clone();
+        for attempt in 0..3 {
+            let patch = json!({
+                "metadata": { "resourceVersion": resource_version },
+                "status": { "conditions": conditions },
+            });
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Gone already: its conditions no longer matter.
+                Err(error) if is_not_found(&error) => return Ok(()),
+                Err(error) if is_conflict(&error) && attempt < 2 => {
+                    let Some(fresh) = api.get_opt(name).await? else {
+                        return Ok(());
+                    };
+                    resource_version = fresh.metadata.resource_version;
+                    conditions = self.laid_over(fresh.status.map(|s| s.conditions).unwrap_or_default());
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
+        Ok(())
+    }
+
+    /// `fresh` with the conditions this reconcile set replaced by ours.
+    fn laid_over(&self, mut fresh: Vec<Condition>) -> Vec<Condition> {
+        for condition_type in &self.set_types {
+            fresh.retain(|c| &c.type_ != condition_type);
+            if let Some(ours) = self.get(condition_type) {
+                fresh.push(ours.clone());
+            }
+        }
+        fresh
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::{collections::BTreeMap, future::ready, time::Duration};
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use nodewright_api::{NodeClaim, NodePool, labels, quantity};
 use nodewright_catalog::{InstanceType, Resources};
@@ -293,36 +292,7 @@ fn launched_node_claim(
     let status = launched.status.get_or_insert_with(Default::default);
     status.provider_id = Some(provider_id.to_owned());
     status.image_id = Some(ami.to_owned());
-    status.capacity = quantities(&chosen.instance_type.capacity);
-    status.allocatable = quantities(&chosen.instance_type.allocatable());
+    status.capacity = nodewright_cloudprovider::resources::quantities(&chosen.instance_type.capacity);
+    status.allocatable = nodewright_cloudprovider::resources::quantities(&chosen.instance_type.allocatable());
     launched
-}
-
-/// Resources as Kubernetes writes a Node's: CPU in cores or millicores, bytes in Ki when whole.
-fn quantities(resources: &Resources) -> BTreeMap<String, Quantity> {
-    let bytes = |amount: i64| {
-        if amount % 1024 == 0 {
-            format!("{}Ki", amount / 1024)
-        } else {
-            amount.to_string()
-        }
-    };
-    let cpu = if resources.cpu_millis % 1000 == 0 {
-        (resources.cpu_millis / 1000).to_string()
-    } else {
-        format!("{}m", resources.cpu_millis)
-    };
-    let mut map = BTreeMap::from([
-        ("cpu".to_owned(), Quantity(cpu)),
-        ("memory".to_owned(), Quantity(bytes(resources.memory_bytes))),
-        (
-            "ephemeral-storage".to_owned(),
-            Quantity(bytes(resources.ephemeral_storage_bytes)),
-        ),
-        ("pods".to_owned(), Quantity(resources.pods.to_string())),
-    ]);
-    for (name, amount) in &resources.extended {
-        map.insert(name.clone(), Quantity(amount.to_string()));
-    }
-    map
 }
