@@ -50,8 +50,8 @@ pub(crate) struct ControllerArgs {
     /// Custom AMI family (whose user data is your own) can launch.
     #[arg(long, env = "CLUSTER_ENDPOINT", value_name = "URL")]
     cluster_endpoint: Option<String>,
-    /// The cluster's CA bundle, base64 PEM as `aws eks describe-cluster` reports it. Required
-    /// with --cluster-endpoint.
+    /// The cluster's CA bundle, base64 PEM as `aws eks describe-cluster` reports it; by default,
+    /// in a pod, the service account's CA.
     #[arg(long, env = "CLUSTER_CA_BUNDLE", value_name = "BASE64")]
     cluster_ca_bundle: Option<String>,
     /// The cluster's service CIDR (nodeadm derives the cluster DNS address from it). Required
@@ -136,6 +136,27 @@ fn duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
+/// Where the service account's CA is mounted in a pod.
+const SERVICE_ACCOUNT_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+/// What the pod tells about itself.
+#[derive(Debug, Clone, Default)]
+struct PodDefaults {
+    /// `HOSTNAME`: the pod's name, the default Lease identity.
+    hostname: Option<String>,
+    /// The service account's CA (PEM), the default CA bundle.
+    service_account_ca: Option<Vec<u8>>,
+}
+
+impl PodDefaults {
+    fn read() -> Self {
+        Self {
+            hostname: std::env::var("HOSTNAME").ok(),
+            service_account_ca: std::fs::read(SERVICE_ACCOUNT_CA).ok(),
+        }
+    }
+}
+
 /// What the flags say, checked.
 #[derive(Debug, Clone, PartialEq)]
 struct ControllerConfig {
@@ -146,7 +167,8 @@ struct ControllerConfig {
 
 impl ControllerArgs {
     /// Checks the settings against each other; errors name the setting.
-    fn config(&self, default_identity: Option<String>) -> Result<ControllerConfig> {
+    /// `defaults` supplies what the pod itself tells: its name and its service account's CA.
+    fn config(&self, defaults: PodDefaults) -> Result<ControllerConfig> {
         if self.cluster_name.trim().is_empty() {
             bail!("--cluster-name/CLUSTER_NAME is empty");
         }
@@ -164,11 +186,11 @@ impl ControllerArgs {
             minor_version(version)
                 .with_context(|| format!("--kubernetes-version/KUBERNETES_VERSION {version:?}"))?;
         }
-        let cluster = self.cluster()?;
+        let cluster = self.cluster(defaults.service_account_ca.as_deref())?;
         let identity = self
             .leader_election_identity
             .clone()
-            .or(default_identity)
+            .or(defaults.hostname)
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| "nodewright".to_owned());
         let settings = Settings {
@@ -188,7 +210,7 @@ impl ControllerArgs {
         })
     }
 
-    fn cluster(&self) -> Result<Option<Cluster>> {
+    fn cluster(&self, service_account_ca: Option<&[u8]>) -> Result<Option<Cluster>> {
         let Some(endpoint) = &self.cluster_endpoint else {
             if self.cluster_ca_bundle.is_some() || self.cluster_service_cidr.is_some() {
                 bail!("CLUSTER_CA_BUNDLE and CLUSTER_SERVICE_CIDR need --cluster-endpoint/CLUSTER_ENDPOINT");
@@ -198,10 +220,14 @@ impl ControllerArgs {
         if !endpoint.starts_with("https://") {
             bail!("--cluster-endpoint/CLUSTER_ENDPOINT {endpoint:?} is not an https:// URL");
         }
+        // In a pod, the service account's CA is the cluster's: what EKS would report.
         let ca_bundle = self
             .cluster_ca_bundle
             .clone()
-            .context("--cluster-ca-bundle/CLUSTER_CA_BUNDLE is required with CLUSTER_ENDPOINT")?;
+            .or_else(|| service_account_ca.map(aws_smithy_types::base64::encode))
+            .context(
+                "--cluster-ca-bundle/CLUSTER_CA_BUNDLE is required with CLUSTER_ENDPOINT outside a pod",
+            )?;
         let service_cidr = self
             .cluster_service_cidr
             .clone()
@@ -243,7 +269,7 @@ fn minor_version(text: &str) -> Result<String> {
 }
 
 pub(crate) fn run(args: &ControllerArgs) -> Result<()> {
-    let config = args.config(std::env::var("HOSTNAME").ok())?;
+    let config = args.config(PodDefaults::read())?;
     crate::logging::JsonLogs::install(args.log_level, Clock::system())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -434,7 +460,10 @@ mod tests {
         let mut argv = vec!["nodewright"];
         argv.extend_from_slice(flags);
         let cli = Cli::try_parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
-        cli.args.config(Some("pod-a".to_owned()))
+        cli.args.config(PodDefaults {
+            hostname: Some("pod-a".to_owned()),
+            service_account_ca: None,
+        })
     }
 
     fn error(flags: &[&str]) -> String {
@@ -554,6 +583,26 @@ mod tests {
         assert_eq!(cluster.endpoint, "https://api.demo.eks.amazonaws.com");
         assert_eq!(cluster.service_cidr, "172.20.0.0/16");
         assert_eq!(cluster.name, "demo");
+    }
+
+    #[test]
+    fn in_a_pod_the_service_account_ca_is_the_default_bundle() {
+        let cli = Cli::try_parse_from([
+            "nodewright",
+            "--cluster-name=demo",
+            "--cluster-endpoint=https://api.demo.eks.amazonaws.com",
+            "--cluster-service-cidr=172.20.0.0/16",
+        ])
+        .unwrap();
+        let config = cli
+            .args
+            .config(PodDefaults {
+                hostname: None,
+                service_account_ca: Some(b"CA".to_vec()),
+            })
+            .unwrap();
+        assert_eq!(config.cluster.unwrap().ca_bundle, "Q0E=");
+        assert_eq!(config.settings.identity, "nodewright");
     }
 
     #[test]

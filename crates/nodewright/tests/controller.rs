@@ -112,13 +112,13 @@ fn invalid_settings_stop_the_controller_naming_the_setting() {
 
     let output = controller(&[
         ("CLUSTER_NAME", "demo".to_owned()),
-        ("CLUSTER_ENDPOINT", "https://x".to_owned()),
+        ("CLUSTER_ENDPOINT", "http://api.example".to_owned()),
     ])
     .output()
     .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("CLUSTER_CA_BUNDLE"), "{stderr}");
+    assert!(stderr.contains("CLUSTER_ENDPOINT"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
