@@ -90,9 +90,12 @@ pub(crate) struct ControllerArgs {
     /// This replica's identity in the Lease; by default the pod's name (`POD_NAME`, then `HOSTNAME`).
     #[arg(long, env = "POD_NAME", value_name = "NAME")]
     leader_election_identity: Option<String>,
-    /// The least severe log level written: error, warn, info or debug (JSON lines on stderr).
+    /// The least severe log level written: error, warn, info or debug (on stderr).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: tracing::Level,
+    /// How log lines are written: json (one object per line) or text.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: crate::logging::LogFormat,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -270,7 +273,7 @@ fn minor_version(text: &str) -> Result<String> {
 
 pub(crate) fn run(args: &ControllerArgs) -> Result<()> {
     let config = args.config(PodDefaults::read())?;
-    crate::logging::JsonLogs::install(args.log_level, Clock::system())?;
+    crate::logging::install(args.log_level, args.log_format, Clock::system())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

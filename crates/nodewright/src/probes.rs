@@ -11,11 +11,13 @@ use tokio::{net::TcpListener, task::JoinHandle};
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ProbeArgs {
     /// Serve Prometheus metrics at /metrics on this port, on every interface (Karpenter's
-    /// chart uses 8080). Not served when unset.
+    /// chart uses 8080). `nodewright controller` defaults to 8080; `nodewright sim` serves none
+    /// unless set.
     #[arg(long, env = "METRICS_PORT", value_name = "PORT")]
     pub(crate) metrics_port: Option<u16>,
     /// Serve /healthz and /readyz on this port, on every interface (Karpenter's chart uses
-    /// 8081). May equal --metrics-port. Not served when unset.
+    /// 8081). May equal --metrics-port. `nodewright controller` defaults to 8081; `nodewright
+    /// sim` serves none unless set.
     #[arg(long, env = "HEALTH_PROBE_PORT", value_name = "PORT")]
     pub(crate) health_probe_port: Option<u16>,
 }
