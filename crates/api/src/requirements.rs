@@ -207,6 +207,31 @@ impl NodeSelectorRequirementWithMinValues {
             _ => None,
         }
     }
+
+    /// Whether a label with `value` (`None`: the label is absent) meets the requirement. A
+    /// malformed bound or a non-integer value meets no Gt/Lt/Gte/Lte, as in Kubernetes.
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        let contains = |v: &str| self.values.iter().any(|allowed| allowed == v);
+        match self.operator {
+            Operator::In => value.is_some_and(contains),
+            Operator::NotIn => !value.is_some_and(contains),
+            Operator::Exists => value.is_some(),
+            Operator::DoesNotExist => value.is_none(),
+            Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte => {
+                let (Some(bound), Some(actual)) =
+                    (self.numeric_value(), value.and_then(|v| v.parse::<i64>().ok()))
+                else {
+                    return false;
+                };
+                match self.operator {
+                    Operator::Gt => actual > bound,
+                    Operator::Lt => actual < bound,
+                    Operator::Gte => actual >= bound,
+                    _ => actual <= bound,
+                }
+            }
+        }
+    }
 }
 
 /// Validates a requirement list the way Karpenter's CRD and runtime validation do.

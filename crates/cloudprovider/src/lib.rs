@@ -20,5 +20,5 @@ mod unavailable;
 
 pub use error::{CloudProviderError, OfferingKey, Result, ignore_node_claim_not_found};
 pub use provider::{BoxFuture, CloudProvider, DriftReason};
-pub use repair::{ConditionStatus, RepairPolicy};
+pub use repair::{ConditionStatus, RepairPolicy, aws_repair_policies};
 pub use unavailable::UnavailableOfferings;

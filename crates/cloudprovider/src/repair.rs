@@ -57,6 +57,35 @@ impl RepairPolicy {
     }
 }
 
+/// Karpenter's AWS provider's repair policies: `Ready` False or Unknown for 30 minutes,
+/// `AcceleratedHardwareReady` False for 10, and the node-monitoring agent's `StorageReady`,
+/// `NetworkingReady`, `KernelReady` and `ContainerRuntimeReady` False for 30.
+pub fn aws_repair_policies() -> Vec<RepairPolicy> {
+    let thirty_minutes = Duration::from_mins(30);
+    let mut policies = vec![
+        RepairPolicy::new("Ready", ConditionStatus::False, thirty_minutes),
+        RepairPolicy::new("Ready", ConditionStatus::Unknown, thirty_minutes),
+        RepairPolicy::new(
+            "AcceleratedHardwareReady",
+            ConditionStatus::False,
+            Duration::from_mins(10),
+        ),
+    ];
+    for condition in [
+        "StorageReady",
+        "NetworkingReady",
+        "KernelReady",
+        "ContainerRuntimeReady",
+    ] {
+        policies.push(RepairPolicy::new(
+            condition,
+            ConditionStatus::False,
+            thirty_minutes,
+        ));
+    }
+    policies
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use nodewright_api::{NodeClaim, NodeSelectorRequirementWithMinValues, Operator, labels};
+use nodewright_api::{NodeClaim, NodeSelectorRequirementWithMinValues, labels};
 use nodewright_catalog::{CapacityType, InstanceType, Offering, Price, Resources};
 
 /// One type and the offerings of the chosen capacity type a launch may use.
@@ -68,27 +68,7 @@ fn provider_defined(key: &str) -> bool {
 }
 
 fn satisfies(value: Option<&str>, requirement: &NodeSelectorRequirementWithMinValues) -> bool {
-    let contains = |v: &str| requirement.values.iter().any(|allowed| allowed == v);
-    match requirement.operator {
-        Operator::In => value.is_some_and(contains),
-        Operator::NotIn => !value.is_some_and(contains),
-        Operator::Exists => value.is_some(),
-        Operator::DoesNotExist => value.is_none(),
-        Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte => {
-            let (Some(bound), Some(actual)) = (
-                requirement.numeric_value(),
-                value.and_then(|v| v.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            match requirement.operator {
-                Operator::Gt => actual > bound,
-                Operator::Lt => actual < bound,
-                Operator::Gte => actual >= bound,
-                _ => actual <= bound,
-            }
-        }
-    }
+    requirement.matches(value)
 }
 
 fn offering_satisfies(

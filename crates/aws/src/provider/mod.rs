@@ -15,7 +15,6 @@ pub use drift::drift_reason;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use jiff::Timestamp;
@@ -28,7 +27,7 @@ use nodewright_api::{
 };
 use nodewright_catalog::{InstanceType, NodeSettings};
 use nodewright_cloudprovider::{
-    BoxFuture, CloudProvider, CloudProviderError, ConditionStatus, DriftReason, RepairPolicy, Result,
+    BoxFuture, CloudProvider, CloudProviderError, DriftReason, RepairPolicy, Result,
 };
 
 use crate::{
@@ -272,29 +271,7 @@ impl CloudProvider for AwsProvider {
 
     /// Karpenter's AWS provider's policies.
     fn repair_policies(&self) -> Vec<RepairPolicy> {
-        let thirty_minutes = Duration::from_mins(30);
-        let mut policies = vec![
-            RepairPolicy::new("Ready", ConditionStatus::False, thirty_minutes),
-            RepairPolicy::new("Ready", ConditionStatus::Unknown, thirty_minutes),
-            RepairPolicy::new(
-                "AcceleratedHardwareReady",
-                ConditionStatus::False,
-                Duration::from_mins(10),
-            ),
-        ];
-        for condition in [
-            "StorageReady",
-            "NetworkingReady",
-            "KernelReady",
-            "ContainerRuntimeReady",
-        ] {
-            policies.push(RepairPolicy::new(
-                condition,
-                ConditionStatus::False,
-                thirty_minutes,
-            ));
-        }
-        policies
+        nodewright_cloudprovider::aws_repair_policies()
     }
 
     fn name(&self) -> &'static str {

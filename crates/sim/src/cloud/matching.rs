@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use nodewright_api::{NodeSelectorRequirementWithMinValues, Operator, labels};
+use nodewright_api::{NodeSelectorRequirementWithMinValues, labels};
 
 /// The labels of one offering of one type, borrowed from the catalogue.
 #[derive(Debug, Clone, Copy)]
@@ -46,28 +46,7 @@ pub(crate) fn satisfies(
         return true;
     }
     let value = offering.get(key);
-    let contains = |v: &str| requirement.values.iter().any(|allowed| allowed == v);
-    match requirement.operator {
-        Operator::In => value.is_some_and(contains),
-        Operator::NotIn => !value.is_some_and(contains),
-        Operator::Exists => value.is_some(),
-        Operator::DoesNotExist => value.is_none(),
-        Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte => {
-            // A malformed bound or a non-integer label matches nothing, as in Kubernetes.
-            let (Some(bound), Some(actual)) = (
-                requirement.numeric_value(),
-                value.and_then(|v| v.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            match requirement.operator {
-                Operator::Gt => actual > bound,
-                Operator::Lt => actual < bound,
-                Operator::Gte => actual >= bound,
-                _ => actual <= bound,
-            }
-        }
-    }
+    requirement.matches(value)
 }
 
 /// A requirement as people write it: `topology.kubernetes.io/zone In [us-east-1a]`.
@@ -86,6 +65,8 @@ pub(crate) fn describe(requirement: &NodeSelectorRequirementWithMinValues) -> St
 
 #[cfg(test)]
 mod tests {
+    use nodewright_api::Operator;
+
     use super::*;
 
     fn requirement(key: &str, operator: Operator, values: &[&str]) -> NodeSelectorRequirementWithMinValues {

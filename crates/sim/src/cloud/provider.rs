@@ -1,13 +1,12 @@
 //! [`CloudProvider`] for [`FakeCloud`]: launch, find, terminate, and the read-only answers.
 
-use std::{collections::BTreeMap, future::ready, time::Duration};
+use std::{collections::BTreeMap, future::ready};
 
 use kube::ResourceExt;
 use nodewright_api::{NodeClaim, NodePool, labels, quantity};
 use nodewright_catalog::{InstanceType, Resources};
 use nodewright_cloudprovider::{
-    BoxFuture, CloudProvider, CloudProviderError, ConditionStatus, DriftReason, OfferingKey, RepairPolicy,
-    Result,
+    BoxFuture, CloudProvider, CloudProviderError, DriftReason, OfferingKey, RepairPolicy, Result,
 };
 
 use super::{
@@ -82,29 +81,7 @@ impl CloudProvider for FakeCloud {
 
     /// Karpenter's AWS provider's policies.
     fn repair_policies(&self) -> Vec<RepairPolicy> {
-        let thirty_minutes = Duration::from_mins(30);
-        let mut policies = vec![
-            RepairPolicy::new("Ready", ConditionStatus::False, thirty_minutes),
-            RepairPolicy::new("Ready", ConditionStatus::Unknown, thirty_minutes),
-            RepairPolicy::new(
-                "AcceleratedHardwareReady",
-                ConditionStatus::False,
-                Duration::from_mins(10),
-            ),
-        ];
-        for condition in [
-            "StorageReady",
-            "NetworkingReady",
-            "KernelReady",
-            "ContainerRuntimeReady",
-        ] {
-            policies.push(RepairPolicy::new(
-                condition,
-                ConditionStatus::False,
-                thirty_minutes,
-            ));
-        }
-        policies
+        nodewright_cloudprovider::aws_repair_policies()
     }
 
     fn name(&self) -> &'static str {
