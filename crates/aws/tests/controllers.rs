@@ -31,21 +31,6 @@ async fn cluster() -> TestCluster {
     cluster
 }
 
-fn node_class(name: &str, discovery: &str) -> EC2NodeClass {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "karpenter.k8s.aws/v1",
-        "kind": "EC2NodeClass",
-        "metadata": {"name": name},
-        "spec": {
-            "amiSelectorTerms": [{"alias": "al2023@latest"}],
-            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
-            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
-            "instanceProfile": "nodes",
-        },
-    }))
-    .unwrap()
-}
-
 fn ready(class: &EC2NodeClass) -> Option<&str> {
     class
         .status
@@ -75,12 +60,18 @@ async fn an_applied_node_class_gets_ready_status_with_the_resolved_network_and_a
         StatusLoopConfig::default(),
     ));
     let api: Api<EC2NodeClass> = Api::all(client);
-    api.create(&PostParams::default(), &node_class("ready", "ctl-status"))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &node_class("nothing", "no-such-tag"))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &support::node_class("ready", "ctl-status"),
+    )
+    .await
+    .unwrap();
+    api.create(
+        &PostParams::default(),
+        &support::node_class("nothing", "no-such-tag"),
+    )
+    .await
+    .unwrap();
 
     // The provider's view (the watched cache) sees the status the loop wrote.
     cluster
@@ -197,11 +188,7 @@ async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
             .await
             .unwrap();
     }
-    let warning = serde_json::json!({
-        "version": "0", "id": "1", "source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning",
-        "time": "2026-11-01T00:00:00Z", "region": "us-west-2", "resources": [],
-        "detail": {"instance-id": "i-0aaaaaaaaaaaaaaa1", "instance-action": "terminate"},
-    });
+    let warning = support::spot_interruption_warning("i-0aaaaaaaaaaaaaaa1");
     for body in [warning.to_string(), "not json".to_owned()] {
         clients
             .sqs

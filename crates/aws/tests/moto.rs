@@ -617,11 +617,7 @@ async fn interruption_messages_are_read_from_the_queue() {
     let queue = InterruptionQueue::by_name(clients.sqs.clone(), "interruptions", 0)
         .await
         .unwrap();
-    let spot = serde_json::json!({
-        "version": "0", "id": "1", "source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning",
-        "time": "2026-11-01T00:00:00Z", "region": "us-west-2", "resources": [],
-        "detail": {"instance-id": "i-0123456789abcdef0", "instance-action": "terminate"},
-    });
+    let spot = support::spot_interruption_warning("i-0123456789abcdef0");
     for body in [spot.to_string(), "not json".to_owned()] {
         clients
             .sqs

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use k8s_openapi::api::core::v1::Pod;
 use nodewright_api::{NodePool, labels};
 use nodewright_catalog::{CapacityType, InstanceType, Offering, Overhead, Price, Resources};
-use nodewright_solver::ExistingNode;
+use nodewright_solver::{ExistingNode, PoolInput, Problem};
 use serde_json::{Value, json};
 
 /// A value decoded from JSON, shared.
@@ -81,4 +81,22 @@ pub(crate) fn existing(name: &str, cpu_millis: i64, pods: Vec<Pod>) -> ExistingN
         pods,
         initialized: true,
     }
+}
+
+/// A problem with the `default` pool offering `types`, and `nodes` already running.
+pub(crate) fn problem(types: Vec<InstanceType>, nodes: Vec<ExistingNode>) -> Problem {
+    Problem {
+        nodepools: vec![PoolInput {
+            nodepool: (*pool()).clone(),
+            instance_types: types,
+            in_use: Resources::default(),
+        }],
+        existing_nodes: nodes,
+        ..Problem::default()
+    }
+}
+
+/// The `default` pool may disrupt `n` nodes.
+pub(crate) fn budgets(n: u64) -> BTreeMap<String, u64> {
+    BTreeMap::from([("default".to_owned(), n)])
 }

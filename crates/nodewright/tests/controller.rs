@@ -148,7 +148,7 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
 
     let client = cluster.client();
     let api: Api<EC2NodeClass> = Api::all(client.clone());
-    let node_class = node_class("default", "e2e");
+    let node_class = support::node_class("default", "e2e");
     api.create(&PostParams::default(), &node_class).await.unwrap();
 
     let ready = |class: &EC2NodeClass| {
@@ -218,21 +218,6 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
     let exit = controller_process.terminate();
     assert!(exit.success(), "{exit}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn node_class(name: &str, discovery: &str) -> EC2NodeClass {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "karpenter.k8s.aws/v1",
-        "kind": "EC2NodeClass",
-        "metadata": {"name": name},
-        "spec": {
-            "amiSelectorTerms": [{"alias": "al2023@latest"}],
-            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
-            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
-            "instanceProfile": "nodes",
-        },
-    }))
-    .unwrap()
 }
 
 /// A queue holding an event about nothing Nodewright launched (read and deleted without acting);
@@ -318,7 +303,10 @@ async fn a_pending_pod_gets_a_node_claim_launched_through_create_fleet() {
     nodewright_sim::simulation::install_crds(&cluster.state().store).unwrap();
     let client = cluster.client();
     Api::<EC2NodeClass>::all(client.clone())
-        .create(&PostParams::default(), &node_class("default", "e2e-launch"))
+        .create(
+            &PostParams::default(),
+            &support::node_class("default", "e2e-launch"),
+        )
         .await
         .unwrap();
     cluster

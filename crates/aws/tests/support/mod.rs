@@ -352,3 +352,29 @@ pub(crate) async fn launch_templates(ec2: &aws_sdk_ec2::Client, cluster: &str) -
         .filter_map(|t| t.launch_template_name().map(str::to_owned))
         .collect()
 }
+
+/// An EC2NodeClass finding its subnets and security groups by the tag
+/// `karpenter.sh/discovery: <discovery>`, with AL2023 AMIs and the instance profile `nodes`.
+pub(crate) fn node_class(name: &str, discovery: &str) -> nodewright_api::EC2NodeClass {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": name},
+        "spec": {
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": discovery}}],
+            "instanceProfile": "nodes",
+        },
+    }))
+    .unwrap()
+}
+
+/// EventBridge's spot interruption warning for `instance_id`, as the interruption queue gets it.
+pub(crate) fn spot_interruption_warning(instance_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "version": "0", "id": "1", "source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning",
+        "time": "2026-11-01T00:00:00Z", "region": REGION, "resources": [],
+        "detail": {"instance-id": instance_id, "instance-action": "terminate"},
+    })
+}

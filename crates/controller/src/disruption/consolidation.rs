@@ -614,12 +614,11 @@ mod tests {
 
     use k8s_openapi::api::core::v1::{Node, Pod};
     use nodewright_api::{NodeClaim, labels};
-    use nodewright_catalog::Resources;
-    use nodewright_solver::{ExistingNode, PoolInput};
+    use nodewright_solver::ExistingNode;
     use serde_json::json;
 
     use super::{super::candidates::PdbEvictions, *};
-    use crate::test_fixtures::{arc, existing, instance_type, pod, pool};
+    use crate::test_fixtures::{self as fixtures, arc, budgets, existing, instance_type, pod, pool};
 
     fn candidate(name: &str, pods: &[Pod], usd: f64) -> Priced {
         Priced::new(
@@ -640,24 +639,16 @@ mod tests {
         )
     }
 
+    /// The test pool's types with `nodes` running.
     fn problem(nodes: Vec<ExistingNode>) -> Problem {
-        Problem {
-            nodepools: vec![PoolInput {
-                nodepool: (*pool()).clone(),
-                instance_types: vec![
-                    instance_type("two", 2000, 0.1),
-                    instance_type("four", 4000, 0.2),
-                    instance_type("eight", 8000, 0.4),
-                ],
-                in_use: Resources::default(),
-            }],
-            existing_nodes: nodes,
-            ..Problem::default()
-        }
-    }
-
-    fn budgets(n: u64) -> BTreeMap<String, u64> {
-        BTreeMap::from([("default".to_owned(), n)])
+        fixtures::problem(
+            vec![
+                instance_type("two", 2000, 0.1),
+                instance_type("four", 4000, 0.2),
+                instance_type("eight", 8000, 0.4),
+            ],
+            nodes,
+        )
     }
 
     #[test]

@@ -242,12 +242,11 @@ mod tests {
 
     use k8s_openapi::api::core::v1::{Node, Pod};
     use nodewright_api::NodeClaim;
-    use nodewright_catalog::Resources;
-    use nodewright_solver::{ExistingNode, PoolInput};
+    use nodewright_solver::ExistingNode;
     use serde_json::json;
 
     use super::*;
-    use crate::test_fixtures::{arc, existing, instance_type, pod, pool};
+    use crate::test_fixtures::{self as fixtures, arc, budgets, existing, instance_type, pod, pool};
 
     /// A drifted candidate whose drift began at minute `minute`.
     fn drifted(name: &str, pods: &[Pod], minute: u32) -> Candidate {
@@ -267,20 +266,12 @@ mod tests {
         }
     }
 
+    /// The test pool's types with `nodes` running.
     fn problem(nodes: Vec<ExistingNode>) -> Problem {
-        Problem {
-            nodepools: vec![PoolInput {
-                nodepool: (*pool()).clone(),
-                instance_types: vec![instance_type("two", 2000, 0.1), instance_type("four", 4000, 0.2)],
-                in_use: Resources::default(),
-            }],
-            existing_nodes: nodes,
-            ..Problem::default()
-        }
-    }
-
-    fn budgets(n: u64) -> BTreeMap<String, u64> {
-        BTreeMap::from([("default".to_owned(), n)])
+        fixtures::problem(
+            vec![instance_type("two", 2000, 0.1), instance_type("four", 4000, 0.2)],
+            nodes,
+        )
     }
 
     #[test]
