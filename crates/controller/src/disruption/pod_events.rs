@@ -6,7 +6,7 @@
 //! observation is a baseline (no writes): a change missed while down leaves an older time, which
 //! only makes the node eligible sooner by the time the controller was away.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use kube::{
     Api, ResourceExt,
@@ -28,40 +28,55 @@ impl PodEvents {
     /// nodes whose pods changed.
     pub(super) async fn record(&mut self, ctx: &Context) {
         let current = pods_by_node(ctx);
-        let Some(previous) = self.seen.replace(current.clone()) else {
+        let Some(previous) = self.seen.as_ref() else {
+            self.seen = Some(current);
             return;
         };
-        let changed: BTreeSet<&String> = current
+        let changed: BTreeSet<String> = current
             .iter()
             .filter(|(node, pods)| previous.get(*node) != Some(*pods))
             .map(|(node, _)| node)
             .chain(previous.keys().filter(|node| !current.contains_key(*node)))
+            .cloned()
             .collect();
+        self.seen = Some(current);
         if changed.is_empty() {
             return;
         }
+        // One pass over each cache (not a scan per changed node): the changed nodes' provider IDs,
+        // then the NodeClaims launched with them.
+        let provider_ids: HashSet<String> = ctx
+            .state
+            .nodes
+            .all()
+            .iter()
+            .filter(|n| changed.contains(&n.name_any()))
+            .filter_map(|n| n.spec.as_ref()?.provider_id.clone())
+            .collect();
+        let claims: Vec<String> = ctx
+            .state
+            .node_claims
+            .all()
+            .iter()
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.provider_id.as_ref())
+                    .is_some_and(|id| provider_ids.contains(id))
+            })
+            .map(|c| c.name_any())
+            .collect();
         let now = ctx.clock.now();
         let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-        for node_name in changed {
-            let Some(node) = ctx.state.nodes.store.find(|n| n.name_any() == *node_name) else {
-                continue;
-            };
-            let Some(provider_id) = node.spec.as_ref().and_then(|s| s.provider_id.clone()) else {
-                continue;
-            };
-            let Some(claim) = ctx.state.node_claims.store.find(|c| {
-                c.status.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider_id.as_str())
-            }) else {
-                continue;
-            };
+        for claim in claims {
             let patch = json!({ "status": { "lastPodEventTime": now.to_string() } });
             if let Err(error) = api
-                .patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(&claim, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 && !is_not_found(&error)
             {
                 // Best effort: the time is only as exact as the next change then.
-                tracing::warn!(nodeclaim = %claim.name_any(), %error, "could not record a pod event");
+                tracing::warn!(nodeclaim = %claim, %error, "could not record a pod event");
             }
         }
     }
