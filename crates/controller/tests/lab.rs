@@ -27,6 +27,26 @@ async fn inflate_scales_up_runs_on_new_nodes_and_leaves_nothing_behind() {
     lab.scale(5).await;
     lab.run_until("five running inflate pods", || lab.running(5))
         .await;
+    // The simulated kubelet runs pods as soon as the node is registered; the controller marks
+    // it initialized a moment later (as in a real cluster), so wait for that too.
+    lab.run_until("the nodes hosting them initialized", || async {
+        let nodes: Api<Node> = Api::all(lab.cluster.client());
+        let nodes = nodes.list(&ListParams::default()).await.unwrap().items;
+        let pods = lab.pods().await;
+        pods.iter()
+            .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()))
+            .all(|host| {
+                nodes.iter().any(|n| {
+                    n.metadata.name.as_deref() == Some(host)
+                        && n.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("karpenter.sh/initialized"))
+                            == Some(&"true".to_owned())
+                })
+            })
+    })
+    .await;
 
     // The nodes hold the pods: each node running pods was registered and initialized by the
     // controller, and its allocatable CPU covers the pods bound to it. (Other nodes may exist
