@@ -13,11 +13,12 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use jiff::SignedDuration;
+use k8s_openapi::api::core::v1::Node;
 use nodewright_api::NodeClaim;
 use nodewright_aws::{
     AwsClients, AwsProvider, AwsSettings,
     controllers::{
-        interruption_queue::{self, InterruptionEvent, InterruptionEvents},
+        interruption_queue::{self, InterruptionEvent, InterruptionObserver},
         launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
         watched::WatchedNodeClasses,
@@ -30,6 +31,7 @@ use nodewright_controller::{
     Clock, Election, Settings,
     events::Events,
     leader::{self, Leadership, LeaseConfig},
+    metrics::{self, families::MessageTypeLabels},
 };
 use tokio::task::JoinSet;
 
@@ -394,22 +396,63 @@ struct AwsLoops {
     identity: String,
 }
 
-/// The interruption loop's events, published like the controllers' own.
-struct PublishedEvents(Events);
+/// The interruption loop's events, published like the controllers' own on the NodeClaim and its
+/// Node (as Karpenter does), and its metrics in the process's registry.
+struct PublishedInterruptions {
+    events: Events,
+    nodes: kube::Api<Node>,
+}
 
-impl InterruptionEvents for PublishedEvents {
+impl PublishedInterruptions {
+    async fn publish<K>(&self, object: &K, event: &InterruptionEvent)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let message = event.message.clone();
+        if event.warning {
+            self.events
+                .warning(object, event.reason, "Interruption", message)
+                .await;
+        } else {
+            self.events
+                .normal(object, event.reason, "Interruption", message)
+                .await;
+        }
+    }
+}
+
+impl InterruptionObserver for PublishedInterruptions {
     fn record<'a>(&'a self, node_claim: &'a NodeClaim, event: InterruptionEvent) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if event.warning {
-                self.0
-                    .warning(node_claim, event.reason, "Interruption", event.message)
-                    .await;
-            } else {
-                self.0
-                    .normal(node_claim, event.reason, "Interruption", event.message)
-                    .await;
+            self.publish(node_claim, &event).await;
+            let node_name = node_claim.status.as_ref().and_then(|s| s.node_name.as_deref());
+            if let Some(node_name) = node_name {
+                match self.nodes.get_opt(node_name).await {
+                    Ok(Some(node)) => self.publish(&node, &event).await,
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(node = node_name, %error, "reading the interrupted node for its event failed");
+                    }
+                }
             }
         })
+    }
+
+    fn received(&self, message_type: &'static str) {
+        metrics::global()
+            .interruption_received
+            .get_or_create(&MessageTypeLabels {
+                message_type: message_type.to_owned(),
+            })
+            .inc();
+    }
+
+    fn deleted(&self, queued: Option<Duration>) {
+        let metrics = metrics::global();
+        metrics.interruption_deleted.inc();
+        if let Some(queued) = queued {
+            metrics.interruption_queue_duration.observe(queued.as_secs_f64());
+        }
     }
 }
 
@@ -436,7 +479,10 @@ impl AwsLoops {
                     self.client.clone(),
                     queue.clone(),
                     self.provider.clone(),
-                    Arc::new(PublishedEvents(events)),
+                    Arc::new(PublishedInterruptions {
+                        events,
+                        nodes: kube::Api::all(self.client.clone()),
+                    }),
                     self.clock.clone(),
                 ));
             }

@@ -53,6 +53,9 @@ pub const KARPENTER_METRICS: &[&str] = &[
     "karpenter_pods_state",
     "karpenter_cloudprovider_duration_seconds",
     "karpenter_cloudprovider_errors_total",
+    "karpenter_interruption_received_messages_total",
+    "karpenter_interruption_deleted_messages_total",
+    "karpenter_interruption_message_queue_duration_seconds",
     "karpenter_build_info",
 ];
 
@@ -217,6 +220,11 @@ pub struct CloudErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageTypeLabels {
+    pub message_type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
     pub goversion: String,
@@ -259,6 +267,10 @@ pub struct Metrics {
     pub cloud_duration: HistogramFamily<CloudCallLabels>,
     pub cloud_errors: CounterFamily<CloudErrorLabels>,
 
+    pub interruption_received: CounterFamily<MessageTypeLabels>,
+    pub interruption_deleted: Counter,
+    pub interruption_queue_duration: Histogram,
+
     pub solver_lower_bound: Gauge<f64, AtomicU64>,
     pub solver_optimality_gap: Gauge<f64, AtomicU64>,
     pub savings_backlog: Gauge<f64, AtomicU64>,
@@ -296,6 +308,9 @@ impl Metrics {
             unschedulable_pods: Family::default(),
             cloud_duration: durations(),
             cloud_errors: Family::default(),
+            interruption_received: Family::default(),
+            interruption_deleted: Counter::default(),
+            interruption_queue_duration: duration_histogram(),
             solver_lower_bound: Gauge::default(),
             solver_optimality_gap: Gauge::default(),
             savings_backlog: Gauge::default(),
@@ -430,6 +445,21 @@ impl Metrics {
             self.cloud_errors.clone(),
         );
         r.register(
+            "karpenter_interruption_received_messages",
+            "Number of interruption queue messages received, by message type",
+            self.interruption_received.clone(),
+        );
+        r.register(
+            "karpenter_interruption_deleted_messages",
+            "Number of interruption queue messages deleted after handling",
+            self.interruption_deleted.clone(),
+        );
+        r.register(
+            "karpenter_interruption_message_queue_duration_seconds",
+            "Time from an interruption event until its queue message was handled and deleted",
+            self.interruption_queue_duration.clone(),
+        );
+        r.register(
             "nodewright_solver_lower_bound_dollars_per_hour",
             "The solver's lower bound on the price of any set of new nodes for the pods of the last provisioning plan that launched nodes, in US dollars per hour",
             self.solver_lower_bound.clone(),
@@ -466,6 +496,21 @@ impl Metrics {
     /// Series whose label values are known up front start at 0, so `rate()` and `increase()`
     /// see the first event and dashboards show the series before anything happened.
     fn initialize_known_series(&self) {
+        // The AWS interruption queue's message types (as Karpenter labels them), zero until the
+        // first message, so rate() queries and alerts see the series from the start.
+        for message_type in [
+            "spot_interrupted",
+            "rebalance_recommendation",
+            "scheduled_change",
+            "state_change",
+            "noop",
+        ] {
+            self.interruption_received
+                .get_or_create(&MessageTypeLabels {
+                    message_type: message_type.to_owned(),
+                })
+                .inc_by(0);
+        }
         for consolidation_type in ["empty", "single", "multi", ""] {
             self.disruption_failed_validations
                 .get_or_create(&ConsolidationTypeLabels {
