@@ -123,7 +123,9 @@ impl Parsed {
             requirements: spec
                 .requirements
                 .iter()
-                .map(|r| NodeSelectorRequirementWithMinValues::new(r.key.clone(), r.operator, r.values.clone()))
+                .map(|r| {
+                    NodeSelectorRequirementWithMinValues::new(r.key.clone(), r.operator, r.values.clone())
+                })
                 .collect(),
             price,
             capacity,
@@ -139,7 +141,12 @@ impl Parsed {
         }
         self.capacity
             .iter()
-            .find(|(resource, amount)| other.capacity.get(*resource).is_some_and(|theirs| theirs != *amount))
+            .find(|(resource, amount)| {
+                other
+                    .capacity
+                    .get(*resource)
+                    .is_some_and(|theirs| theirs != *amount)
+            })
             .map(|(resource, _)| format!("capacity[{resource}]"))
     }
 }
@@ -185,7 +192,11 @@ fn matches_offering(
 /// Which offerings an overlay matches: per pool, per type, the offering indices.
 type Matches = BTreeSet<(usize, usize, usize)>;
 
-fn matched(overlay: &Parsed, pools: &[(Arc<NodePool>, Vec<InstanceType>)], labels_of: &[BTreeMap<String, String>]) -> Matches {
+fn matched(
+    overlay: &Parsed,
+    pools: &[(Arc<NodePool>, Vec<InstanceType>)],
+    labels_of: &[BTreeMap<String, String>],
+) -> Matches {
     let mut found = Matches::new();
     for (p, (_, types)) in pools.iter().enumerate() {
         for (t, instance_type) in types.iter().enumerate() {
@@ -288,7 +299,7 @@ mod tests {
     use super::*;
     use crate::test_fixtures::{arc, instance_type, pool};
 
-    fn overlay(name: &str, spec: Value) -> Arc<NodeOverlay> {
+    fn overlay(name: &str, spec: &Value) -> Arc<NodeOverlay> {
         arc(json!({
             "apiVersion": "karpenter.sh/v1alpha1", "kind": "NodeOverlay",
             "metadata": { "name": name },
@@ -303,7 +314,10 @@ mod tests {
     fn pools() -> Vec<(Arc<NodePool>, Vec<InstanceType>)> {
         vec![(
             pool(),
-            vec![instance_type("m5.large", 2000, 0.096), instance_type("c5.large", 2000, 0.085)],
+            vec![
+                instance_type("m5.large", 2000, 0.096),
+                instance_type("c5.large", 2000, 0.085),
+            ],
         )]
     }
 
@@ -321,8 +335,14 @@ mod tests {
         let mut types = pools();
         let evaluation = apply(
             &[
-                overlay("cheap-m5", json!({ "requirements": for_type("m5.large"), "price": "0.001" })),
-                overlay("dear-c5", json!({ "requirements": for_type("c5.large"), "priceAdjustment": "+10%" })),
+                overlay(
+                    "cheap-m5",
+                    &json!({ "requirements": for_type("m5.large"), "price": "0.001" }),
+                ),
+                overlay(
+                    "dear-c5",
+                    &json!({ "requirements": for_type("c5.large"), "priceAdjustment": "+10%" }),
+                ),
             ],
             &mut types,
         );
@@ -336,7 +356,10 @@ mod tests {
     fn absolute_adjustments_never_go_below_zero() {
         let mut types = pools();
         apply(
-            &[overlay("minus", json!({ "requirements": [], "priceAdjustment": "-5" }))],
+            &[overlay(
+                "minus",
+                &json!({ "requirements": [], "priceAdjustment": "-5" }),
+            )],
             &mut types,
         );
         assert_eq!(price_of(&types, "m5.large"), Price::ZERO);
@@ -347,15 +370,28 @@ mod tests {
         let mut types = pools();
         apply(
             &[
-                overlay("spot-only", json!({ "requirements": [{ "key": labels::CAPACITY_TYPE, "operator": "In", "values": ["spot"] }], "price": "0.001" })),
-                overlay("other-pool", json!({ "requirements": [{ "key": labels::NODE_POOL, "operator": "In", "values": ["gpu"] }], "price": "0.002" })),
+                overlay(
+                    "spot-only",
+                    &json!({ "requirements": [{ "key": labels::CAPACITY_TYPE, "operator": "In", "values": ["spot"] }], "price": "0.001" }),
+                ),
+                overlay(
+                    "other-pool",
+                    &json!({ "requirements": [{ "key": labels::NODE_POOL, "operator": "In", "values": ["gpu"] }], "price": "0.002" }),
+                ),
             ],
             &mut types,
         );
-        assert_eq!(price_of(&types, "m5.large"), Price::from_usd(0.096), "on-demand offerings untouched");
+        assert_eq!(
+            price_of(&types, "m5.large"),
+            Price::from_usd(0.096),
+            "on-demand offerings untouched"
+        );
         let mut types = pools();
         apply(
-            &[overlay("this-pool", json!({ "requirements": [{ "key": labels::NODE_POOL, "operator": "In", "values": ["default"] }], "price": "0.003" }))],
+            &[overlay(
+                "this-pool",
+                &json!({ "requirements": [{ "key": labels::NODE_POOL, "operator": "In", "values": ["default"] }], "price": "0.003" }),
+            )],
             &mut types,
         );
         assert_eq!(price_of(&types, "c5.large"), Price::from_usd(0.003));
@@ -365,7 +401,10 @@ mod tests {
     fn capacity_adds_extended_resources_to_allocatable() {
         let mut types = pools();
         apply(
-            &[overlay("hugepages", json!({ "requirements": for_type("m5.large"), "capacity": { "hugepages-2Mi": "100Mi", "smarter-devices/fuse": "1" } }))],
+            &[overlay(
+                "hugepages",
+                &json!({ "requirements": for_type("m5.large"), "capacity": { "hugepages-2Mi": "100Mi", "smarter-devices/fuse": "1" } }),
+            )],
             &mut types,
         );
         let m5 = &types[0].1[0];
@@ -379,15 +418,25 @@ mod tests {
         let mut types = pools();
         let evaluation = apply(
             &[
-                overlay("base", json!({ "requirements": [], "priceAdjustment": "-10%", "capacity": { "example.com/a": "1" } })),
-                overlay("specific", json!({ "weight": 10, "requirements": for_type("m5.large"), "price": "0.05" })),
+                overlay(
+                    "base",
+                    &json!({ "requirements": [], "priceAdjustment": "-10%", "capacity": { "example.com/a": "1" } }),
+                ),
+                overlay(
+                    "specific",
+                    &json!({ "weight": 10, "requirements": for_type("m5.large"), "price": "0.05" }),
+                ),
             ],
             &mut types,
         );
         assert!(evaluation.rejected.is_empty());
         assert_eq!(price_of(&types, "m5.large"), Price::from_usd(0.05));
         assert_eq!(price_of(&types, "c5.large"), Price::from_usd(0.0765));
-        assert_eq!(types[0].1[0].capacity.get("example.com/a"), 1, "the lower weight still sets what the higher does not");
+        assert_eq!(
+            types[0].1[0].capacity.get("example.com/a"),
+            1,
+            "the lower weight still sets what the higher does not"
+        );
     }
 
     #[test]
@@ -395,17 +444,30 @@ mod tests {
         let mut types = pools();
         let evaluation = apply(
             &[
-                overlay("b-discount", json!({ "weight": 5, "requirements": [], "priceAdjustment": "-50%" })),
-                overlay("a-discount", json!({ "weight": 5, "requirements": for_type("m5.large"), "price": "0.01" })),
+                overlay(
+                    "b-discount",
+                    &json!({ "weight": 5, "requirements": [], "priceAdjustment": "-50%" }),
+                ),
+                overlay(
+                    "a-discount",
+                    &json!({ "weight": 5, "requirements": for_type("m5.large"), "price": "0.01" }),
+                ),
             ],
             &mut types,
         );
         assert_eq!(
             evaluation.rejected.get("b-discount"),
-            Some(&Rejection::Conflict { with: "a-discount".into(), field: "price".into() })
+            Some(&Rejection::Conflict {
+                with: "a-discount".into(),
+                field: "price".into()
+            })
         );
         assert_eq!(price_of(&types, "m5.large"), Price::from_usd(0.01));
-        assert_eq!(price_of(&types, "c5.large"), Price::from_usd(0.085), "the left-out overlay applies nowhere");
+        assert_eq!(
+            price_of(&types, "c5.large"),
+            Price::from_usd(0.085),
+            "the left-out overlay applies nowhere"
+        );
     }
 
     #[test]
@@ -413,10 +475,22 @@ mod tests {
         let mut types = pools();
         let evaluation = apply(
             &[
-                overlay("m5", json!({ "requirements": for_type("m5.large"), "price": "0.01" })),
-                overlay("c5", json!({ "requirements": for_type("c5.large"), "price": "0.02" })),
-                overlay("fuse", json!({ "requirements": [], "capacity": { "example.com/fuse": "1" } })),
-                overlay("same", json!({ "requirements": [], "capacity": { "example.com/fuse": "1" } })),
+                overlay(
+                    "m5",
+                    &json!({ "requirements": for_type("m5.large"), "price": "0.01" }),
+                ),
+                overlay(
+                    "c5",
+                    &json!({ "requirements": for_type("c5.large"), "price": "0.02" }),
+                ),
+                overlay(
+                    "fuse",
+                    &json!({ "requirements": [], "capacity": { "example.com/fuse": "1" } }),
+                ),
+                overlay(
+                    "same",
+                    &json!({ "requirements": [], "capacity": { "example.com/fuse": "1" } }),
+                ),
             ],
             &mut types,
         );
@@ -427,7 +501,10 @@ mod tests {
     fn invalid_overlays_are_rejected_with_the_field() {
         let mut types = pools();
         let evaluation = apply(
-            &[overlay("both", json!({ "requirements": [], "price": "1", "priceAdjustment": "+1" }))],
+            &[overlay(
+                "both",
+                &json!({ "requirements": [], "price": "1", "priceAdjustment": "+1" }),
+            )],
             &mut types,
         );
         let Some(Rejection::Invalid(message)) = evaluation.rejected.get("both") else {
@@ -450,7 +527,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (weight, target, cents))| {
-                    overlay(&format!("o{i}"), json!({
+                    overlay(&format!("o{i}"), &json!({
                         "weight": weight,
                         "requirements": targets[*target],
                         "price": format!("0.0{cents}"),

@@ -76,7 +76,10 @@ pub(crate) fn narrowed(
     Some(narrowed)
 }
 
-fn cheapest_offering(instance_type: &InstanceType, rules: &[&NodeSelectorRequirementWithMinValues]) -> Option<Price> {
+fn cheapest_offering(
+    instance_type: &InstanceType,
+    rules: &[&NodeSelectorRequirementWithMinValues],
+) -> Option<Price> {
     instance_type
         .offerings
         .iter()
@@ -129,14 +132,25 @@ mod tests {
     #[test]
     fn a_repriced_type_cheapest_under_the_overlays_is_the_only_one_asked_for() {
         // m5.large's real price is higher; an overlay made it the cheapest.
-        let types = [instance_type("c5.large", 2000, 0.085), instance_type("m5.large", 2000, 0.001)];
-        let narrowed = narrowed(&claim(&["m5.large", "c5.large"]), "default", &types, &repriced("m5.large"));
+        let types = [
+            instance_type("c5.large", 2000, 0.085),
+            instance_type("m5.large", 2000, 0.001),
+        ];
+        let narrowed = narrowed(
+            &claim(&["m5.large", "c5.large"]),
+            "default",
+            &types,
+            &repriced("m5.large"),
+        );
         assert_eq!(listed(&narrowed.unwrap()), ["m5.large"]);
     }
 
     #[test]
     fn claims_without_repriced_types_or_with_one_type_are_left_alone() {
-        let types = [instance_type("c5.large", 2000, 0.085), instance_type("m5.large", 2000, 0.096)];
+        let types = [
+            instance_type("c5.large", 2000, 0.085),
+            instance_type("m5.large", 2000, 0.096),
+        ];
         let claim_of_two = claim(&["c5.large", "m5.large"]);
         assert!(narrowed(&claim_of_two, "default", &types, &BTreeSet::new()).is_none());
         assert!(narrowed(&claim_of_two, "other-pool", &types, &repriced("m5.large")).is_none());
@@ -152,7 +166,16 @@ mod tests {
             ..spot_cheap.offerings[0].clone()
         });
         let types = [instance_type("c5.large", 2000, 0.085), spot_cheap];
-        let narrowed = narrowed(&claim(&["c5.large", "m5.large"]), "default", &types, &repriced("m5.large"));
-        assert_eq!(listed(&narrowed.unwrap()), ["c5.large"], "the claim is on-demand only");
+        let narrowed = narrowed(
+            &claim(&["c5.large", "m5.large"]),
+            "default",
+            &types,
+            &repriced("m5.large"),
+        );
+        assert_eq!(
+            listed(&narrowed.unwrap()),
+            ["c5.large"],
+            "the claim is on-demand only"
+        );
     }
 }

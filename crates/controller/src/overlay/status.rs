@@ -89,7 +89,11 @@ pub fn desired_status(overlay: &NodeOverlay, evaluation: &Evaluation, now: Times
     status
 }
 
-async fn write(ctx: &Context, overlay: &NodeOverlay, desired: NodeOverlayStatus) -> Result<(), ControllerError> {
+async fn write(
+    ctx: &Context,
+    overlay: &NodeOverlay,
+    desired: NodeOverlayStatus,
+) -> Result<(), ControllerError> {
     if overlay.status.as_ref() == Some(&desired) {
         return Ok(());
     }
@@ -152,14 +156,20 @@ mod tests {
         let status = desired_status(&overlay(), &evaluation, Timestamp::UNIX_EPOCH);
         let (state, reason, message) = condition(&status, nodeoverlay::VALIDATION_SUCCEEDED);
         assert_eq!((state, reason), (FALSE, nodeoverlay::REASON_CONFLICT));
-        assert!(message.contains("savings-plan") && message.contains("price"), "{message}");
+        assert!(
+            message.contains("savings-plan") && message.contains("price"),
+            "{message}"
+        );
         assert_eq!(condition(&status, READY).0, FALSE);
     }
 
     #[test]
     fn invalid_overlays_fail_runtime_validation() {
         let evaluation = Evaluation {
-            rejected: BTreeMap::from([("discount".to_owned(), Rejection::Invalid("spec.price: bad".into()))]),
+            rejected: BTreeMap::from([(
+                "discount".to_owned(),
+                Rejection::Invalid("spec.price: bad".into()),
+            )]),
             ..Evaluation::default()
         };
         let status = desired_status(&overlay(), &evaluation, Timestamp::UNIX_EPOCH);
