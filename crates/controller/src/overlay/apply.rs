@@ -132,22 +132,20 @@ impl Parsed {
         })
     }
 
-    /// Fields both set to different values.
-    fn differing_field(&self, other: &Parsed) -> Option<String> {
-        if let (Some(a), Some(b)) = (&self.price, &other.price)
-            && a != b
-        {
-            return Some("price".to_owned());
-        }
-        self.capacity
-            .iter()
-            .find(|(resource, amount)| {
-                other
-                    .capacity
-                    .get(*resource)
-                    .is_some_and(|theirs| theirs != *amount)
-            })
-            .map(|(resource, _)| format!("capacity[{resource}]"))
+    /// Fields both set to different values: `price`, then `capacity[<resource>]` by name.
+    fn differing_fields(&self, other: &Parsed) -> Vec<String> {
+        let price = matches!((&self.price, &other.price), (Some(a), Some(b)) if a != b);
+        let capacity = self.capacity.iter().filter(|(resource, amount)| {
+            other
+                .capacity
+                .get(*resource)
+                .is_some_and(|theirs| theirs != *amount)
+        });
+        price
+            .then(|| "price".to_owned())
+            .into_iter()
+            .chain(capacity.map(|(resource, _)| format!("capacity[{resource}]")))
+            .collect()
     }
 }
 
@@ -219,6 +217,9 @@ fn types_of(matches: &Matches) -> BTreeSet<(usize, usize)> {
 /// applied everywhere it matches or nowhere.
 pub fn apply(overlays: &[Arc<NodeOverlay>], pools: &mut [(Arc<NodePool>, Vec<InstanceType>)]) -> Evaluation {
     let mut evaluation = Evaluation::default();
+    if overlays.is_empty() {
+        return evaluation;
+    }
     let mut parsed: Vec<Parsed> = Vec::new();
     for overlay in overlays {
         match Parsed::from(overlay) {
@@ -238,16 +239,21 @@ pub fn apply(overlays: &[Arc<NodeOverlay>], pools: &mut [(Arc<NodePool>, Vec<Ins
             .iter()
             .filter(|(other, _)| other.weight == overlay.weight)
             .find_map(|(other, theirs)| {
-                let field = overlay.differing_field(other)?;
-                let overlapping = if field == "price" {
-                    !matches.is_disjoint(theirs)
-                } else {
-                    !types_of(&matches).is_disjoint(&types_of(theirs))
-                };
-                overlapping.then(|| Rejection::Conflict {
-                    with: other.name.clone(),
-                    field,
-                })
+                // Prices collide on a common offering, capacities on a common type.
+                overlay
+                    .differing_fields(other)
+                    .into_iter()
+                    .find(|field| {
+                        if field == "price" {
+                            !matches.is_disjoint(theirs)
+                        } else {
+                            !types_of(&matches).is_disjoint(&types_of(theirs))
+                        }
+                    })
+                    .map(|field| Rejection::Conflict {
+                        with: other.name.clone(),
+                        field,
+                    })
             });
         match conflict {
             Some(rejection) => {
@@ -271,7 +277,8 @@ pub fn apply(overlays: &[Arc<NodeOverlay>], pools: &mut [(Arc<NodePool>, Vec<Ins
             }
             let mut set: BTreeSet<&str> = BTreeSet::new();
             for (overlay, matches) in &accepted {
-                if !matches.range((p, t, 0)..=(p, t, usize::MAX)).any(|_| true) {
+                // Capacity belongs to the type: one matched offering is enough.
+                if matches.range((p, t, 0)..=(p, t, usize::MAX)).next().is_none() {
                     continue;
                 }
                 for (resource, amount) in &overlay.capacity {
@@ -495,6 +502,38 @@ mod tests {
             &mut types,
         );
         assert!(evaluation.rejected.is_empty(), "{evaluation:?}");
+    }
+
+    #[test]
+    fn a_capacity_collision_counts_even_when_the_prices_target_other_offerings() {
+        let mut types = pools();
+        let on_demand = types[0].1[0].offerings[0].clone();
+        types[0].1[0].offerings.push(Offering {
+            capacity_type: nodewright_catalog::CapacityType::Spot,
+            ..on_demand
+        });
+        let by_capacity_type =
+            |ct: &str| json!([{ "key": labels::CAPACITY_TYPE, "operator": "In", "values": [ct] }]);
+        let evaluation = apply(
+            &[
+                overlay(
+                    "a",
+                    &json!({ "requirements": by_capacity_type("on-demand"), "price": "0.01", "capacity": { "example.com/fuse": "1" } }),
+                ),
+                overlay(
+                    "b",
+                    &json!({ "requirements": by_capacity_type("spot"), "price": "0.02", "capacity": { "example.com/fuse": "2" } }),
+                ),
+            ],
+            &mut types,
+        );
+        assert_eq!(
+            evaluation.rejected.get("b"),
+            Some(&Rejection::Conflict {
+                with: "a".into(),
+                field: "capacity[example.com/fuse]".into()
+            })
+        );
     }
 
     #[test]
