@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod nodepool_hash;
 pub mod nodepool_status;
+pub mod overlay;
 pub mod provisioner;
 pub mod settings;
 pub mod state;
@@ -120,4 +121,5 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(nodepool_hash::run(metered("nodepool.hash")));
     loops.spawn(disruption::drift::detection::run(metered("nodeclaim.disruption")));
     loops.spawn(disruption::expiration::run(metered("nodeclaim.expiration")));
+    loops.spawn(overlay::run(metered("nodeoverlay.controller")));
 }
