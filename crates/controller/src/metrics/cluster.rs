@@ -22,6 +22,7 @@ use prometheus_client::{
     metrics::{MetricType, gauge::ConstGauge},
 };
 
+use super::{startup::PodStartups, summary::Summary};
 use crate::{context::Context, state::ClusterState, unavailable::UnavailableOfferings};
 
 type Labels = Vec<(&'static str, String)>;
@@ -38,12 +39,21 @@ struct Sources {
 }
 
 /// The scrape-time collector. Before a controller attaches it reports nothing.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClusterCollector {
     sources: RwLock<Option<Sources>>,
+    startups: PodStartups,
 }
 
 impl ClusterCollector {
+    /// A collector that also counts pod start-ups into `startup_summary`.
+    pub(super) fn new(startup_summary: Arc<Summary>) -> Self {
+        Self {
+            sources: RwLock::new(None),
+            startups: PodStartups::new(startup_summary),
+        }
+    }
+
     pub(super) fn attach(&self, ctx: &Context) {
         *self.sources.write().unwrap_or_else(PoisonError::into_inner) = Some(Sources {
             state: ctx.state.clone(),
@@ -98,6 +108,7 @@ impl Collector for ClusterCollector {
         let Some(sources) = sources else {
             return Ok(());
         };
+        self.startups.record(&sources.state.pods.all());
         for series in gather(&sources) {
             series.encode(&mut encoder)?;
         }

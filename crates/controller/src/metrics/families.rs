@@ -8,7 +8,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{cluster::ClusterCollector, health::Health};
+use super::{cluster::ClusterCollector, health::Health, summary::Summary};
 use crate::{context::Context, leader::Leadership};
 
 /// Karpenter's metric names that Nodewright exposes with Karpenter's type, labels and meaning,
@@ -23,6 +23,7 @@ pub const KARPENTER_METRICS: &[&str] = &[
     "karpenter_nodes_terminated_total",
     "karpenter_nodeclaims_instance_termination_duration_seconds",
     "karpenter_nodeclaims_termination_duration_seconds",
+    "karpenter_nodes_termination_duration_seconds",
     "karpenter_nodes_drained_total",
     "karpenter_nodes_lifetime_duration_seconds",
     "karpenter_pods_eviction_requests_total",
@@ -51,6 +52,7 @@ pub const KARPENTER_METRICS: &[&str] = &[
     "karpenter_nodepools_limit",
     "karpenter_nodepools_usage",
     "karpenter_pods_state",
+    "karpenter_pods_startup_duration_seconds",
     "karpenter_cloudprovider_duration_seconds",
     "karpenter_cloudprovider_errors_total",
     "karpenter_interruption_received_messages_total",
@@ -248,6 +250,9 @@ pub struct Metrics {
     pub nodeclaims_instance_termination_duration: HistogramFamily<NodePoolLabels>,
     pub nodeclaims_termination_duration: Histogram,
     pub nodes_drained: CounterFamily<NodePoolLabels>,
+    /// Summaries are encoded after the registry ([`Metrics::encode_openmetrics`]).
+    pub nodes_termination_duration: Summary,
+    pub pods_startup_duration: Arc<Summary>,
     pub nodes_lifetime: HistogramFamily<NodePoolLabels>,
     pub pods_eviction_requests: CounterFamily<CodeLabels>,
 
@@ -280,10 +285,15 @@ impl Metrics {
     /// Every family, registered.
     #[allow(clippy::too_many_lines)] // one registration per family, nothing else
     pub fn new() -> Self {
+        let pods_startup_duration = Arc::new(Summary::new(
+            "karpenter_pods_startup_duration_seconds",
+            "Time from a pod's creation until it first became Ready",
+            &[],
+        ));
         let mut metrics = Self {
             registry: Registry::default(),
             health: Health::default(),
-            cluster: Arc::new(ClusterCollector::default()),
+            cluster: Arc::new(ClusterCollector::new(Arc::clone(&pods_startup_duration))),
             nodeclaims_created: Family::default(),
             nodeclaims_terminated: Family::default(),
             nodeclaims_disrupted: Family::default(),
@@ -293,6 +303,12 @@ impl Metrics {
             nodeclaims_instance_termination_duration: durations(),
             nodeclaims_termination_duration: duration_histogram(),
             nodes_drained: Family::default(),
+            nodes_termination_duration: Summary::new(
+                "karpenter_nodes_termination_duration_seconds",
+                "Time from a node's deletion until its termination finalizer was removed, by nodepool",
+                &["nodepool"],
+            ),
+            pods_startup_duration,
             nodes_lifetime: Family::new_with_constructor(lifetime_histogram),
             pods_eviction_requests: Family::default(),
             disruption_evaluation_duration: durations(),
@@ -557,6 +573,13 @@ impl Metrics {
         if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(%error, "encoding metrics failed");
         }
+        // The summaries go before the closing `# EOF`; the registry's collector observes pod
+        // start-ups during its encoding, so they are encoded after it.
+        let eof = out.rfind("# EOF").unwrap_or(out.len());
+        let mut summaries = String::new();
+        self.nodes_termination_duration.encode(&mut summaries);
+        self.pods_startup_duration.encode(&mut summaries);
+        out.insert_str(eof, &summaries);
         out
     }
 }

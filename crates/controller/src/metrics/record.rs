@@ -207,6 +207,11 @@ pub fn node_terminated(node: &Node, now: Timestamp) {
             zone: label(node_labels.get(labels::ZONE)),
         })
         .inc();
+    if let Some(deleted) = &node.metadata.deletion_timestamp {
+        metrics
+            .nodes_termination_duration
+            .observe(&[&nodepool], seconds_between(deleted.0, now));
+    }
     if let Some(created) = &node.metadata.creation_timestamp {
         metrics
             .nodes_lifetime
