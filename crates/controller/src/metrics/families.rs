@@ -8,7 +8,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{cluster::ClusterCollector, health::Health, summary::Summary};
+use super::{cluster::ClusterCollector, health::Health, startup::PodStartups, summary::Summary};
 use crate::{context::Context, leader::Leadership};
 
 /// Karpenter's metric names that Nodewright exposes with Karpenter's type, labels and meaning,
@@ -53,6 +53,9 @@ pub const KARPENTER_METRICS: &[&str] = &[
     "karpenter_nodepools_usage",
     "karpenter_pods_state",
     "karpenter_pods_startup_duration_seconds",
+    "karpenter_pods_bound_duration_seconds",
+    "karpenter_pods_unbound_time_seconds",
+    "karpenter_pods_unstarted_time_seconds",
     "karpenter_cloudprovider_duration_seconds",
     "karpenter_cloudprovider_errors_total",
     "karpenter_interruption_received_messages_total",
@@ -253,6 +256,8 @@ pub struct Metrics {
     /// Summaries are encoded after the registry ([`Metrics::encode_openmetrics`]).
     pub nodes_termination_duration: Summary,
     pub pods_startup_duration: Arc<Summary>,
+    /// Observed by the cluster collector at scrape time ([`super::startup`]).
+    pub pods_bound_duration: Histogram,
     pub nodes_lifetime: HistogramFamily<NodePoolLabels>,
     pub pods_eviction_requests: CounterFamily<CodeLabels>,
 
@@ -290,10 +295,14 @@ impl Metrics {
             "Time from a pod's creation until it first became Ready",
             &[],
         ));
+        let pods_bound_duration = duration_histogram();
         let mut metrics = Self {
             registry: Registry::default(),
             health: Health::default(),
-            cluster: Arc::new(ClusterCollector::new(Arc::clone(&pods_startup_duration))),
+            cluster: Arc::new(ClusterCollector::new(PodStartups::new(
+                Arc::clone(&pods_startup_duration),
+                pods_bound_duration.clone(),
+            ))),
             nodeclaims_created: Family::default(),
             nodeclaims_terminated: Family::default(),
             nodeclaims_disrupted: Family::default(),
@@ -309,6 +318,7 @@ impl Metrics {
                 &["nodepool"],
             ),
             pods_startup_duration,
+            pods_bound_duration,
             nodes_lifetime: Family::new_with_constructor(lifetime_histogram),
             pods_eviction_requests: Family::default(),
             disruption_evaluation_duration: durations(),
@@ -459,6 +469,11 @@ impl Metrics {
             "karpenter_cloudprovider_errors",
             "Number of cloud provider calls that failed, by controller, method, provider and error type",
             self.cloud_errors.clone(),
+        );
+        r.register(
+            "karpenter_pods_bound_duration_seconds",
+            "Time from a pod's creation until it was bound to a node",
+            self.pods_bound_duration.clone(),
         );
         r.register(
             "karpenter_interruption_received_messages",

@@ -1,10 +1,11 @@
-//! `karpenter_pods_startup_duration_seconds`: for each pod, the time from its creation until it
-//! first became Ready, observed once.
+//! `karpenter_pods_startup_duration_seconds` and `karpenter_pods_bound_duration_seconds`: for
+//! each pod, the time from its creation until it first became Ready, and until it was bound to a
+//! node, each observed once.
 //!
 //! Observed at scrape time from the pod cache, like the other pod metrics ([`super::cluster`]):
-//! a pod counts once its Ready condition is True, measured to that condition's transition time,
-//! and is remembered by UID (forgotten when it leaves the cache) so it is counted once. A pod
-//! that becomes Ready and goes away between two scrapes is not counted.
+//! a pod counts once its Ready (PodScheduled) condition is True, measured to that condition's
+//! transition time, and is remembered by UID (forgotten when it leaves the cache) so it is
+//! counted once. A pod that goes away between two scrapes before it was seen is not counted.
 
 use std::{
     collections::HashSet,
@@ -13,56 +14,78 @@ use std::{
 
 use k8s_openapi::api::core::v1::Pod;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use super::summary::Summary;
 
-/// The pods already counted, and the summary they are counted in.
+/// The pods already counted, and where they are counted.
 #[derive(Debug)]
 pub struct PodStartups {
-    summary: Arc<Summary>,
-    counted: Mutex<HashSet<String>>,
+    started: Arc<Summary>,
+    bound: Histogram,
+    counted_started: Mutex<HashSet<String>>,
+    counted_bound: Mutex<HashSet<String>>,
 }
 
 impl PodStartups {
-    pub fn new(summary: Arc<Summary>) -> Self {
+    pub fn new(started: Arc<Summary>, bound: Histogram) -> Self {
         Self {
-            summary,
-            counted: Mutex::new(HashSet::new()),
+            started,
+            bound,
+            counted_started: Mutex::new(HashSet::new()),
+            counted_bound: Mutex::new(HashSet::new()),
         }
     }
 
-    /// Counts the pods that became Ready since the last call.
+    /// Counts the pods that became Ready, or were bound, since the last call.
     pub fn record(&self, pods: &[Arc<Pod>]) {
-        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
         let present: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
-        counted.retain(|uid| present.contains(uid.as_str()));
-        for pod in pods {
-            let Some(uid) = pod.metadata.uid.as_deref() else {
-                continue;
-            };
-            if counted.contains(uid) {
-                continue;
-            }
-            if let Some(seconds) = startup_seconds(pod) {
-                self.summary.observe(&[], seconds);
-                counted.insert(uid.to_owned());
-            }
+        count_once(&self.counted_started, &present, pods, "Ready", |seconds| {
+            self.started.observe(&[], seconds);
+        });
+        count_once(&self.counted_bound, &present, pods, "PodScheduled", |seconds| {
+            self.bound.observe(seconds);
+        });
+    }
+}
+
+/// Observes, for each pod not counted before whose `condition` is True, the seconds from its
+/// creation until then; forgets pods no longer `present`.
+fn count_once(
+    counted: &Mutex<HashSet<String>>,
+    present: &HashSet<&str>,
+    pods: &[Arc<Pod>],
+    condition: &str,
+    observe: impl Fn(f64),
+) {
+    let mut counted = counted.lock().unwrap_or_else(PoisonError::into_inner);
+    counted.retain(|uid| present.contains(uid.as_str()));
+    for pod in pods {
+        let Some(uid) = pod.metadata.uid.as_deref() else {
+            continue;
+        };
+        if counted.contains(uid) {
+            continue;
+        }
+        if let Some(seconds) = seconds_until(pod, condition) {
+            observe(seconds);
+            counted.insert(uid.to_owned());
         }
     }
 }
 
-/// Seconds from the pod's creation until its Ready condition turned True, once it has.
-pub fn startup_seconds(pod: &Pod) -> Option<f64> {
+/// Seconds from the pod's creation until its `condition` turned True, once it has.
+pub fn seconds_until(pod: &Pod, condition: &str) -> Option<f64> {
     let created = pod.metadata.creation_timestamp.as_ref()?.0;
-    let ready = pod
+    let reached = pod
         .status
         .as_ref()?
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?;
-    let became_ready = ready.last_transition_time.as_ref()?.0;
-    let elapsed = became_ready.duration_since(created);
-    Some(elapsed.as_secs_f64().max(0.0))
+        .find(|c| c.type_ == condition && c.status == "True")?;
+    let at = reached.last_transition_time.as_ref()?.0;
+    Some(at.duration_since(created).as_secs_f64().max(0.0))
 }
 
 #[cfg(test)]
@@ -86,7 +109,7 @@ mod tests {
     #[test]
     fn each_pod_is_counted_once_when_it_becomes_ready() {
         let summary = Arc::new(Summary::new("s", "S", &[]));
-        let startups = PodStartups::new(Arc::clone(&summary));
+        let startups = PodStartups::new(Arc::clone(&summary), Histogram::new([1.0]));
         startups.record(&[pod("a", None), pod("b", Some("2026-11-24T00:00:30Z"))]);
         startups.record(&[
             pod("a", Some("2026-11-24T00:01:00Z")),
@@ -100,10 +123,9 @@ mod tests {
 
     #[test]
     fn a_pod_not_ready_has_no_startup_time() {
-        assert_eq!(startup_seconds(&pod("a", None)), None);
-        assert_eq!(
-            startup_seconds(&pod("a", Some("2026-11-24T00:00:05Z"))),
-            Some(5.0)
-        );
+        assert_eq!(seconds_until(&pod("a", None), "Ready"), None);
+        let ready = pod("a", Some("2026-11-24T00:00:05Z"));
+        assert_eq!(seconds_until(&ready, "Ready"), Some(5.0));
+        assert_eq!(seconds_until(&ready, "PodScheduled"), None);
     }
 }
