@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod nodepool_hash;
 pub mod nodepool_status;
 pub mod provisioner;
+pub mod repair;
 pub mod settings;
 pub mod state;
 pub mod termination;
@@ -120,4 +121,5 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(nodepool_hash::run(metered("nodepool.hash")));
     loops.spawn(disruption::drift::detection::run(metered("nodeclaim.disruption")));
     loops.spawn(disruption::expiration::run(metered("nodeclaim.expiration")));
+    loops.spawn(repair::run(metered("node.health")));
 }
