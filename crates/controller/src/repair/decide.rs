@@ -11,6 +11,7 @@
 use std::{
     collections::{BTreeMap, HashSet},
     fmt,
+    hash::BuildHasher,
     sync::Arc,
     time::Duration,
 };
@@ -172,11 +173,11 @@ pub struct Decision {
 
 /// Decides the pass at `now`. `deleted` holds the uids of NodeClaims this controller deleted
 /// that the cache may not show as deleting yet; they count as being replaced.
-pub fn decide(
+pub fn decide<S: BuildHasher>(
     policies: &[RepairPolicy],
     nodes: &[Arc<Node>],
     claims: &[Arc<NodeClaim>],
-    deleted: &HashSet<String>,
+    deleted: &HashSet<String, S>,
     now: Timestamp,
 ) -> Decision {
     let mut decision = Decision::default();
@@ -186,7 +187,7 @@ pub fn decide(
         claim.metadata.deletion_timestamp.is_some() || claim.uid().is_some_and(|uid| deleted.contains(&uid))
     };
 
-    let mut due: BTreeMap<Group, Vec<(Arc<Node>, Arc<NodeClaim>, Unhealthy)>> = BTreeMap::new();
+    let mut due: BTreeMap<Group, Vec<Repair>> = BTreeMap::new();
     let mut unhealthy_nodes: Vec<&Arc<Node>> = Vec::new();
     for node in nodes {
         let condition = match unhealthy_condition(policies, node) {
@@ -218,9 +219,11 @@ pub fn decide(
             .labels()
             .get(labels::NODE_POOL)
             .map_or(Group::Cluster, |pool| Group::Pool(pool.clone()));
-        due.entry(group)
-            .or_default()
-            .push((Arc::clone(node), Arc::clone(claim), condition));
+        due.entry(group).or_default().push(Repair {
+            node: Arc::clone(node),
+            claim: Arc::clone(claim),
+            condition,
+        });
     }
 
     for (group, mut candidates) in due {
@@ -237,34 +240,22 @@ pub fn decide(
                 .count(),
         };
         // Longest overdue first, so a small pool repairs the node broken longest.
-        candidates.sort_by(|a, b| (a.2.due, a.0.name_any()).cmp(&(b.2.due, b.0.name_any())));
-        let allowed = match allowance(health) {
-            Allowance::All => candidates.len(),
-            Allowance::One => 1,
-            Allowance::Blocked(_) => 0,
-        };
-        let reason = match allowance(health) {
-            Allowance::Blocked(reason) => reason,
-            // Past the one a small pool repairs now, the others wait for it.
-            Allowance::All | Allowance::One => BlockReason::OneAtATime,
+        candidates.sort_by_key(|r| (r.condition.due, r.node.name_any()));
+        // Past the one a small pool repairs now, the others wait for it.
+        let (allowed, reason) = match allowance(health) {
+            Allowance::All => (candidates.len(), BlockReason::OneAtATime),
+            Allowance::One => (1, BlockReason::OneAtATime),
+            Allowance::Blocked(reason) => (0, reason),
         };
         let held = candidates.split_off(allowed.min(candidates.len()));
-        decision
-            .repairs
-            .extend(candidates.into_iter().map(|(node, claim, condition)| Repair {
-                node,
-                claim,
-                condition,
-            }));
-        decision
-            .blocked
-            .extend(held.into_iter().map(|(node, _, condition)| Blocked {
-                node,
-                condition,
-                group: group.clone(),
-                health,
-                reason,
-            }));
+        decision.repairs.extend(candidates);
+        decision.blocked.extend(held.into_iter().map(|held| Blocked {
+            node: held.node,
+            condition: held.condition,
+            group: group.clone(),
+            health,
+            reason,
+        }));
     }
     decision
 }

@@ -20,7 +20,7 @@
 pub mod decide;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, hash_map::Entry},
     time::Duration,
 };
 
@@ -90,9 +90,9 @@ pub async fn run(ctx: Context) {
         }
         warned.retain(|_, at| now.duration_since(*at) < BLOCKED_EVENT_INTERVAL);
         for blocked in &decision.blocked {
-            if !warned.contains_key(&blocked.node.name_any()) {
+            if let Entry::Vacant(entry) = warned.entry(blocked.node.name_any()) {
+                entry.insert(now);
                 warn_blocked(&ctx, blocked).await;
-                warned.insert(blocked.node.name_any(), now);
             }
         }
         let sleep = decision
