@@ -260,6 +260,101 @@ pub fn decide<S: BuildHasher>(
     decision
 }
 
+/// Where one node stands with repair, for `explain node`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRepairStatus {
+    pub state: RepairState,
+    /// `Type=Status` of the condition that makes the node unhealthy.
+    pub condition: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum RepairState {
+    /// Unhealthy, within the policy's toleration.
+    Tolerated,
+    /// Due: the next pass replaces it.
+    Due,
+    /// Due, held back by its NodePool's health.
+    Blocked,
+    /// Due, and its NodeClaim is already being deleted.
+    Replacing,
+    /// Unhealthy, but never repaired (no NodeClaim, or no transition time).
+    NotRepairable,
+}
+
+/// Where node `name` stands with repair at `now`, or `None` while it is healthy. Pure; the same
+/// decision as a pass of the controller.
+pub fn status_of(
+    policies: &[RepairPolicy],
+    nodes: &[Arc<Node>],
+    claims: &[Arc<NodeClaim>],
+    name: &str,
+    now: Timestamp,
+) -> Option<NodeRepairStatus> {
+    let node = nodes.iter().find(|n| n.name_any() == name)?;
+    let condition = match unhealthy_condition(policies, node) {
+        Ok(condition) => condition?,
+        Err(error) => {
+            return Some(NodeRepairStatus {
+                state: RepairState::NotRepairable,
+                condition: None,
+                message: error.to_string(),
+            });
+        }
+    };
+    let label = Some(format!(
+        "{}={}",
+        condition.condition_type, condition.condition_status
+    ));
+    let status = |state, message| {
+        Some(NodeRepairStatus {
+            state,
+            condition: label.clone(),
+            message,
+        })
+    };
+    if condition.due > now {
+        return status(
+            RepairState::Tolerated,
+            format!(
+                "unhealthy since {}; replaced at {} unless it recovers",
+                condition.since, condition.due
+            ),
+        );
+    }
+    let decision = decide(policies, nodes, claims, &HashSet::<String>::new(), now);
+    if decision.repairs.iter().any(|r| r.node.name_any() == name) {
+        return status(
+            RepairState::Due,
+            format!(
+                "unhealthy since {}, past the {}s tolerated: the next repair pass replaces it",
+                condition.since,
+                condition.toleration.as_secs()
+            ),
+        );
+    }
+    if let Some(blocked) = decision.blocked.iter().find(|b| b.node.name_any() == name) {
+        return status(RepairState::Blocked, blocked.message());
+    }
+    let claim = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.provider_id.as_deref())
+        .and_then(|id| claims.iter().find(|c| provider_id(c) == Some(id)));
+    match claim {
+        Some(_) => status(
+            RepairState::Replacing,
+            "its NodeClaim is being deleted".to_owned(),
+        ),
+        None => status(
+            RepairState::NotRepairable,
+            "no NodeClaim has this node's providerID: Nodewright does not repair it".to_owned(),
+        ),
+    }
+}
+
 /// The node's condition a policy matches that is due first, if any.
 fn unhealthy_condition(policies: &[RepairPolicy], node: &Node) -> Result<Option<Unhealthy>, ControllerError> {
     let conditions = node
@@ -560,6 +655,28 @@ mod tests {
         let (nodes, mut claims) = pool_of(6, 1);
         claims[0] = claim(0, Some("default"), true);
         assert!(run(&nodes, &claims, 30).repairs.is_empty(), "already deleting");
+    }
+
+    #[test]
+    fn explain_says_where_a_node_stands() {
+        let (nodes, claims) = pool_of(5, 2);
+        let policies = aws_repair_policies();
+        let state = |name: &str, minute| status_of(&policies, &nodes, &claims, name, at(minute));
+        assert_eq!(state("node-4", 30), None, "healthy");
+        let tolerated = state("node-0", 10).unwrap();
+        assert_eq!(tolerated.state, RepairState::Tolerated);
+        assert_eq!(tolerated.condition.as_deref(), Some("NetworkingReady=False"));
+        let blocked = state("node-0", 30).unwrap();
+        assert_eq!(blocked.state, RepairState::Blocked);
+        assert!(
+            blocked.message.contains("2 of the 5 nodes"),
+            "{}",
+            blocked.message
+        );
+
+        let (nodes, claims) = pool_of(5, 1);
+        let due = status_of(&policies, &nodes, &claims, "node-0", at(30)).unwrap();
+        assert_eq!(due.state, RepairState::Due);
     }
 
     #[test]
