@@ -11,10 +11,10 @@ use std::collections::BTreeSet;
 
 use common::Lab;
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::{core::v1::Node, events::v1::Event};
+use k8s_openapi::api::{core::v1::Node, events::v1::Event, policy::v1::PodDisruptionBudget};
 use kube::{
     Api,
-    api::{ListParams, Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use nodewright_controller::events::reasons::{DISRUPTION_TERMINATING, NODE_REPAIR_BLOCKED};
 use serde_json::json;
@@ -112,8 +112,19 @@ async fn tear_down(lab: &Lab) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unhealthy_node_is_replaced_after_its_toleration_and_its_pod_runs_elsewhere() {
+async fn an_unhealthy_node_is_replaced_after_its_toleration_despite_a_budget_and_its_pod_runs_elsewhere() {
     let lab = lab_with_nodes(1).await;
+    // A budget that refuses every eviction: repair is forceful and does not wait for it.
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": { "name": "inflate", "namespace": "default" },
+        "spec": { "minAvailable": 1, "selector": { "matchLabels": { "app": "inflate" } } },
+    }))
+    .unwrap();
+    Api::<PodDisruptionBudget>::namespaced(lab.cluster.client(), "default")
+        .create(&PostParams::default(), &pdb)
+        .await
+        .unwrap();
     let old_nodes = lab.node_names();
     let (old_claims, _) = claims(&lab);
     // Unhealthy since 29 minutes ago: due in a minute.
