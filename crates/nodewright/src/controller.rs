@@ -74,7 +74,8 @@ pub(crate) struct ControllerArgs {
     #[arg(long, env = "BATCH_MAX_DURATION", default_value = "10s", value_parser = duration)]
     batch_max_duration: Duration,
     /// Karpenter's feature gates, `Name=true,Name=false`. Nodewright acts on
-    /// SpotToSpotConsolidation; Karpenter's other gates are accepted and have no effect.
+    /// SpotToSpotConsolidation and NodeRepair; Karpenter's other gates are accepted and have no
+    /// effect.
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = FeatureGates::from_str)]
     feature_gates: FeatureGates,
     /// Act without holding the leader Lease (a single replica only).
@@ -106,10 +107,11 @@ pub(crate) struct ControllerArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct FeatureGates {
     spot_to_spot_consolidation: bool,
+    node_repair: bool,
 }
 
 /// Gates Karpenter defines that Nodewright accepts without acting on them.
-const OTHER_KARPENTER_GATES: [&str; 4] = ["NodeRepair", "ReservedCapacity", "NodeOverlay", "StaticCapacity"];
+const OTHER_KARPENTER_GATES: [&str; 3] = ["ReservedCapacity", "NodeOverlay", "StaticCapacity"];
 
 impl FromStr for FeatureGates {
     type Err = String;
@@ -126,6 +128,7 @@ impl FromStr for FeatureGates {
                 .map_err(|_| format!("{name}: {value:?} is neither true nor false"))?;
             match name.trim() {
                 "SpotToSpotConsolidation" => gates.spot_to_spot_consolidation = enabled,
+                "NodeRepair" => gates.node_repair = enabled,
                 other if OTHER_KARPENTER_GATES.contains(&other) => {}
                 other => return Err(format!("unknown feature gate {other:?}")),
             }
@@ -206,6 +209,7 @@ impl ControllerArgs {
             lease_name: self.leader_election_name.clone(),
             identity,
             spot_to_spot_consolidation: self.feature_gates.spot_to_spot_consolidation,
+            node_repair: self.feature_gates.node_repair,
             ..Settings::default()
         };
         Ok(ControllerConfig {
@@ -526,6 +530,7 @@ mod tests {
         assert_eq!(config.settings.batch_idle, Duration::from_secs(1));
         assert_eq!(config.settings.batch_max, Duration::from_secs(10));
         assert!(!config.settings.spot_to_spot_consolidation);
+        assert!(!config.settings.node_repair);
         assert_eq!(config.settings.identity, "pod-a");
         assert_eq!(config.settings.lease_name, "karpenter-leader-election");
         assert_eq!(config.cluster, None);
@@ -542,9 +547,10 @@ mod tests {
             "--cluster-name=demo",
             "--batch-idle-duration=500ms",
             "--batch-max-duration=1m30s",
-            "--feature-gates=NodeRepair=false, SpotToSpotConsolidation=true",
+            "--feature-gates=NodeRepair=true, SpotToSpotConsolidation=true",
         ])
         .unwrap();
+        assert!(config.settings.node_repair);
         assert_eq!(config.settings.batch_idle, Duration::from_millis(500));
         assert_eq!(config.settings.batch_max, Duration::from_secs(90));
         assert!(config.settings.spot_to_spot_consolidation);
