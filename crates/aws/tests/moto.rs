@@ -675,9 +675,10 @@ async fn managed_instance_profiles_follow_the_role() {
     );
 
     // Garbage collection deletes the cluster's profiles no node class uses.
-    let deleted = nodeclass::instance_profile::garbage_collect(&clients.iam, support::REGION, cluster, &[])
-        .await
-        .unwrap();
+    let deleted =
+        nodeclass::instance_profile::garbage_collect(&clients.iam, support::REGION, cluster, Vec::new)
+            .await
+            .unwrap();
     assert_eq!(deleted, std::slice::from_ref(&name));
     let gone = clients
         .iam
