@@ -21,6 +21,7 @@ use nodewright_aws::{
         interruption_queue::{self, InterruptionEvent, InterruptionObserver},
         launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
+        node_class_termination::{self, TerminationConfig},
         watched::WatchedNodeClasses,
     },
     interruption::InterruptionQueue,
@@ -476,6 +477,13 @@ impl AwsLoops {
             loops.spawn(launch_templates::run(
                 self.provider.clone(),
                 LaunchTemplateCollection::default(),
+            ));
+            loops.spawn(node_class_termination::run(
+                self.client.clone(),
+                self.clients.clone(),
+                self.settings.clone(),
+                self.node_classes.clone(),
+                TerminationConfig::default(),
             ));
             if let Some(queue) = &self.queue {
                 let events = Events::new(self.client.clone(), &self.identity).with_clock(self.clock.clone());
