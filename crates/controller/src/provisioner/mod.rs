@@ -333,10 +333,12 @@ impl Provisioner {
         self.gone = still_gone;
         let waiting: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         self.announced.retain(&waiting);
+        // Before the early return, so claims that launched are forgotten in idle rounds too.
+        self.observe_launches();
         if pods.is_empty() {
             return Ok(report);
         }
-        self.demote_pools_out_of_capacity(&mut problem);
+        self.fallback.demote(&mut problem.nodepools, self.ctx.clock.now());
         let (problem, mut plan) = solve(problem).await?;
         // Before limits: a NodeClaim dropped here must not take limit room from others.
         (report.gone, report.deferred) = self.drop_gone(&pods, &mut plan.new_nodes).await?;
@@ -409,8 +411,9 @@ impl Provisioner {
         Ok(report)
     }
 
-    /// Learns which NodePools' claims failed for lack of capacity and ranks them last this round.
-    fn demote_pools_out_of_capacity(&mut self, problem: &mut Problem) {
+    /// Learns which NodePools' claims failed for lack of capacity (they rank last for a while)
+    /// and which launched.
+    fn observe_launches(&mut self) {
         let now = self.ctx.clock.now();
         let ttl = jiff::SignedDuration::try_from(self.ctx.settings.unavailable_offering_ttl)
             .unwrap_or(jiff::SignedDuration::MAX);
@@ -425,7 +428,6 @@ impl Provisioner {
             ttl,
             forget_after,
         );
-        self.fallback.demote(&mut problem.nodepools, now);
     }
 
     /// Rechecks the pods planned on new NodeClaims, drops the NodeClaims that lost one and
