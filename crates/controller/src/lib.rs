@@ -21,6 +21,7 @@ pub mod nodepool_status;
 pub mod provisioner;
 pub mod settings;
 pub mod state;
+pub mod static_pools;
 pub mod termination;
 #[cfg(test)]
 mod test_fixtures;
@@ -120,4 +121,5 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(nodepool_hash::run(metered("nodepool.hash")));
     loops.spawn(disruption::drift::detection::run(metered("nodeclaim.disruption")));
     loops.spawn(disruption::expiration::run(metered("nodeclaim.expiration")));
+    loops.spawn(static_pools::run(metered("static.provisioning")));
 }
