@@ -317,10 +317,10 @@ fn empty_node_plan(
     };
     let plan = nodewright_solver::solve(&problem);
     let Some(mut node) = plan.new_nodes.into_iter().next() else {
-        return Err(plan
-            .unschedulable
-            .first()
-            .map_or_else(|| "the solver planned no node".to_owned(), |u| u.message()));
+        return Err(plan.unschedulable.first().map_or_else(
+            || "the solver planned no node".to_owned(),
+            nodewright_solver::Unschedulable::message,
+        ));
     };
     // The placeholder is not a pod the node will run: its slot is not requested.
     node.requests.pods = (node.requests.pods - 1).max(0);

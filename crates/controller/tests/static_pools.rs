@@ -11,6 +11,10 @@ use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration
 
 use common::Lab;
 use nodewright_api::{NodeClaim, NodePool, conditions, labels};
+use nodewright_controller::explain::{
+    Cluster, PoolTypes,
+    node::{self, Action},
+};
 
 const STATIC_POOL: &str = r#"
 apiVersion: karpenter.sh/v1
@@ -169,6 +173,29 @@ async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kub
         all_reported_static(&lab)
     })
     .await;
+    let node_name = lab
+        .claims_in_store()
+        .into_iter()
+        .find(|c| c.nodepool_name() == Some("fixed"))
+        .and_then(|c| c.status?.node_name)
+        .unwrap();
+    let cluster = Cluster::read(&lab.cluster.client(), "default").await.unwrap();
+    let types = PoolTypes::from_cloud(&cluster, lab.cluster.cloud().unwrap(), lab.clock.now()).await;
+    let explained = node::explain(
+        &cluster,
+        &types,
+        &node_name,
+        lab.clock.now(),
+        node::Options::default(),
+    )
+    .unwrap();
+    assert_eq!(explained.decision.action, Action::Keep);
+    assert_eq!(explained.decision.reason, "StaticNodePool", "{explained:?}");
+    assert!(
+        explained.decision.message.contains("static NodePool"),
+        "{explained:?}"
+    );
+
     for _ in 0..60 {
         lab.step().await;
     }
