@@ -7,11 +7,17 @@
 //! Each reconcile of one static NodePool:
 //! - **Read**: its NodeClaims that are not being deleted, each with whether it launched and
 //!   initialized and what its node runs (pods that would have to move, their CPU requests).
-//! - **Decide** ([`decide`], pure): fewer NodeClaims than replicas → create the difference, at
-//!   most up to `limits.nodes` (the only limit a static NodePool may carry); more → delete the
-//!   surplus, the cheapest to lose first: not launched, then not initialized, then the fewest
-//!   pods to move, the least CPU requested, then by name. A `limits.nodes` below the NodeClaims
-//!   that exist deletes nothing (limits stop launches, as everywhere in Karpenter).
+//! - **Decide** ([`decide`], pure): fewer current (not `Drifted`) NodeClaims than replicas →
+//!   create the difference, at most up to `limits.nodes` (the only limit a static NodePool may
+//!   carry); more → delete the surplus, the cheapest to lose first: not launched, then not
+//!   initialized, then the fewest pods to move, the least CPU requested, then by name. A
+//!   `limits.nodes` below the NodeClaims that exist deletes nothing (limits stop launches, as
+//!   everywhere in Karpenter).
+//! - **Static drift** (Karpenter's `StaticDrift`), in the same decision: a `Drifted` NodeClaim
+//!   is replaced one for one — its replacement is created first (surging above the replicas by
+//!   at most the NodePool's `Drifted` disruption budget, never past `limits.nodes`), and a drifted
+//!   NodeClaim is deleted only once enough current NodeClaims are initialized to keep the
+//!   replica count of initialized nodes. So drift never lowers the count.
 //! - **Write**: new NodeClaims built like the provisioner's ([`crate::provisioner::claims`]) from
 //!   one plan of the solver for an empty node of the pool (the cheapest instance types that hold
 //!   the DaemonSets, cheapest first); deletions (termination drains the nodes); an event on the
@@ -21,10 +27,9 @@
 //! Elsewhere, static NodePools are left out of provisioning for pending pods
 //! ([`crate::provisioner::pools`]; their nodes remain existing capacity pods may use) and out of
 //! every disruption method ([`crate::disruption::candidates::Blocker::StaticNodePool`], which
-//! `nodewright explain node` shows). Simplification: Karpenter's `StaticDrift` (one-for-one
-//! replacement of drifted nodes within the Drifted budget) is not done — drifted nodes of a
-//! static NodePool stay until expiration or a manual deletion, after which this controller
-//! replaces them; the count is never changed by disruption.
+//! `nodewright explain node` shows): their drift is handled here. Expiration deletes a static
+//! NodePool's NodeClaims like any other's (forceful, as in Karpenter); this controller then
+//! replaces them.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -33,14 +38,17 @@ use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ObjectMeta, PostParams},
 };
-use nodewright_api::{NodeClaim, NodePool, labels, quantity};
+use nodewright_api::{NodeClaim, NodePool, conditions, labels, nodepool::DisruptionReason, quantity};
 use nodewright_catalog::InstanceType;
 use nodewright_solver::{NodeClaimPlan, Problem, pod::pod_requests, volumes::Volumes};
 use tokio::time::Instant;
 
 use crate::{
     context::Context,
-    disruption::candidates::{initialized_at, must_move},
+    disruption::{
+        budgets,
+        candidates::{initialized_at, must_move},
+    },
     error::{Backoff, ControllerError, is_not_found},
     events::reasons::DISRUPTION_TERMINATING,
     provisioner::{claims, pools, snapshot},
@@ -113,6 +121,19 @@ pub struct Member {
     pub pods: usize,
     /// Their CPU requests.
     pub requested_cpu_millis: i64,
+    /// Its `Drifted` condition is True.
+    pub drifted: bool,
+}
+
+/// What the NodePool asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// `spec.replicas`.
+    pub replicas: i64,
+    /// `spec.limits.nodes`.
+    pub node_limit: Option<i64>,
+    /// How many drift replacements may be under way at once (the `Drifted` disruption budget).
+    pub drift_budget: u64,
 }
 
 /// What to change in one static NodePool.
@@ -120,43 +141,66 @@ pub struct Member {
 pub struct Decision {
     /// NodeClaims to create.
     pub create: usize,
-    /// NodeClaims to delete, by name.
+    /// Surplus NodeClaims to delete (above the replicas), by name.
     pub delete: Vec<String>,
+    /// Drifted NodeClaims to delete, their replacements being initialized, by name.
+    pub replace_drifted: Vec<String>,
     /// `limits.nodes` keeps the NodePool below its replicas: the limit.
     pub limited_to: Option<i64>,
 }
 
 /// How many NodeClaims to create and which to delete so that `members` (the NodePool's
-/// NodeClaims not being deleted) become `replicas`, launching no more than `node_limit` in all.
-/// Pure.
-pub fn decide(replicas: i64, node_limit: Option<i64>, members: &[Member]) -> Decision {
-    let live = i64::try_from(members.len()).unwrap_or(i64::MAX);
-    if live > replicas {
-        let mut by_cost: Vec<&Member> = members.iter().collect();
-        // Cheapest to lose first: nothing launched, nothing ready, nothing to move.
-        by_cost.sort_by(|a, b| {
-            (a.launched, a.initialized, a.pods, a.requested_cpu_millis, &a.name).cmp(&(
-                b.launched,
-                b.initialized,
-                b.pods,
-                b.requested_cpu_millis,
-                &b.name,
-            ))
-        });
-        let surplus = usize::try_from(live - replicas).unwrap_or(usize::MAX);
-        return Decision {
-            delete: by_cost
-                .into_iter()
-                .take(surplus)
-                .map(|m| m.name.clone())
-                .collect(),
-            ..Decision::default()
-        };
-    }
+/// NodeClaims not being deleted) become `target.replicas` current ones, replacing drifted ones
+/// one for one. Pure.
+pub fn decide(target: Target, members: &[Member]) -> Decision {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let Target {
+        replicas,
+        node_limit,
+        drift_budget,
+    } = target;
+    let (mut drifted, mut current): (Vec<&Member>, Vec<&Member>) = members.iter().partition(|m| m.drifted);
+    // Cheapest to lose first: nothing launched, nothing ready, nothing to move.
+    let by_cost = |a: &&Member, b: &&Member| {
+        (a.launched, a.initialized, a.pods, a.requested_cpu_millis, &a.name).cmp(&(
+            b.launched,
+            b.initialized,
+            b.pods,
+            b.requested_cpu_millis,
+            &b.name,
+        ))
+    };
+    drifted.sort_by(by_cost);
+    current.sort_by(by_cost);
+    let live = count(members.len());
+
     let reachable = node_limit.map_or(replicas, |limit| limit.clamp(0, replicas));
+    let missing = reachable.saturating_sub(count(current.len()));
+    // Past the replicas only to replace drifted NodeClaims, within the budget.
+    let surge_room = replicas
+        .saturating_add(i64::try_from(drift_budget).unwrap_or(i64::MAX))
+        .saturating_sub(live);
+    let limit_room = node_limit.map_or(i64::MAX, |limit| limit.saturating_sub(live));
+    let create = missing.min(surge_room).min(limit_room).max(0);
+
+    let surplus = usize::try_from(count(current.len()).saturating_sub(replicas)).unwrap_or(0);
+    let delete: Vec<String> = current.iter().take(surplus).map(|m| m.name.clone()).collect();
+    let initialized_kept = count(current.iter().skip(surplus).filter(|m| m.initialized).count());
+    // A drifted NodeClaim goes once the initialized current ones and the drifted ones left
+    // still make the replicas.
+    let replaceable = initialized_kept
+        .saturating_add(count(drifted.len()))
+        .saturating_sub(replicas)
+        .max(0);
+    let replace_drifted = drifted
+        .iter()
+        .take(usize::try_from(replaceable).unwrap_or(0))
+        .map(|m| m.name.clone())
+        .collect();
     Decision {
-        create: usize::try_from(reachable.saturating_sub(live)).unwrap_or(0),
-        delete: Vec::new(),
+        create: usize::try_from(create).unwrap_or(0),
+        delete,
+        replace_drifted,
         limited_to: node_limit.filter(|_| reachable < replicas),
     }
 }
@@ -187,7 +231,17 @@ async fn reconcile(ctx: &Context, pool: &Arc<NodePool>) -> Result<(), Controller
         ),
     };
     let members = members_of(ctx, &name);
-    let decision = decide(replicas, node_limit, &members);
+    let nodes = budgets::PoolNodes {
+        total: u64::try_from(members.iter().filter(|m| m.initialized).count()).unwrap_or(u64::MAX),
+        // Replacements under way are counted by the decision itself (claims above the replicas).
+        disrupting: 0,
+    };
+    let target = Target {
+        replicas,
+        node_limit,
+        drift_budget: budgets::allowed(pool, DisruptionReason::Drifted, nodes, ctx.clock.now()),
+    };
+    let decision = decide(target, &members);
     if let Some(limit) = decision.limited_to
         && decision.create == 0
         && i64::try_from(members.len()).is_ok_and(|live| live < replicas)
@@ -202,7 +256,8 @@ async fn reconcile(ctx: &Context, pool: &Arc<NodePool>) -> Result<(), Controller
     } else {
         Vec::new()
     };
-    let deleted = delete(ctx, pool, &decision.delete, replicas).await?;
+    let mut deleted = delete(ctx, pool, &decision.delete, Why::Overprovisioned(replicas)).await?;
+    deleted.extend(delete(ctx, pool, &decision.replace_drifted, Why::Drifted).await?);
     await_cache(ctx, &created, &deleted).await;
     Ok(())
 }
@@ -234,11 +289,20 @@ fn members_of(ctx: &Context, pool: &str) -> Vec<Member> {
                 name: claim.name_any(),
                 launched: provider_id.is_some_and(|id| !id.is_empty()),
                 initialized: initialized_at(&claim).is_some(),
+                drifted: is_drifted(&claim),
                 pods: moving.len(),
                 requested_cpu_millis,
             }
         })
         .collect()
+}
+
+fn is_drifted(claim: &NodeClaim) -> bool {
+    claim.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == conditions::nodeclaim::DRIFTED && c.status == conditions::TRUE)
+    })
 }
 
 /// Creates `count` NodeClaims for `pool`; returns their names. When the pool cannot launch now,
@@ -353,12 +417,21 @@ fn placeholder_pod(pool: &str) -> Pod {
     }
 }
 
+/// Why NodeClaims of a static NodePool are deleted.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    /// Above the replicas (the count).
+    Overprovisioned(i64),
+    /// Drifted, their replacements initialized.
+    Drifted,
+}
+
 /// Deletes the NodeClaims `names` of `pool` (termination drains their nodes); returns them.
 async fn delete(
     ctx: &Context,
     pool: &Arc<NodePool>,
     names: &[String],
-    replicas: i64,
+    why: Why,
 ) -> Result<Vec<String>, ControllerError> {
     if names.is_empty() {
         return Ok(Vec::new());
@@ -368,10 +441,16 @@ async fn delete(
         match api.delete(name, &DeleteParams::default()).await {
             Ok(either) => {
                 if let Some(claim) = either.left() {
-                    let note = format!(
-                        "Disrupting NodeClaim: Overprovisioned (static NodePool {} scaled to {replicas})",
-                        pool.name_any()
-                    );
+                    let note = match why {
+                        Why::Overprovisioned(replicas) => format!(
+                            "Disrupting NodeClaim: Overprovisioned (static NodePool {} scaled to {replicas})",
+                            pool.name_any()
+                        ),
+                        Why::Drifted => format!(
+                            "Disrupting NodeClaim: Drifted (static NodePool {}; its replacement is initialized)",
+                            pool.name_any()
+                        ),
+                    };
                     ctx.events
                         .normal(&claim, DISRUPTION_TERMINATING, "Disrupting", note)
                         .await;
@@ -381,11 +460,18 @@ async fn delete(
             Err(error) => return Err(error.into()),
         }
     }
-    let note = format!(
-        "deleted {} NodeClaim(s) down to {replicas} replicas: {}",
-        names.len(),
-        names.join(", ")
-    );
+    let note = match why {
+        Why::Overprovisioned(replicas) => format!(
+            "deleted {} NodeClaim(s) down to {replicas} replicas: {}",
+            names.len(),
+            names.join(", ")
+        ),
+        Why::Drifted => format!(
+            "deleted {} drifted NodeClaim(s) replaced one for one: {}",
+            names.len(),
+            names.join(", ")
+        ),
+    };
     ctx.events
         .normal(&**pool, reasons::SCALED_DOWN, "Disrupting", note)
         .await;
@@ -436,6 +522,7 @@ mod tests {
             initialized,
             pods,
             requested_cpu_millis: cpu,
+            drifted: false,
         }
     }
 
@@ -443,34 +530,56 @@ mod tests {
         member(name, true, true, pods, cpu)
     }
 
+    fn drifted(name: &str) -> Member {
+        Member {
+            drifted: true,
+            ..ready(name, 1, 100)
+        }
+    }
+
+    fn starting(name: &str) -> Member {
+        member(name, true, false, 0, 0)
+    }
+
+    fn to(replicas: i64) -> Target {
+        Target {
+            replicas,
+            node_limit: None,
+            drift_budget: 1,
+        }
+    }
+
+    fn creating(create: usize) -> Decision {
+        Decision {
+            create,
+            ..Decision::default()
+        }
+    }
+
     #[test]
     fn too_few_node_claims_are_made_up() {
         let members = [ready("a", 0, 0)];
-        assert_eq!(
-            decide(3, None, &members),
-            Decision {
-                create: 2,
-                ..Decision::default()
-            }
-        );
-        assert_eq!(decide(0, None, &[]), Decision::default());
-        assert_eq!(decide(1, None, &members), Decision::default());
+        assert_eq!(decide(to(3), &members), creating(2));
+        assert_eq!(decide(to(0), &[]), Decision::default());
+        assert_eq!(decide(to(1), &members), Decision::default());
     }
 
     #[test]
     fn limits_nodes_caps_the_creation_but_deletes_nothing() {
-        let members = [ready("a", 0, 0)];
+        let limited = |replicas, limit| Target {
+            node_limit: Some(limit),
+            ..to(replicas)
+        };
         assert_eq!(
-            decide(5, Some(3), &members),
+            decide(limited(5, 3), &[ready("a", 0, 0)]),
             Decision {
-                create: 2,
-                delete: Vec::new(),
-                limited_to: Some(3)
+                limited_to: Some(3),
+                ..creating(2)
             }
         );
         let three = [ready("a", 0, 0), ready("b", 0, 0), ready("c", 0, 0)];
         assert_eq!(
-            decide(3, Some(1), &three),
+            decide(limited(3, 1), &three),
             Decision {
                 limited_to: Some(1),
                 ..Decision::default()
@@ -478,11 +587,8 @@ mod tests {
             "over the limit but at replicas: nothing is deleted"
         );
         assert_eq!(
-            decide(2, Some(5), &[]),
-            Decision {
-                create: 2,
-                ..Decision::default()
-            },
+            decide(limited(2, 5), &[]),
+            creating(2),
             "a limit above replicas is no limit"
         );
     }
@@ -494,22 +600,88 @@ mod tests {
             ready("light", 1, 100),
             ready("heavy", 1, 3000),
             ready("empty", 0, 0),
-            member("starting", true, false, 0, 0),
+            starting("starting"),
             member("unlaunched", false, false, 0, 0),
         ];
-        let order = |replicas| decide(replicas, None, &members).delete;
+        let order = |replicas| decide(to(replicas), &members).delete;
         assert_eq!(order(5), ["unlaunched"]);
         assert_eq!(order(4), ["unlaunched", "starting"]);
         assert_eq!(order(3), ["unlaunched", "starting", "empty"]);
         assert_eq!(order(1), ["unlaunched", "starting", "empty", "light", "heavy"]);
         assert_eq!(order(0).len(), 6);
-        assert_eq!(decide(3, None, &members).create, 0);
+        assert_eq!(decide(to(3), &members).create, 0);
     }
 
     #[test]
     fn equal_candidates_are_chosen_by_name() {
         let members = [ready("c", 0, 0), ready("a", 0, 0), ready("b", 0, 0)];
-        assert_eq!(decide(1, None, &members).delete, ["a", "b"]);
+        assert_eq!(decide(to(1), &members).delete, ["a", "b"]);
+    }
+
+    #[test]
+    fn drifted_node_claims_are_replaced_one_for_one_within_the_budget() {
+        // All three drifted, budget 1: one replacement at a time.
+        let all_drifted = [drifted("d1"), drifted("d2"), drifted("d3")];
+        assert_eq!(decide(to(3), &all_drifted), creating(1));
+        // The replacement is starting: nothing more is created, nothing is deleted yet.
+        let mut members = all_drifted.to_vec();
+        members.push(starting("new1"));
+        assert_eq!(decide(to(3), &members), Decision::default());
+        // Initialized: one drifted NodeClaim goes (nothing created in the same breath: the
+        // surge is used until it is gone).
+        members[3] = ready("new1", 0, 0);
+        assert_eq!(
+            decide(to(3), &members),
+            Decision {
+                replace_drifted: vec!["d1".into()],
+                ..Decision::default()
+            }
+        );
+        // Gone: the next replacement.
+        members.remove(0);
+        assert_eq!(decide(to(3), &members), creating(1));
+        // A larger budget replaces more at once.
+        let wide = Target {
+            drift_budget: 10,
+            ..to(3)
+        };
+        assert_eq!(decide(wide, &all_drifted), creating(3));
+    }
+
+    #[test]
+    fn drift_replacement_stops_at_a_zero_budget_and_at_limits_nodes() {
+        let all_drifted = [drifted("d1"), drifted("d2")];
+        let no_budget = Target {
+            drift_budget: 0,
+            ..to(2)
+        };
+        assert_eq!(decide(no_budget, &all_drifted), Decision::default());
+        let at_limit = Target {
+            node_limit: Some(2),
+            ..to(2)
+        };
+        assert_eq!(decide(at_limit, &all_drifted), Decision::default());
+    }
+
+    #[test]
+    fn scaling_down_during_drift_lets_drifted_node_claims_go_first() {
+        let members = [drifted("d1"), drifted("d2"), drifted("d3"), starting("new1")];
+        assert_eq!(
+            decide(to(1), &members),
+            Decision {
+                replace_drifted: vec!["d1".into(), "d2".into()],
+                ..Decision::default()
+            },
+            "one drifted NodeClaim stays until its replacement is initialized"
+        );
+        assert_eq!(
+            decide(to(0), &members),
+            Decision {
+                delete: vec!["new1".into()],
+                replace_drifted: vec!["d1".into(), "d2".into(), "d3".into()],
+                ..Decision::default()
+            }
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Static NodePools on the simulated cluster with every controller running: a pool of 3 empty
 //! nodes with `consolidateAfter: 0s` stays at the same 3 nodes while time passes (disruption
 //! reports `StaticNodePool` on them), the real `kubectl scale nodepool` takes it to 5 through the
-//! scale subresource (`status.nodes` follows), and back down to 2.
+//! scale subresource (`status.nodes` follows), and back down to 2; a template change replaces a
+//! static pool's drifted nodes one at a time, never below its replica count of initialized nodes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
@@ -260,4 +261,56 @@ async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kub
         5,
         "5 launches in all"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drifted_static_pool_is_replaced_one_for_one_without_losing_a_node() {
+    let lab = Lab::start().await;
+    lab.cluster
+        .apply_yaml(&STATIC_POOL.replace("replicas: 3", "replicas: 2"))
+        .unwrap();
+    lab.run_until("2 initialized static NodeClaims", || async {
+        settled_at(&lab, 2).is_some()
+    })
+    .await;
+    let first = settled_at(&lab, 2).unwrap();
+
+    // A template change drifts both nodes (the NodePool hash).
+    let pools: kube::Api<NodePool> = kube::Api::all(lab.cluster.client());
+    pools
+        .patch(
+            "fixed",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "spec": { "template": { "metadata": { "labels": { "team": "blue" } } } }
+            })),
+        )
+        .await
+        .unwrap();
+    let fewest_initialized = std::cell::Cell::new(usize::MAX);
+    let most_live = std::cell::Cell::new(0);
+    lab.run_until("both nodes replaced", || async {
+        let claims = fixed_claims(&lab);
+        let initialized = claims
+            .iter()
+            .filter(|(_, deleting, ready)| !deleting && *ready)
+            .count();
+        fewest_initialized.set(fewest_initialized.get().min(initialized));
+        let live = claims.iter().filter(|(_, deleting, _)| !deleting).count();
+        most_live.set(most_live.get().max(live));
+        settled_at(&lab, 2).is_some_and(|now| now.is_disjoint(&first))
+    })
+    .await;
+    assert!(
+        fewest_initialized.get() >= 2,
+        "the pool fell to {} initialized nodes",
+        fewest_initialized.get()
+    );
+    assert_eq!(
+        most_live.get(),
+        3,
+        "one replacement at a time (the default Drifted budget, 10% of 2 nodes, is 1)"
+    );
+    let launches = lab.cluster.cloud().unwrap().ledger().entries.len();
+    assert_eq!(launches, 4, "one replacement per drifted node");
 }

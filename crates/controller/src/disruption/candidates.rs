@@ -49,7 +49,8 @@ pub enum Blocker {
     Deleting,
     NodePoolNotFound(String),
     /// The NodePool is static (`spec.replicas`): its node count is its own controller's
-    /// (`crate::static_pools`), so no disruption method removes or replaces its nodes.
+    /// (`crate::static_pools`, which also replaces drifted ones), so no disruption method
+    /// removes or replaces its nodes.
     StaticNodePool(String),
     NominatedRecently,
     NodeDoNotDisrupt,
@@ -122,7 +123,7 @@ impl Blocker {
             Self::Deleting => "the node is already being deleted or disrupted".to_owned(),
             Self::NodePoolNotFound(pool) => format!("NodePool {pool:?} not found"),
             Self::StaticNodePool(pool) => format!(
-                "static NodePool {pool:?} (spec.replicas): its nodes are never consolidated or drift-replaced; the NodePool keeps their count"
+                "static NodePool {pool:?} (spec.replicas): its nodes are never consolidated; its own controller keeps their count and replaces drifted ones one for one"
             ),
             Self::NominatedRecently => format!(
                 "pods were bound or removed, or the node initialized, less than {}s ago",
