@@ -230,7 +230,7 @@ async fn reconcile(ctx: &Context, pool: &Arc<NodePool>) -> Result<(), Controller
                 .ok_or_else(|| invalid("spec.limits.nodes", format!("{:?} is not a node count", limit.0)))?,
         ),
     };
-    let members = members_of(ctx, &name);
+    let members = members_of(ctx, &name, replicas);
     let nodes = budgets::PoolNodes {
         total: u64::try_from(members.iter().filter(|m| m.initialized).count()).unwrap_or(u64::MAX),
         // Replacements under way are counted by the decision itself (claims above the replicas).
@@ -262,39 +262,70 @@ async fn reconcile(ctx: &Context, pool: &Arc<NodePool>) -> Result<(), Controller
     Ok(())
 }
 
-/// The NodePool's NodeClaims that are not being deleted.
-fn members_of(ctx: &Context, pool: &str) -> Vec<Member> {
-    ctx.state
+/// The NodePool's NodeClaims that are not being deleted. What their nodes run only matters
+/// when some may be deleted (more than `replicas`, or drifted ones): only then are the nodes and
+/// pods read, once for all of them.
+fn members_of(ctx: &Context, pool: &str, replicas: i64) -> Vec<Member> {
+    let claims: Vec<Arc<NodeClaim>> = ctx
+        .state
         .node_claims
         .all()
         .into_iter()
         .filter(|c| c.nodepool_name() == Some(pool) && c.metadata.deletion_timestamp.is_none())
-        .map(|claim| {
-            let provider_id = claim.status.as_ref().and_then(|s| s.provider_id.clone());
-            let node = provider_id
-                .as_deref()
-                .and_then(|id| ctx.state.node_by_provider_id(id));
-            let moving: Vec<Arc<Pod>> = node
-                .map(|n| ctx.state.pods_on(&n.name_any()))
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|p| must_move(p))
-                .collect();
-            let requested_cpu_millis = moving
-                .iter()
-                .filter_map(|p| p.spec.as_ref())
-                .map(|spec| pod_requests(spec, &mut Vec::new()).cpu_millis)
-                .sum();
-            Member {
-                name: claim.name_any(),
-                launched: provider_id.is_some_and(|id| !id.is_empty()),
-                initialized: initialized_at(&claim).is_some(),
-                drifted: is_drifted(&claim),
-                pods: moving.len(),
-                requested_cpu_millis,
-            }
+        .collect();
+    let mut members: Vec<Member> = claims
+        .iter()
+        .map(|claim| Member {
+            name: claim.name_any(),
+            launched: provider_id(claim).is_some(),
+            initialized: initialized_at(claim).is_some(),
+            drifted: is_drifted(claim),
+            pods: 0,
+            requested_cpu_millis: 0,
         })
-        .collect()
+        .collect();
+    let may_delete =
+        i64::try_from(members.len()).is_ok_and(|n| n > replicas) || members.iter().any(|m| m.drifted);
+    if !may_delete {
+        return members;
+    }
+    let node_names: HashMap<String, String> = ctx
+        .state
+        .nodes
+        .all()
+        .iter()
+        .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n.name_any())))
+        .collect();
+    let mut moving_by_node: HashMap<String, (usize, i64)> = HashMap::new();
+    for pod in ctx.state.pods.all() {
+        if let Some(spec) = pod.spec.as_ref()
+            && let Some(node) = spec.node_name.as_ref()
+            && must_move(&pod)
+        {
+            let entry = moving_by_node.entry(node.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += pod_requests(spec, &mut Vec::new()).cpu_millis;
+        }
+    }
+    for (member, claim) in members.iter_mut().zip(&claims) {
+        if let Some((pods, cpu)) = provider_id(claim)
+            .and_then(|id| node_names.get(id))
+            .and_then(|node| moving_by_node.get(node))
+        {
+            member.pods = *pods;
+            member.requested_cpu_millis = *cpu;
+        }
+    }
+    members
+}
+
+fn provider_id(claim: &NodeClaim) -> Option<&str> {
+    claim
+        .status
+        .as_ref()?
+        .provider_id
+        .as_deref()
+        .filter(|id| !id.is_empty())
 }
 
 fn is_drifted(claim: &NodeClaim) -> bool {

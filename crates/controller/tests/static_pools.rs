@@ -1,7 +1,8 @@
 //! Static NodePools on the simulated cluster with every controller running: a pool of 3 empty
 //! nodes with `consolidateAfter: 0s` stays at the same 3 nodes while time passes (disruption
 //! reports `StaticNodePool` on them), the real `kubectl scale nodepool` takes it to 5 through the
-//! scale subresource (`status.nodes` follows), and back down to 2; a template change replaces a
+//! scale subresource (`status.nodes` follows), takes a pod on one of its nodes without another
+//! launch, and back down to 2 keeping the busy node; a template change replaces a
 //! static pool's drifted nodes one at a time, never below its replica count of initialized nodes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
@@ -243,11 +244,42 @@ async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kub
         .await;
     assert_eq!(shown, "5/5");
 
+    // A pod uses a static node: no other node is launched for it.
+    lab.scale(1).await;
+    lab.run_until("the inflate pod to run", || lab.running(1)).await;
+    let busy = lab.pods().await[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .node_name
+        .clone()
+        .unwrap();
+    let busy_claim = lab
+        .claims_in_store()
+        .into_iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(busy.as_str()))
+        .and_then(|c| c.metadata.name)
+        .unwrap();
+    assert!(
+        settled_at(&lab, 5).unwrap().contains(&busy_claim),
+        "the pod runs on a static node"
+    );
+    assert_eq!(
+        lab.cluster.cloud().unwrap().ledger().entries.len(),
+        5,
+        "no launch for the pod"
+    );
+
     kubectl.ok(&["scale", "nodepool", "fixed", "--replicas=2"]).await;
     lab.run_until("2 static NodeClaims and instances left", || async {
         settled_at(&lab, 2).is_some() && fixed_instances(&lab) == 2
     })
     .await;
+    assert!(
+        settled_at(&lab, 2).unwrap().contains(&busy_claim),
+        "empty nodes go first: the busy one stays"
+    );
+    assert!(lab.running(1).await);
     lab.run_until("status.nodes to show 2", || async {
         status_nodes(&lab) == Some(2)
     })
