@@ -159,22 +159,8 @@ fn all_reported_static(lab: &Lab) -> bool {
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kubectl() {
-    let lab = Lab::start().await;
-    lab.cluster.apply_yaml(STATIC_POOL).unwrap();
-
-    lab.run_until("3 initialized static NodeClaims", || async {
-        settled_at(&lab, 3).is_some()
-    })
-    .await;
-    let first = settled_at(&lab, 3).unwrap();
-
-    // Empty nodes with consolidateAfter 0s: any other pool's would go at once.
-    lab.run_until("disruption to report the static pool", || async {
-        all_reported_static(&lab)
-    })
-    .await;
+/// `nodewright explain node` on one of the static pool's nodes says it stays: static NodePool.
+async fn assert_explained_static(lab: &Lab) {
     let node_name = lab
         .claims_in_store()
         .into_iter()
@@ -197,6 +183,54 @@ async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kub
         explained.decision.message.contains("static NodePool"),
         "{explained:?}"
     );
+}
+
+/// Runs one inflate pod, which lands on a static node with no launch; returns that NodeClaim.
+async fn a_pod_on_a_static_node(lab: &Lab) -> String {
+    lab.scale(1).await;
+    lab.run_until("the inflate pod to run", || lab.running(1)).await;
+    let busy = lab.pods().await[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .node_name
+        .clone()
+        .unwrap();
+    let busy_claim = lab
+        .claims_in_store()
+        .into_iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(busy.as_str()))
+        .and_then(|c| c.metadata.name)
+        .unwrap();
+    assert!(
+        settled_at(lab, 5).unwrap().contains(&busy_claim),
+        "the pod runs on a static node"
+    );
+    assert_eq!(
+        lab.cluster.cloud().unwrap().ledger().entries.len(),
+        5,
+        "no launch for the pod"
+    );
+    busy_claim
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kubectl() {
+    let lab = Lab::start().await;
+    lab.cluster.apply_yaml(STATIC_POOL).unwrap();
+
+    lab.run_until("3 initialized static NodeClaims", || async {
+        settled_at(&lab, 3).is_some()
+    })
+    .await;
+    let first = settled_at(&lab, 3).unwrap();
+
+    // Empty nodes with consolidateAfter 0s: any other pool's would go at once.
+    lab.run_until("disruption to report the static pool", || async {
+        all_reported_static(&lab)
+    })
+    .await;
+    assert_explained_static(&lab).await;
 
     for _ in 0..60 {
         lab.step().await;
@@ -244,31 +278,7 @@ async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kub
         .await;
     assert_eq!(shown, "5/5");
 
-    // A pod uses a static node: no other node is launched for it.
-    lab.scale(1).await;
-    lab.run_until("the inflate pod to run", || lab.running(1)).await;
-    let busy = lab.pods().await[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .node_name
-        .clone()
-        .unwrap();
-    let busy_claim = lab
-        .claims_in_store()
-        .into_iter()
-        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(busy.as_str()))
-        .and_then(|c| c.metadata.name)
-        .unwrap();
-    assert!(
-        settled_at(&lab, 5).unwrap().contains(&busy_claim),
-        "the pod runs on a static node"
-    );
-    assert_eq!(
-        lab.cluster.cloud().unwrap().ledger().entries.len(),
-        5,
-        "no launch for the pod"
-    );
+    let busy_claim = a_pod_on_a_static_node(&lab).await;
 
     kubectl.ok(&["scale", "nodepool", "fixed", "--replicas=2"]).await;
     lab.run_until("2 static NodeClaims and instances left", || async {
