@@ -20,7 +20,7 @@
 //!   replica count of initialized nodes. So drift never lowers the count.
 //! - **Write**: new NodeClaims built like the provisioner's ([`crate::provisioner::claims`]) from
 //!   one plan of the solver for an empty node of the pool (the cheapest instance types that hold
-//!   the DaemonSets, cheapest first); deletions (termination drains the nodes); an event on the
+//!   the DaemonSets, cheapest first, at the prices NodeOverlays set); deletions (termination drains the nodes); an event on the
 //!   NodePool for each change and on each deleted NodeClaim; then a short wait until the cache
 //!   shows the writes, so the next reconcile does not count them twice.
 //!
@@ -51,6 +51,7 @@ use crate::{
     },
     error::{Backoff, ControllerError, is_not_found},
     events::reasons::DISRUPTION_TERMINATING,
+    overlay,
     provisioner::{claims, pools, snapshot},
 };
 
@@ -367,6 +368,10 @@ async fn create(
         Err(error) => return Err(error.into()),
     };
     ctx.unavailable.apply(&mut types, ctx.clock.now());
+    // The prices the provisioner decides on: NodeOverlays applied.
+    let mut with_types = vec![(Arc::clone(pool), types)];
+    overlay::apply(&ctx.state.node_overlays.all(), &mut with_types);
+    let types = with_types.pop().map(|(_, types)| types).unwrap_or_default();
     let world = snapshot::World::read(&ctx.state, &[]);
     let plan = match empty_node_plan(&world, pool, types) {
         Ok(plan) => plan,
