@@ -23,6 +23,7 @@ pub mod provisioner;
 pub mod repair;
 pub mod settings;
 pub mod state;
+pub mod static_pools;
 pub mod termination;
 #[cfg(test)]
 mod test_fixtures;
@@ -124,4 +125,5 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(disruption::expiration::run(metered("nodeclaim.expiration")));
     loops.spawn(overlay::run(metered("nodeoverlay.controller")));
     loops.spawn(repair::run(metered("node.health")));
+    loops.spawn(static_pools::run(metered("static.provisioning")));
 }
