@@ -10,54 +10,80 @@
 //!   ([`super::kubelet::bottlerocket_settings`]) overwrite the user's; those it does not set are
 //!   kept.
 //!
-//! Every other key of the user's document is kept as it is.
+//! Every other key of the user's document is kept as it is, and so are its comments and layout:
+//! the document is edited in place with `toml_edit`.
+
+use std::collections::BTreeMap;
+
+use toml_edit::{Array, DocumentMut, Item, Table, value};
 
 use super::{
     kubelet,
-    toml_tree::{self, TomlTree, TomlValue},
     userdata::{Bootstrap, UserDataError, kubelet_labels, taints},
 };
 
 /// The Bottlerocket TOML for `bootstrap`, not yet base64 encoded.
 pub fn user_data(bootstrap: &Bootstrap<'_>) -> Result<String, UserDataError> {
     let mut document = match bootstrap.custom.map(str::trim) {
-        None | Some("") => TomlTree::new(),
-        Some(text) => toml_tree::parse(text).map_err(|reason| UserDataError::Invalid {
-            field: "userData".to_owned(),
-            reason: format!("Bottlerocket user data must be TOML: {reason}"),
-        })?,
+        None | Some("") => DocumentMut::new(),
+        Some(text) => text
+            .parse::<DocumentMut>()
+            .map_err(|error| UserDataError::Invalid {
+                field: "userData".to_owned(),
+                reason: format!("Bottlerocket user data must be TOML: {error}"),
+            })?,
     };
     let kubelet_settings = kubelet::bottlerocket_settings(bootstrap.kubelet)?;
     let cluster_dns = kubelet::cluster_dns(bootstrap.family, bootstrap.kubelet)?;
-    let kubernetes = toml_tree::table_at(&mut document, &["settings", "kubernetes"]);
-    let string = |value: &str| TomlValue::String(value.to_owned());
-    kubernetes.insert("cluster-name".to_owned(), string(&bootstrap.cluster.name));
-    kubernetes.insert("api-server".to_owned(), string(&bootstrap.cluster.endpoint));
-    kubernetes.insert(
-        "cluster-certificate".to_owned(),
-        string(&bootstrap.cluster.ca_bundle),
-    );
-    kubernetes.insert("max-pods".to_owned(), TomlValue::Integer(bootstrap.max_pods));
+    let kubernetes = table_at(document.as_table_mut(), &["settings", "kubernetes"]);
+    kubernetes.insert("cluster-name", value(&bootstrap.cluster.name));
+    kubernetes.insert("api-server", value(&bootstrap.cluster.endpoint));
+    kubernetes.insert("cluster-certificate", value(&bootstrap.cluster.ca_bundle));
+    kubernetes.insert("max-pods", value(bootstrap.max_pods));
     if let Some(address) = cluster_dns {
-        kubernetes.insert("cluster-dns-ip".to_owned(), TomlValue::String(address));
+        kubernetes.insert("cluster-dns-ip", value(address));
     }
-    kubernetes.extend(kubelet_settings);
-    let labels = toml_tree::table_at(kubernetes, &["node-labels"]);
-    for (key, value) in kubelet_labels(bootstrap) {
-        labels.insert(key.to_owned(), string(value));
+    for (setting, setting_value) in kubelet_settings {
+        kubernetes.insert(setting, Item::Value(setting_value));
     }
-    let mut node_taints = TomlTree::new();
+    let labels = table_at(kubernetes, &["node-labels"]);
+    for (key, label) in kubelet_labels(bootstrap) {
+        labels.insert(key, value(label));
+    }
+    let mut node_taints: BTreeMap<String, Array> = BTreeMap::new();
     for taint in taints(bootstrap) {
         let entry = format!("{}:{}", taint.value.as_deref().unwrap_or_default(), taint.effect);
-        let values = node_taints
-            .entry(taint.key.clone())
-            .or_insert_with(|| TomlValue::Array(Vec::new()));
-        if let TomlValue::Array(values) = values {
-            values.push(TomlValue::String(entry));
-        }
+        node_taints.entry(taint.key).or_default().push(entry);
     }
-    kubernetes.insert("node-taints".to_owned(), TomlValue::Table(node_taints));
-    Ok(toml_tree::render(&document))
+    let node_taints: Table = node_taints.into_iter().collect();
+    kubernetes.insert("node-taints", Item::Table(node_taints));
+    Ok(document.to_string())
+}
+
+/// The standard table at `path` under `table`: made where missing, converted where it is an
+/// inline table, and replacing any other value in the way.
+fn table_at<'a>(mut table: &'a mut Table, path: &[&str]) -> &'a mut Table {
+    for key in path {
+        if !table.get(key).is_some_and(Item::is_table) {
+            // Removed and inserted again, so that the key loses the layout it had before an
+            // inline table (`settings = {`), which would otherwise show in the table's header.
+            let made = table
+                .remove(key)
+                .and_then(|item| item.into_table().ok())
+                .unwrap_or_else(|| {
+                    // Only a header for its own values, not one to hold the tables under it.
+                    let mut made = Table::new();
+                    made.set_implicit(true);
+                    made
+                });
+            table.insert(key, Item::Table(made));
+        }
+        let Some(Item::Table(inner)) = table.get_mut(key) else {
+            unreachable!("the item was made a table just above");
+        };
+        table = inner;
+    }
+    table
 }
 
 #[cfg(test)]
@@ -66,7 +92,7 @@ mod tests {
 
     use k8s_openapi::api::core::v1::Taint;
     use nodewright_api::ec2nodeclass::AmiFamily;
-    use serde_json::json;
+    use serde_json::{Value as Json, json};
 
     use super::*;
     use crate::launch::userdata::Cluster;
@@ -80,23 +106,57 @@ mod tests {
         }
     }
 
-    /// The value at a dotted path (keys may contain dots, so the path is a slice).
-    fn at<'a>(tree: &'a TomlTree, path: &[&str]) -> &'a TomlValue {
-        let (last, tables) = path.split_last().unwrap();
-        let mut table = tree;
-        for key in tables {
-            let Some(TomlValue::Table(inner)) = table.get(*key) else {
-                panic!("{key} of {path:?} is not a table in {tree:?}");
-            };
-            table = inner;
+    fn bootstrap<'a>(cluster: &'a Cluster, custom: Option<&'a str>) -> Bootstrap<'a> {
+        Bootstrap {
+            family: AmiFamily::Bottlerocket,
+            cluster,
+            custom,
+            kubelet: None,
+            max_pods: 110,
+            labels: const { &BTreeMap::new() },
+            taints: &[],
         }
-        table
-            .get(*last)
-            .unwrap_or_else(|| panic!("{path:?} missing in {tree:?}"))
     }
 
-    fn text(value: &str) -> TomlValue {
-        TomlValue::String(value.to_owned())
+    /// A TOML item as plain JSON, to compare documents by meaning rather than by layout. Floats
+    /// and date-times become tagged strings so that they do not compare equal to other kinds.
+    fn plain(item: &Item) -> Json {
+        match item {
+            Item::None => Json::Null,
+            Item::Value(value) => plain_value(value),
+            Item::Table(table) => plain_table(table),
+            Item::ArrayOfTables(tables) => tables.iter().map(plain_table).collect(),
+        }
+    }
+
+    fn plain_table(table: &Table) -> Json {
+        table
+            .iter()
+            .map(|(key, item)| (key.to_owned(), plain(item)))
+            .collect()
+    }
+
+    fn plain_value(value: &toml_edit::Value) -> Json {
+        match value {
+            toml_edit::Value::String(s) => json!(s.value()),
+            toml_edit::Value::Integer(i) => json!(i.value()),
+            toml_edit::Value::Float(f) => json!(format!("float {:?}", f.value())),
+            toml_edit::Value::Boolean(b) => json!(b.value()),
+            toml_edit::Value::Datetime(d) => json!(format!("datetime {}", d.value())),
+            toml_edit::Value::Array(items) => items.iter().map(plain_value).collect(),
+            toml_edit::Value::InlineTable(table) => table
+                .iter()
+                .map(|(k, v)| (k.to_owned(), plain_value(v)))
+                .collect(),
+        }
+    }
+
+    /// The rendered user data, read back as plain JSON.
+    fn rendered(bootstrap: &Bootstrap<'_>) -> (String, Json) {
+        let text = user_data(bootstrap).unwrap();
+        let document: DocumentMut = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let tree = plain(document.as_item());
+        (text, tree)
     }
 
     #[test]
@@ -122,7 +182,7 @@ mod tests {
             ("karpenter.sh/nodepool".to_owned(), "default".to_owned()),
             ("kubernetes.io/hostname".to_owned(), "restricted".to_owned()),
         ]);
-        let kubelet: BTreeMap<String, serde_json::Value> = serde_json::from_value(json!({
+        let kubelet: BTreeMap<String, Json> = serde_json::from_value(json!({
             "clusterDNS": ["10.100.0.10"],
             "kubeReserved": {"cpu": "70m", "memory": "574Mi"},
             "evictionHard": {"memory.available": "5%"},
@@ -135,97 +195,116 @@ mod tests {
             time_added: None,
         }];
         let bootstrap = Bootstrap {
-            family: AmiFamily::Bottlerocket,
-            cluster: &cluster,
-            custom: Some(user),
             kubelet: Some(&kubelet),
             max_pods: 29,
             labels: &node_labels,
             taints: &node_taints,
+            ..bootstrap(&cluster, Some(user))
         };
-        let rendered = user_data(&bootstrap).unwrap();
-        let tree = toml_tree::parse(&rendered).unwrap();
-        let k8s = ["settings", "kubernetes"];
-        let key = |name: &'static str| [k8s[0], k8s[1], name];
-        assert_eq!(at(&tree, &key("cluster-name")), &text("demo"));
-        assert_eq!(at(&tree, &key("api-server")), &text("https://api.demo"));
-        assert_eq!(at(&tree, &key("cluster-certificate")), &text("Q0E="));
-        assert_eq!(at(&tree, &key("max-pods")), &TomlValue::Integer(29));
-        assert_eq!(at(&tree, &key("cluster-dns-ip")), &text("10.100.0.10"));
+        let (text, tree) = rendered(&bootstrap);
         assert_eq!(
-            at(&tree, &["settings", "kubernetes", "kube-reserved", "memory"]),
-            &text("574Mi")
+            tree,
+            json!({"settings": {
+                "kubernetes": {
+                    // Ours.
+                    "cluster-name": "demo",
+                    "api-server": "https://api.demo",
+                    "cluster-certificate": "Q0E=",
+                    "max-pods": 29,
+                    "cluster-dns-ip": "10.100.0.10",
+                    "kube-reserved": {"cpu": "70m", "memory": "574Mi"},
+                    "eviction-hard": {"memory.available": "5%"},
+                    // The user's settings that the kubelet block does not set are kept.
+                    "image-gc-low-threshold-percent": 40,
+                    "allowed-unsafe-sysctls": ["net.core.somaxconn"],
+                    // Labels merge, ours winning; restricted labels stay out.
+                    "node-labels": {
+                        "karpenter.sh/do-not-sync-taints": "true",
+                        "karpenter.sh/nodepool": "default",
+                        "team": "users",
+                    },
+                    // Taints are ours alone, the unregistered taint included.
+                    "node-taints": {
+                        "karpenter.sh/unregistered": [":NoExecute"],
+                        "team": ["a:NoSchedule"],
+                    },
+                },
+                "host-containers": {"admin": {"enabled": true}},
+            }}),
+            "{text}"
         );
-        assert_eq!(
-            at(
-                &tree,
-                &["settings", "kubernetes", "eviction-hard", "memory.available"]
-            ),
-            &text("5%")
-        );
-        // The user's settings that the kubelet block does not set are kept.
-        assert_eq!(
-            at(&tree, &key("image-gc-low-threshold-percent")),
-            &TomlValue::Integer(40)
-        );
-        assert_eq!(
-            at(&tree, &key("allowed-unsafe-sysctls")),
-            &TomlValue::Array(vec![text("net.core.somaxconn")])
-        );
-        assert_eq!(
-            at(&tree, &["settings", "host-containers", "admin", "enabled"]),
-            &TomlValue::Boolean(true)
-        );
-        // Labels merge, ours winning; restricted labels stay out.
-        let TomlValue::Table(labels) = at(&tree, &key("node-labels")) else {
-            panic!("node-labels is not a table: {rendered}");
-        };
-        assert_eq!(
-            labels.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["karpenter.sh/do-not-sync-taints", "karpenter.sh/nodepool", "team"]
-        );
-        assert_eq!(labels["karpenter.sh/nodepool"], text("default"));
-        assert_eq!(labels["team"], text("users"));
-        // Taints are ours alone, the unregistered taint included.
-        let TomlValue::Table(taints) = at(&tree, &key("node-taints")) else {
-            panic!("node-taints is not a table: {rendered}");
-        };
-        assert_eq!(
-            taints,
-            &TomlTree::from([
-                (
-                    "karpenter.sh/unregistered".to_owned(),
-                    TomlValue::Array(vec![text(":NoExecute")])
-                ),
-                ("team".to_owned(), TomlValue::Array(vec![text("a:NoSchedule")])),
-            ])
-        );
+    }
+
+    #[test]
+    fn the_users_document_survives_with_its_comments_and_values() {
+        let cluster = cluster();
+        let user = r#"
+            # Keep the admin container off.
+            title = "quote \" backslash \\ tab	"
+            ratio = 1.0
+            big = 9007199254740993
+            when = 1979-05-27T07:32:00Z
+            [settings.empty]
+            [[settings.bootstrap.list]]
+            mode = "always" # why: the disk must be ready first
+            [[settings.bootstrap.list]]
+            essential = true
+            flags = [1, 2.5, "x", [true]]
+            inline = { a = 1, b = { c = "d" } }
+        "#;
+        let original: DocumentMut = user.parse().unwrap();
+        let (text, mut tree) = rendered(&bootstrap(&cluster, Some(user)));
+        assert!(text.contains("# Keep the admin container off."), "{text}");
+        assert!(text.contains("# why: the disk must be ready first"), "{text}");
+        assert!(text.contains("[settings.empty]"), "{text}");
+        let ours = tree["settings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("kubernetes")
+            .unwrap();
+        assert_eq!(ours["max-pods"], json!(110));
+        assert_eq!(tree, plain(original.as_item()), "{text}");
+        assert_eq!(tree["ratio"], json!("float 1.0"));
+        assert_eq!(tree["big"], json!(9_007_199_254_740_993_i64));
+    }
+
+    #[test]
+    fn settings_written_as_dotted_keys_inline_tables_or_values_become_tables() {
+        let cluster = cluster();
+        for user in [
+            "settings.kubernetes.image-gc-low-threshold-percent = 40",
+            "[settings]\nkubernetes.image-gc-low-threshold-percent = 40",
+            "settings = { kubernetes = { image-gc-low-threshold-percent = 40 } }",
+            "[settings]\nkubernetes = { image-gc-low-threshold-percent = 40, node-labels = { a = \"b\" } }",
+        ] {
+            let (text, tree) = rendered(&bootstrap(&cluster, Some(user)));
+            assert!(!text.contains(" ]"), "{text}");
+            let kubernetes = &tree["settings"]["kubernetes"];
+            assert_eq!(kubernetes["image-gc-low-threshold-percent"], json!(40), "{text}");
+            assert_eq!(kubernetes["cluster-name"], json!("demo"), "{text}");
+            assert_eq!(
+                kubernetes["node-labels"]["karpenter.sh/do-not-sync-taints"],
+                json!("true"),
+                "{text}"
+            );
+        }
+        let (text, tree) = rendered(&bootstrap(&cluster, Some("settings = 3")));
+        assert_eq!(tree["settings"]["kubernetes"]["max-pods"], json!(110), "{text}");
     }
 
     #[test]
     fn without_user_data_the_document_is_ours_and_bad_toml_names_the_field() {
         let cluster = cluster();
-        let empty = BTreeMap::new();
-        let mut bootstrap = Bootstrap {
-            family: AmiFamily::Bottlerocket,
-            cluster: &cluster,
-            custom: None,
-            kubelet: None,
-            max_pods: 110,
-            labels: &empty,
-            taints: &[],
-        };
-        let tree = toml_tree::parse(&user_data(&bootstrap).unwrap()).unwrap();
-        let TomlValue::Table(settings) = &tree["settings"] else {
-            panic!("no settings table: {tree:?}");
-        };
-        assert_eq!(settings.keys().collect::<Vec<_>>(), ["kubernetes"]);
-        let TomlValue::Table(kubernetes) = &settings["kubernetes"] else {
-            panic!("settings.kubernetes is not a table: {tree:?}");
-        };
+        let mut bootstrap = bootstrap(&cluster, None);
+        let (text, tree) = rendered(&bootstrap);
+        let settings = tree["settings"].as_object().unwrap();
+        assert_eq!(settings.keys().collect::<Vec<_>>(), ["kubernetes"], "{text}");
+        let kubernetes = settings["kubernetes"].as_object().unwrap();
         // No kubelet clusterDNS: the AMI's own default DNS address stays in force.
-        assert!(!kubernetes.contains_key("cluster-dns-ip"), "{kubernetes:?}");
-        assert_eq!(kubernetes["max-pods"], TomlValue::Integer(110));
+        assert!(!kubernetes.contains_key("cluster-dns-ip"), "{text}");
+        assert_eq!(kubernetes["max-pods"], json!(110));
+        // Tables that only hold tables get no header of their own.
+        assert!(!text.contains("[settings]"), "{text}");
         bootstrap.custom = Some("[settings.kubernetes");
         let error = user_data(&bootstrap).unwrap_err().to_string();
         assert!(

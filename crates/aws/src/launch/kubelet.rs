@@ -10,10 +10,7 @@ use std::collections::BTreeMap;
 use nodewright_api::ec2nodeclass::AmiFamily;
 use serde_json::Value;
 
-use super::{
-    toml_tree::{self, TomlTree, TomlValue},
-    userdata::UserDataError,
-};
+use super::userdata::UserDataError;
 
 /// How a kubelet field is passed: its flag, its Bottlerocket setting, and how its value reads.
 struct Mapping {
@@ -183,20 +180,22 @@ pub fn flags(
     Ok(flags)
 }
 
-/// The Bottlerocket `settings.kubernetes` entries for the mapped fields.
-pub fn bottlerocket_settings(kubelet: Option<&BTreeMap<String, Value>>) -> Result<TomlTree, UserDataError> {
-    let mut settings = TomlTree::new();
+/// The Bottlerocket `settings.kubernetes` entries for the mapped fields, by setting name.
+pub fn bottlerocket_settings(
+    kubelet: Option<&BTreeMap<String, Value>>,
+) -> Result<BTreeMap<&'static str, toml_edit::Value>, UserDataError> {
+    let mut settings = BTreeMap::new();
     for (field, value) in kubelet.into_iter().flatten() {
         if field == MAX_PODS || field == CLUSTER_DNS {
             continue;
         }
         let mapping = mapping(AmiFamily::Bottlerocket, field)?;
-        let (Some(setting), Some(value)) = (mapping.bottlerocket, toml_tree::from_json(value)) else {
+        let (Some(setting), Some(value)) = (mapping.bottlerocket, toml_value(value)) else {
             continue;
         };
         let well_shaped = match mapping.shape {
-            Shape::Scalar => !matches!(value, TomlValue::Table(_) | TomlValue::Array(_)),
-            Shape::Pairs | Shape::Thresholds => matches!(value, TomlValue::Table(_)),
+            Shape::Scalar => !value.is_inline_table() && !value.is_array(),
+            Shape::Pairs | Shape::Thresholds => value.is_inline_table(),
         };
         if !well_shaped {
             return Err(UserDataError::Invalid {
@@ -204,9 +203,33 @@ pub fn bottlerocket_settings(kubelet: Option<&BTreeMap<String, Value>>) -> Resul
                 reason: "has the wrong type for Bottlerocket's setting".to_owned(),
             });
         }
-        settings.insert(setting.to_owned(), value);
+        settings.insert(setting, value);
     }
     Ok(settings)
+}
+
+/// A JSON value (from the EC2NodeClass's kubelet map) as TOML, objects as inline tables; `None`
+/// for `null`, which TOML cannot say (nulls inside arrays and objects are dropped).
+fn toml_value(value: &Value) -> Option<toml_edit::Value> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(toml_value)
+            .collect::<toml_edit::Array>()
+            .into(),
+        Value::Object(map) => map
+            .iter()
+            .filter_map(|(key, value)| Some((key.as_str(), toml_value(value)?)))
+            .collect::<toml_edit::InlineTable>()
+            .into(),
+    })
 }
 
 #[cfg(test)]
@@ -275,19 +298,24 @@ mod tests {
             "cpuCFSQuota": true,
         }));
         let settings = bottlerocket_settings(Some(&config)).unwrap();
-        assert_eq!(
-            settings["kube-reserved"],
-            TomlValue::Table(TomlTree::from([(
-                "cpu".to_owned(),
-                TomlValue::String("70m".to_owned())
-            )]))
-        );
-        assert_eq!(
-            settings["image-gc-high-threshold-percent"],
-            TomlValue::Integer(85)
-        );
-        assert_eq!(settings["cpu-cfs-quota-enforced"], TomlValue::Boolean(true));
+        let reserved = settings["kube-reserved"].as_inline_table().unwrap();
+        assert_eq!(reserved.len(), 1);
+        assert_eq!(reserved.get("cpu").and_then(|v| v.as_str()), Some("70m"));
+        assert_eq!(settings["image-gc-high-threshold-percent"].as_integer(), Some(85));
+        assert_eq!(settings["cpu-cfs-quota-enforced"].as_bool(), Some(true));
         let wrong = kubelet(json!({"kubeReserved": "70m"}));
         assert!(bottlerocket_settings(Some(&wrong)).is_err());
+    }
+
+    #[test]
+    fn json_nulls_are_dropped_and_numbers_keep_their_kind() {
+        assert!(toml_value(&json!(null)).is_none());
+        let value = toml_value(&json!({"a": null, "b": [1, null, 2.5]})).unwrap();
+        let table = value.as_inline_table().unwrap();
+        assert!(!table.contains_key("a"), "{table}");
+        let b = table.get("b").and_then(|v| v.as_array()).unwrap();
+        assert_eq!(b.len(), 2, "{b}");
+        assert_eq!(b.get(0).and_then(toml_edit::Value::as_integer), Some(1));
+        assert_eq!(b.get(1).and_then(toml_edit::Value::as_float), Some(2.5));
     }
 }

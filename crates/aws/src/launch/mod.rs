@@ -8,6 +8,5 @@ pub mod fleet;
 pub mod kubelet;
 pub mod selection;
 pub mod template;
-pub mod toml_tree;
 pub mod userdata;
 pub mod windows;
