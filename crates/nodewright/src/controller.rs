@@ -33,7 +33,7 @@ use nodewright_controller::{
 };
 use tokio::task::JoinSet;
 
-use crate::probes::ProbeArgs;
+use crate::{logging::LogLevel, probes::ProbeArgs};
 
 /// Karpenter's chart serves metrics on 8080 and the probes on 8081.
 const DEFAULT_METRICS_PORT: u16 = 8080;
@@ -96,6 +96,10 @@ pub(crate) struct ControllerArgs {
     /// How log lines are written: json (one object per line) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: crate::logging::LogFormat,
+    /// The namespace the controller runs in, where the ConfigMap `config-logging` (key
+    /// `loglevel.controller`) changes the log level while it runs.
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = "kube-system")]
+    system_namespace: String,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -273,15 +277,28 @@ fn minor_version(text: &str) -> Result<String> {
 
 pub(crate) fn run(args: &ControllerArgs) -> Result<()> {
     let config = args.config(PodDefaults::read())?;
-    crate::logging::install(args.log_level, args.log_format, Clock::system())?;
+    let log_level = crate::logging::install(args.log_level, args.log_format, Clock::system())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, config))
+    runtime.block_on(serve(args, config, log_level))
 }
 
-async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
+/// The minor version AMI aliases pick: `KUBERNETES_VERSION`, else the API server's.
+async fn kubernetes_version(client: &kube::Client, configured: Option<&str>) -> Result<String> {
+    if let Some(version) = configured {
+        return minor_version(version);
+    }
+    let info = client
+        .apiserver_version()
+        .await
+        .context("reading the API server's /version (or set KUBERNETES_VERSION)")?;
+    minor_version(&format!("{}.{}", info.major, info.minor))
+        .with_context(|| format!("the API server's version {}.{}", info.major, info.minor))
+}
+
+async fn serve(args: &ControllerArgs, config: ControllerConfig, log_level: LogLevel) -> Result<()> {
     let probes = ProbeArgs {
         metrics_port: Some(args.probes.metrics_port.unwrap_or(DEFAULT_METRICS_PORT)),
         health_probe_port: Some(args.probes.health_probe_port.unwrap_or(DEFAULT_HEALTH_PROBE_PORT)),
@@ -290,16 +307,7 @@ async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster service account or kubeconfig)")?;
-    let kubernetes_version = if let Some(version) = &config.kubernetes_version {
-        minor_version(version)?
-    } else {
-        let info = client
-            .apiserver_version()
-            .await
-            .context("reading the API server's /version (or set KUBERNETES_VERSION)")?;
-        minor_version(&format!("{}.{}", info.major, info.minor))
-            .with_context(|| format!("the API server's version {}.{}", info.major, info.minor))?
-    };
+    let kubernetes_version = kubernetes_version(&client, config.kubernetes_version.as_deref()).await?;
     let sdk_config = nodewright_aws::load_sdk_config().await;
     let clients = AwsClients::new(&sdk_config)
         .context("no AWS region configured: set AWS_REGION (IRSA and Pod Identity set it too)")?;
@@ -328,6 +336,12 @@ async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
     };
     let mut background = JoinSet::new();
     background.spawn(node_class_watch);
+    background.spawn(crate::log_config::follow(
+        client.clone(),
+        args.system_namespace.clone(),
+        log_level,
+        crate::log_config::READ_INTERVAL,
+    ));
     let aws_leadership = match election {
         Election::Disabled => Leadership::always(),
         Election::Lease => {

@@ -137,7 +137,7 @@ impl std::fmt::Display for DeniedRequest {
         let a = &self.attributes;
         write!(
             f,
-            "{} {} {}.{} name={:?} namespace={:?}",
+            "{} {} {} in API group {:?} name={:?} namespace={:?}",
             self.user,
             a.verb,
             a.combined_resource(),
