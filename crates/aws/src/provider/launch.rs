@@ -149,7 +149,7 @@ impl AwsProvider {
             labels: node_claim.labels(),
             taints: &taints,
         })
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| unavailable(format!("EC2NodeClass {}: {e}", node_class.name_any())))?;
         Ok(base64::encode(text))
     }
 
