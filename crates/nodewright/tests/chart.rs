@@ -236,6 +236,10 @@ fn an_eks_value_set_carries_irsa_the_queue_feature_gates_and_a_service_monitor()
         Some("https://ABCDEF.gr7.us-east-1.eks.amazonaws.com")
     );
     assert_eq!(
+        env_value(deployment, "CLUSTER_SERVICE_CIDR"),
+        Some("10.100.0.0/16")
+    );
+    assert_eq!(
         env_value(deployment, "FEATURE_GATES"),
         Some("SpotToSpotConsolidation=true,NodeRepair=false")
     );
@@ -297,6 +301,20 @@ fn missing_or_malformed_values_are_refused_naming_the_value() {
     assert!(error.contains("settings.clusterName is required"), "{error}");
 
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    // Nodes cannot find the cluster DNS without the service CIDR, so an endpoint needs it.
+    let endpoint_only = dir.join("endpoint-without-cidr.yaml");
+    fs::write(
+        &endpoint_only,
+        "settings: {clusterName: x, clusterEndpoint: 'https://example.eks.amazonaws.com'}",
+    )
+    .unwrap();
+    let error = render(Some(&endpoint_only))
+        .render_error
+        .expect("an endpoint without a service CIDR is refused");
+    assert!(
+        error.contains("settings.clusterServiceCIDR is required with settings.clusterEndpoint"),
+        "{error}"
+    );
     for (name, yaml, field) in [
         (
             "bad-duration.yaml",
@@ -317,6 +335,16 @@ fn missing_or_malformed_values_are_refused_naming_the_value() {
             "bad-endpoint.yaml",
             "settings: {clusterName: x, clusterEndpoint: not-a-url}",
             "/settings/clusterEndpoint",
+        ),
+        (
+            "plain-http-endpoint.yaml",
+            "settings: {clusterName: x, clusterEndpoint: 'http://example.com'}",
+            "/settings/clusterEndpoint",
+        ),
+        (
+            "bad-service-cidr.yaml",
+            "settings: {clusterName: x, clusterServiceCIDR: 10.100.0.0}",
+            "/settings/clusterServiceCIDR",
         ),
     ] {
         let path = dir.join(name);
