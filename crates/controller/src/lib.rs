@@ -7,6 +7,7 @@
 //! an injectable [`Clock`], so the same controllers run against a real cluster and against the
 //! simulation's clock in tests and `nodewright sim`.
 
+pub mod buffers;
 pub mod context;
 pub mod disruption;
 pub mod error;
@@ -120,4 +121,5 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(nodepool_hash::run(metered("nodepool.hash")));
     loops.spawn(disruption::drift::detection::run(metered("nodeclaim.disruption")));
     loops.spawn(disruption::expiration::run(metered("nodeclaim.expiration")));
+    loops.spawn(buffers::run(metered("capacitybuffer")));
 }
