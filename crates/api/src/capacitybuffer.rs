@@ -261,7 +261,7 @@ fn validate_schedules(spec: &CapacityBufferSpec, path: &FieldPath, problems: &mu
 mod tests {
     use super::*;
 
-    fn buffer(extra: serde_json::Value) -> CapacityBuffer {
+    fn buffer(extra: &serde_json::Value) -> CapacityBuffer {
         let mut spec = serde_json::json!({ "podTemplateRef": { "name": "chunk" }, "replicas": 5 });
         if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
             spec.extend(extra.clone());
@@ -275,11 +275,11 @@ mod tests {
 
     #[test]
     fn schedules_and_time_zones_are_checked_by_field() {
-        let good = buffer(serde_json::json!({ "timeZone": "Europe/Paris", "schedules": [
+        let good = buffer(&serde_json::json!({ "timeZone": "Europe/Paris", "schedules": [
             { "schedule": "0 8 * * 1-5", "duration": "11h", "replicas": 30 }
         ] }));
         assert_eq!(good.validate(), Ok(()));
-        let bad = buffer(serde_json::json!({ "timeZone": "Mars/Olympus", "schedules": [
+        let bad = buffer(&serde_json::json!({ "timeZone": "Mars/Olympus", "schedules": [
             { "schedule": "0 25 * * *", "duration": "11x", "replicas": -1 }
         ] }));
         let message = bad.validate().err().map(|e| e.to_string()).unwrap_or_default();

@@ -34,7 +34,7 @@ pub enum Source {
     /// The chunk's template; `generation` of the PodTemplate or workload; the workload's
     /// replicas for `percentage` (scalableRef only).
     Template {
-        template: PodTemplateSpec,
+        template: Box<PodTemplateSpec>,
         generation: Option<i64>,
         workload_replicas: Option<i32>,
     },
@@ -60,7 +60,7 @@ pub fn decide(buffer: &CapacityBuffer, source: Source, fit: Option<&Fit>, now: T
     let (ready, pods) = match resolved {
         Ok((template, template_generation, replicas)) => {
             status.replicas = Some(replicas);
-            status.pod_template_ref = spec.pod_template_ref.clone();
+            status.pod_template_ref.clone_from(&spec.pod_template_ref);
             status.pod_template_generation = template_generation;
             let requests = chunk_requests(&template);
             let message = format!("{replicas} chunks of {}", describe(&requests));
@@ -145,7 +145,7 @@ fn resolve(
             template,
             generation,
             workload_replicas,
-        } => (template, generation, workload_replicas),
+        } => (*template, generation, workload_replicas),
         Source::Missing { reason, message } => return Err((reason, message)),
     };
     let replicas = schedule::replicas_at(spec, now)
@@ -264,10 +264,12 @@ mod tests {
 
     fn template(cpu: &str) -> Source {
         Source::Template {
-            template: serde_json::from_value(json!({ "spec": { "containers": [
-                { "name": "c", "resources": { "requests": { "cpu": cpu, "memory": "1Gi" } } }
-            ] } }))
-            .unwrap_or_else(|e| panic!("{e}")),
+            template: Box::new(
+                serde_json::from_value(json!({ "spec": { "containers": [
+                    { "name": "c", "resources": { "requests": { "cpu": cpu, "memory": "1Gi" } } }
+                ] } }))
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
             generation: Some(7),
             workload_replicas: Some(15),
         }

@@ -134,7 +134,7 @@ async fn read_source(
         return Ok(match templates.get_opt(&reference.name).await? {
             Some(template) => Source::Template {
                 generation: template.metadata.generation,
-                template: template.template.unwrap_or_default(),
+                template: Box::new(template.template.unwrap_or_default()),
                 workload_replicas: None,
             },
             None => Source::Missing {
@@ -200,7 +200,7 @@ async fn read_source(
     Ok(match found {
         // Kubernetes defaults a workload's replicas to 1.
         Some((template, replicas, generation)) => Source::Template {
-            template,
+            template: Box::new(template),
             generation,
             workload_replicas: Some(replicas.unwrap_or(1)),
         },

@@ -83,14 +83,11 @@ impl VirtualPods {
         let changed = {
             let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
             let changed = inner.buffers.get(key) != pods.as_ref();
-            match pods {
-                Some(pods) => {
-                    inner.buffers.insert(key.clone(), pods);
-                }
-                None => {
-                    inner.buffers.remove(key);
-                    inner.fits.remove(key);
-                }
+            if let Some(pods) = pods {
+                inner.buffers.insert(key.clone(), pods);
+            } else {
+                inner.buffers.remove(key);
+                inner.fits.remove(key);
             }
             changed
         };
