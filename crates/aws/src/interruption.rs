@@ -44,6 +44,21 @@ pub enum InterruptionKind {
     Terminating,
 }
 
+impl InterruptionKind {
+    /// Karpenter's `message_type` label of `karpenter_interruption_received_messages_total`.
+    pub fn message_type(&self) -> &'static str {
+        match self {
+            Self::SpotInterrupted => "spot_interrupted",
+            Self::RebalanceRecommendation => "rebalance_recommendation",
+            Self::ScheduledChange => "scheduled_change",
+            Self::Stopping | Self::Terminating => "state_change",
+        }
+    }
+}
+
+/// The `message_type` of a well-formed message Nodewright does not act on.
+pub const NOOP_MESSAGE_TYPE: &str = "noop";
+
 /// What the controller does about an interruption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -13,7 +13,7 @@ use nodewright_api::{EC2NodeClass, NodeClaim, clock::Clock, conditions};
 use nodewright_aws::{
     AwsClients, AwsProvider, AwsSettings, NodeClassSource,
     controllers::{
-        interruption_queue::{self, InterruptionEvent, InterruptionEvents},
+        interruption_queue::{self, InterruptionEvent, InterruptionObserver},
         launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
         watched::WatchedNodeClasses,
@@ -115,20 +115,32 @@ async fn an_applied_node_class_gets_ready_status_with_the_resolved_network_and_a
 
 /// The events the interruption loop records, as (NodeClaim, reason).
 #[derive(Default)]
-struct RecordedEvents(std::sync::Mutex<Vec<(String, &'static str)>>);
+struct RecordedEvents {
+    events: std::sync::Mutex<Vec<(String, &'static str)>>,
+    received: std::sync::Mutex<Vec<&'static str>>,
+    deleted: std::sync::Mutex<Vec<Option<Duration>>>,
+}
 
-impl InterruptionEvents for RecordedEvents {
+impl InterruptionObserver for RecordedEvents {
     fn record<'a>(
         &'a self,
         node_claim: &'a NodeClaim,
         event: InterruptionEvent,
     ) -> nodewright_cloudprovider::BoxFuture<'a, ()> {
         assert!(event.warning);
-        self.0
+        self.events
             .lock()
             .unwrap()
             .push((kube::ResourceExt::name_any(node_claim), event.reason));
         Box::pin(std::future::ready(()))
+    }
+
+    fn received(&self, message_type: &'static str) {
+        self.received.lock().unwrap().push(message_type);
+    }
+
+    fn deleted(&self, queued: Option<Duration>) {
+        self.deleted.lock().unwrap().push(queued);
     }
 }
 
@@ -172,21 +184,7 @@ async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
         ("reclaimed", "i-0aaaaaaaaaaaaaaa1"),
         ("kept", "i-0aaaaaaaaaaaaaaa2"),
     ] {
-        let created = claims
-            .create(&PostParams::default(), &node_claim(name))
-            .await
-            .unwrap();
-        let mut with_status = created.clone();
-        with_status.status = Some(
-            serde_json::from_value(serde_json::json!({
-                "providerID": format!("aws:///us-west-2a/{instance}"),
-            }))
-            .unwrap(),
-        );
-        claims
-            .replace_status(name, &PostParams::default(), &with_status)
-            .await
-            .unwrap();
+        create_launched_claim(&claims, name, instance).await;
     }
     let warning = support::spot_interruption_warning("i-0aaaaaaaaaaaaaaa1");
     for body in [warning.to_string(), "not json".to_owned()] {
@@ -227,7 +225,7 @@ async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
         .unwrap();
     assert!(claims.get_opt("kept").await.unwrap().is_some());
     assert_eq!(
-        *events.0.lock().unwrap(),
+        *events.events.lock().unwrap(),
         [("reclaimed".to_owned(), "SpotInterrupted")],
         "one Warning event on the reclaimed NodeClaim"
     );
@@ -247,7 +245,41 @@ async fn a_spot_interruption_warning_deletes_the_node_claim_and_the_message() {
         })
         .await
         .unwrap();
+    // The loop counts a deletion just after SQS confirms it.
+    cluster
+        .wait_until(Duration::from_secs(20), "both deletions counted", || {
+            let counted = events.deleted.lock().unwrap().len();
+            std::future::ready(counted == 2)
+        })
+        .await
+        .unwrap();
     interruption_loop.abort();
+    // The warning counted by its type; the malformed message is deleted without a type.
+    assert_eq!(*events.received.lock().unwrap(), ["spot_interrupted"]);
+    assert_eq!(
+        events.deleted.lock().unwrap().len(),
+        2,
+        "both messages deleted and counted"
+    );
+}
+
+/// A NodeClaim whose instance is `instance` (its status's provider ID).
+async fn create_launched_claim(claims: &Api<NodeClaim>, name: &str, instance: &str) {
+    let created = claims
+        .create(&PostParams::default(), &node_claim(name))
+        .await
+        .unwrap();
+    let mut with_status = created.clone();
+    with_status.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "providerID": format!("aws:///us-west-2a/{instance}"),
+        }))
+        .unwrap(),
+    );
+    claims
+        .replace_status(name, &PostParams::default(), &with_status)
+        .await
+        .unwrap();
 }
 
 /// Whether the queue holds no message, visible or in flight.

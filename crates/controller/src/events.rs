@@ -52,6 +52,8 @@ pub mod reasons {
     pub const EXPIRED: &str = "Expired";
     pub const TERMINATION_GRACE_PERIOD_EXPIRING: &str = "TerminationGracePeriodExpiring";
     pub const FAILED_CONSISTENCY_CHECK: &str = "FailedConsistencyCheck";
+    /// An unhealthy node is not repaired because too much of its NodePool is unhealthy.
+    pub const NODE_REPAIR_BLOCKED: &str = "NodeRepairBlocked";
 }
 
 /// Karpenter's reporting component name, so existing event filters match.

@@ -19,7 +19,9 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod nodepool_hash;
 pub mod nodepool_status;
+pub mod overlay;
 pub mod provisioner;
+pub mod repair;
 pub mod settings;
 pub mod state;
 pub mod termination;
@@ -121,5 +123,7 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(nodepool_hash::run(metered("nodepool.hash")));
     loops.spawn(disruption::drift::detection::run(metered("nodeclaim.disruption")));
     loops.spawn(disruption::expiration::run(metered("nodeclaim.expiration")));
+    loops.spawn(overlay::run(metered("nodeoverlay.controller")));
+    loops.spawn(repair::run(metered("node.health")));
     loops.spawn(buffers::run(metered("capacitybuffer")));
 }

@@ -39,6 +39,11 @@ pub struct Settings {
     /// Whether consolidation may replace a spot node with another spot node (Karpenter's
     /// `SpotToSpotConsolidation` feature gate; off by default).
     pub spot_to_spot_consolidation: bool,
+    /// Whether unhealthy nodes are replaced (Karpenter's `NodeRepair` feature gate). Off by
+    /// default, as in Karpenter and the chart: Nodewright is a drop-in replacement, and a
+    /// controller that starts deleting nodes nobody asked it to touch would surprise a user who
+    /// kept Karpenter's settings.
+    pub node_repair: bool,
 }
 
 impl Settings {
@@ -70,6 +75,7 @@ impl Default for Settings {
             identity: "nodewright".to_owned(),
             wall_clock_speedup: 1.0,
             spot_to_spot_consolidation: false,
+            node_repair: false,
         }
     }
 }

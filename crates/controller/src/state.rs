@@ -20,7 +20,7 @@ use kube::{
         watcher,
     },
 };
-use nodewright_api::{CapacityBuffer, EC2NodeClass, NodeClaim, NodePool};
+use nodewright_api::{CapacityBuffer, EC2NodeClass, NodeClaim, NodeOverlay, NodePool};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -84,6 +84,7 @@ pub struct ClusterState {
     pub pvcs: Watched<PersistentVolumeClaim>,
     pub pvs: Watched<PersistentVolume>,
     pub storage_classes: Watched<StorageClass>,
+    pub node_overlays: Watched<NodeOverlay>,
     pub capacity_buffers: Watched<CapacityBuffer>,
     /// The CapacityBuffers' virtual pods, kept by [`crate::buffers`] (memory only).
     pub buffer_pods: crate::buffers::VirtualPods,
@@ -134,6 +135,7 @@ impl ClusterState {
             pvcs: watch_all(Api::all(client.clone()), &mut tasks),
             pvs: watch_all(Api::all(client.clone()), &mut tasks),
             storage_classes: watch_all(Api::all(client.clone()), &mut tasks),
+            node_overlays: watch_all(Api::all(client.clone()), &mut tasks),
             capacity_buffers: watch_all(Api::all(client.clone()), &mut tasks),
             buffer_pods: crate::buffers::VirtualPods::default(),
         };
@@ -156,6 +158,7 @@ impl ClusterState {
         let _ = self.pvcs.store.wait_until_ready().await;
         let _ = self.pvs.store.wait_until_ready().await;
         let _ = self.storage_classes.store.wait_until_ready().await;
+        let _ = self.node_overlays.store.wait_until_ready().await;
     }
 
     /// The Node with a providerID, if one has registered.

@@ -85,12 +85,20 @@ fn has_samples(scrape: &str, family: &str) -> bool {
         .any(|l| sample_name(l) == family || sample_name(l) == count)
 }
 
+/// Per-pod gauges with samples only while some pod waits (for a node, or to become Ready), as in
+/// Karpenter; checked while a pod waits, not in the settled scrape.
+const WHILE_PODS_WAIT: [&str; 2] = [
+    "karpenter_pods_unbound_time_seconds",
+    "karpenter_pods_unstarted_time_seconds",
+];
+
 /// The promised metric names with no sample in the scrape.
 fn missing(scrape: &str) -> Vec<&'static str> {
     KARPENTER_METRICS
         .iter()
         .chain(NODEWRIGHT_METRICS)
         .copied()
+        .filter(|name| !WHILE_PODS_WAIT.contains(name))
         .filter(|name| !has_samples(scrape, name))
         .collect()
 }
@@ -193,6 +201,30 @@ async fn settled_scrape(lab: &Lab, metrics: SocketAddr) -> Answer {
     );
 }
 
+/// A pod nothing can take (no s390x nodes) shows in the per-pod wait gauges while it waits; it
+/// is deleted again so the rest of the test sees only the inflate pods.
+async fn a_waiting_pod_shows_in_the_wait_gauges(lab: &Lab, metrics_addr: SocketAddr) {
+    lab.cluster
+        .apply_yaml(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: waiting\n  namespace: default\nspec:\n  nodeSelector:\n    kubernetes.io/arch: s390x\n  containers:\n  - name: app\n    image: app:1\n",
+        )
+        .unwrap();
+    lab.run_until("the waiting pod in the wait gauges", || async {
+        let scrape = get(metrics_addr, "/metrics", "*/*").await.body;
+        WHILE_PODS_WAIT.iter().all(|gauge| {
+            scrape
+                .lines()
+                .any(|l| l.starts_with(&format!("{gauge}{{name=\"waiting\",namespace=\"default\"}}")))
+        })
+    })
+    .await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(lab.cluster.client(), "default");
+    pods.delete("waiting", &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+}
+
 async fn wait_ready(lab: &Lab, probes: SocketAddr) {
     let deadline = Instant::now() + Duration::from_mins(1);
     loop {
@@ -234,6 +266,7 @@ async fn metrics_and_probes_follow_provisioning_consolidation_and_a_drain() {
         { "key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c", "m", "r"] }
     ] } } } }))
     .await;
+    a_waiting_pod_shows_in_the_wait_gauges(&lab, metrics_addr).await;
     // Provisioning: five pods, new nodes.
     lab.scale(5).await;
     lab.run_until("five running inflate pods", || lab.running(5))
@@ -281,6 +314,9 @@ async fn metrics_and_probes_follow_provisioning_consolidation_and_a_drain() {
         ("karpenter_cloudprovider_duration_seconds_count", 1.0),
         ("karpenter_nodeclaims_termination_duration_seconds_count", 1.0),
         ("karpenter_nodes_lifetime_duration_seconds_count", 1.0),
+        ("karpenter_nodes_termination_duration_seconds_count", 1.0),
+        ("karpenter_pods_startup_duration_seconds_count", 5.0),
+        ("karpenter_pods_bound_duration_seconds_count", 5.0),
         ("karpenter_cluster_state_synced", 1.0),
         ("karpenter_cluster_state_node_count", 1.0),
         ("karpenter_pods_state", 1.0),

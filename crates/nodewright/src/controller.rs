@@ -13,11 +13,12 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use jiff::SignedDuration;
+use k8s_openapi::api::core::v1::Node;
 use nodewright_api::NodeClaim;
 use nodewright_aws::{
     AwsClients, AwsProvider, AwsSettings,
     controllers::{
-        interruption_queue::{self, InterruptionEvent, InterruptionEvents},
+        interruption_queue::{self, InterruptionEvent, InterruptionObserver},
         launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
         watched::WatchedNodeClasses,
@@ -30,6 +31,7 @@ use nodewright_controller::{
     Clock, Election, Settings,
     events::Events,
     leader::{self, Leadership, LeaseConfig},
+    metrics::{self, families::MessageTypeLabels},
 };
 use tokio::task::JoinSet;
 
@@ -72,7 +74,8 @@ pub(crate) struct ControllerArgs {
     #[arg(long, env = "BATCH_MAX_DURATION", default_value = "10s", value_parser = duration)]
     batch_max_duration: Duration,
     /// Karpenter's feature gates, `Name=true,Name=false`. Nodewright acts on
-    /// SpotToSpotConsolidation; Karpenter's other gates are accepted and have no effect.
+    /// SpotToSpotConsolidation and NodeRepair; Karpenter's other gates are accepted and have no
+    /// effect.
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = FeatureGates::from_str)]
     feature_gates: FeatureGates,
     /// Act without holding the leader Lease (a single replica only).
@@ -104,10 +107,11 @@ pub(crate) struct ControllerArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct FeatureGates {
     spot_to_spot_consolidation: bool,
+    node_repair: bool,
 }
 
 /// Gates Karpenter defines that Nodewright accepts without acting on them.
-const OTHER_KARPENTER_GATES: [&str; 4] = ["NodeRepair", "ReservedCapacity", "NodeOverlay", "StaticCapacity"];
+const OTHER_KARPENTER_GATES: [&str; 3] = ["ReservedCapacity", "NodeOverlay", "StaticCapacity"];
 
 impl FromStr for FeatureGates {
     type Err = String;
@@ -124,6 +128,7 @@ impl FromStr for FeatureGates {
                 .map_err(|_| format!("{name}: {value:?} is neither true nor false"))?;
             match name.trim() {
                 "SpotToSpotConsolidation" => gates.spot_to_spot_consolidation = enabled,
+                "NodeRepair" => gates.node_repair = enabled,
                 other if OTHER_KARPENTER_GATES.contains(&other) => {}
                 other => return Err(format!("unknown feature gate {other:?}")),
             }
@@ -204,6 +209,7 @@ impl ControllerArgs {
             lease_name: self.leader_election_name.clone(),
             identity,
             spot_to_spot_consolidation: self.feature_gates.spot_to_spot_consolidation,
+            node_repair: self.feature_gates.node_repair,
             ..Settings::default()
         };
         Ok(ControllerConfig {
@@ -394,22 +400,63 @@ struct AwsLoops {
     identity: String,
 }
 
-/// The interruption loop's events, published like the controllers' own.
-struct PublishedEvents(Events);
+/// The interruption loop's events, published like the controllers' own on the NodeClaim and its
+/// Node (as Karpenter does), and its metrics in the process's registry.
+struct PublishedInterruptions {
+    events: Events,
+    nodes: kube::Api<Node>,
+}
 
-impl InterruptionEvents for PublishedEvents {
+impl PublishedInterruptions {
+    async fn publish<K>(&self, object: &K, event: &InterruptionEvent)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let message = event.message.clone();
+        if event.warning {
+            self.events
+                .warning(object, event.reason, "Interruption", message)
+                .await;
+        } else {
+            self.events
+                .normal(object, event.reason, "Interruption", message)
+                .await;
+        }
+    }
+}
+
+impl InterruptionObserver for PublishedInterruptions {
     fn record<'a>(&'a self, node_claim: &'a NodeClaim, event: InterruptionEvent) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if event.warning {
-                self.0
-                    .warning(node_claim, event.reason, "Interruption", event.message)
-                    .await;
-            } else {
-                self.0
-                    .normal(node_claim, event.reason, "Interruption", event.message)
-                    .await;
+            self.publish(node_claim, &event).await;
+            let node_name = node_claim.status.as_ref().and_then(|s| s.node_name.as_deref());
+            if let Some(node_name) = node_name {
+                match self.nodes.get_opt(node_name).await {
+                    Ok(Some(node)) => self.publish(&node, &event).await,
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(node = node_name, %error, "reading the interrupted node for its event failed");
+                    }
+                }
             }
         })
+    }
+
+    fn received(&self, message_type: &'static str) {
+        metrics::global()
+            .interruption_received
+            .get_or_create(&MessageTypeLabels {
+                message_type: message_type.to_owned(),
+            })
+            .inc();
+    }
+
+    fn deleted(&self, queued: Option<Duration>) {
+        let metrics = metrics::global();
+        metrics.interruption_deleted.inc();
+        if let Some(queued) = queued {
+            metrics.interruption_queue_duration.observe(queued.as_secs_f64());
+        }
     }
 }
 
@@ -436,7 +483,10 @@ impl AwsLoops {
                     self.client.clone(),
                     queue.clone(),
                     self.provider.clone(),
-                    Arc::new(PublishedEvents(events)),
+                    Arc::new(PublishedInterruptions {
+                        events,
+                        nodes: kube::Api::all(self.client.clone()),
+                    }),
                     self.clock.clone(),
                 ));
             }
@@ -480,6 +530,7 @@ mod tests {
         assert_eq!(config.settings.batch_idle, Duration::from_secs(1));
         assert_eq!(config.settings.batch_max, Duration::from_secs(10));
         assert!(!config.settings.spot_to_spot_consolidation);
+        assert!(!config.settings.node_repair);
         assert_eq!(config.settings.identity, "pod-a");
         assert_eq!(config.settings.lease_name, "karpenter-leader-election");
         assert_eq!(config.cluster, None);
@@ -496,9 +547,10 @@ mod tests {
             "--cluster-name=demo",
             "--batch-idle-duration=500ms",
             "--batch-max-duration=1m30s",
-            "--feature-gates=NodeRepair=false, SpotToSpotConsolidation=true",
+            "--feature-gates=NodeRepair=true, SpotToSpotConsolidation=true",
         ])
         .unwrap();
+        assert!(config.settings.node_repair);
         assert_eq!(config.settings.batch_idle, Duration::from_millis(500));
         assert_eq!(config.settings.batch_max, Duration::from_secs(90));
         assert!(config.settings.spot_to_spot_consolidation);

@@ -214,6 +214,22 @@ async fn an_ec2nodeclass_becomes_ready_with_what_moto_holds() {
         )
         .await
         .unwrap();
+    // ... and counted in Karpenter's interruption metrics (just after the delete).
+    cluster
+        .wait_until(
+            Duration::from_secs(10),
+            "the message counted as received and deleted",
+            || {
+                let scraped = http_get(metrics_port, "/metrics").unwrap_or_default();
+                std::future::ready(
+                    scraped.contains(
+                        "karpenter_interruption_received_messages_total{message_type=\"rebalance_recommendation\"} 1",
+                    ) && scraped.contains("karpenter_interruption_deleted_messages_total 1"),
+                )
+            },
+        )
+        .await
+        .unwrap();
     // SIGTERM, as the kubelet sends it, stops the controller cleanly.
     let exit = controller_process.terminate();
     assert!(exit.success(), "{exit}");

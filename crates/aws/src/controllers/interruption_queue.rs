@@ -2,7 +2,9 @@
 //! [`interruption::plan`] (pure) against the NodeClaims of the instances named, then write: mark
 //! reclaimed spot offerings unavailable, delete the NodeClaims to replace (the core's termination
 //! cordons and drains their nodes and the provisioner replaces them), record an event on each
-//! NodeClaim concerned ([`InterruptionEvents`], Karpenter's reasons), and delete the message.
+//! NodeClaim concerned and its Node ([`InterruptionObserver`], Karpenter's reasons), and delete the
+//! message. The observer also counts messages received (by type) and deleted, and how long each
+//! waited since its event happened (Karpenter's `karpenter_interruption_*` metrics).
 //!
 //! A message is deleted only once it was acted on, so a failed NodeClaim delete is retried when
 //! the message becomes visible again; a malformed message is logged and deleted at once (it would
@@ -39,9 +41,16 @@ pub struct InterruptionEvent {
     pub message: String,
 }
 
-/// Where the loop records its events.
-pub trait InterruptionEvents: Send + Sync {
+/// Where the loop records what it sees and does: events and metrics.
+pub trait InterruptionObserver: Send + Sync {
+    /// An event about `node_claim` (and, where the observer can find it, its Node).
     fn record<'a>(&'a self, node_claim: &'a NodeClaim, event: InterruptionEvent) -> BoxFuture<'a, ()>;
+    /// A well-formed message arrived, by Karpenter's message type (`spot_interrupted`, ...,
+    /// `noop` for events Nodewright does not act on).
+    fn received(&self, message_type: &'static str);
+    /// A message was deleted from the queue; `queued` is how long since its event happened,
+    /// when the message said.
+    fn deleted(&self, queued: Option<Duration>);
 }
 
 /// The event Karpenter records for `kind`.
@@ -100,7 +109,7 @@ pub async fn run(
     client: Client,
     queue: InterruptionQueue,
     provider: Arc<AwsProvider>,
-    events: Arc<dyn InterruptionEvents>,
+    observer: Arc<dyn InterruptionObserver>,
     clock: Clock,
 ) {
     let node_claims: Api<NodeClaim> = Api::all(client);
@@ -120,8 +129,15 @@ pub async fn run(
             listed: None,
         };
         for received in messages {
-            if let Err(error) =
-                handle(&mut claims, &queue, &provider, events.as_ref(), &clock, received).await
+            if let Err(error) = handle(
+                &mut claims,
+                &queue,
+                &provider,
+                observer.as_ref(),
+                &clock,
+                received,
+            )
+            .await
             {
                 tracing::warn!(queue = queue.url(), %error, "interruption message not handled; it will be received again");
             }
@@ -153,7 +169,7 @@ async fn handle(
     claims: &mut ClaimsOnce<'_>,
     queue: &InterruptionQueue,
     provider: &AwsProvider,
-    events: &dyn InterruptionEvents,
+    observer: &dyn InterruptionObserver,
     clock: &Clock,
     received: Received,
 ) -> Result<(), String> {
@@ -161,19 +177,15 @@ async fn handle(
         Ok(Some(interruption)) => interruption,
         // An event about nothing Nodewright acts on.
         Ok(None) => {
-            return queue
-                .delete(&received.receipt_handle)
-                .await
-                .map_err(|e| e.to_string());
+            observer.received(interruption::NOOP_MESSAGE_TYPE);
+            return delete(queue, observer, &received.receipt_handle, None).await;
         }
         Err(why) => {
             tracing::warn!(queue = queue.url(), why, "malformed interruption message deleted");
-            return queue
-                .delete(&received.receipt_handle)
-                .await
-                .map_err(|e| e.to_string());
+            return delete(queue, observer, &received.receipt_handle, None).await;
         }
     };
+    observer.received(interruption.kind.message_type());
     let node_claims = claims.api;
     let claims = claims.get().await?;
     let plan = plan_for(&interruption, claims);
@@ -183,7 +195,7 @@ async fn handle(
     for (name, kind) in &plan.events {
         tracing::info!(nodeclaim = name, kind, "interruption");
         if let Some(node_claim) = claims.iter().find(|c| &c.name_any() == name) {
-            events.record(node_claim, event_for(&interruption.kind)).await;
+            observer.record(node_claim, event_for(&interruption.kind)).await;
         }
     }
     for name in &plan.delete {
@@ -193,10 +205,22 @@ async fn handle(
             Err(error) => return Err(format!("deleting NodeClaim {name}: {error}")),
         }
     }
-    queue
-        .delete(&received.receipt_handle)
-        .await
-        .map_err(|e| e.to_string())
+    let queued = interruption
+        .time
+        .and_then(|happened| Duration::try_from(clock.now().duration_since(happened)).ok());
+    delete(queue, observer, &received.receipt_handle, queued).await
+}
+
+/// Deletes a handled message and counts it.
+async fn delete(
+    queue: &InterruptionQueue,
+    observer: &dyn InterruptionObserver,
+    receipt_handle: &str,
+    queued: Option<Duration>,
+) -> Result<(), String> {
+    queue.delete(receipt_handle).await.map_err(|e| e.to_string())?;
+    observer.deleted(queued);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use crate::{
         consolidation, drift,
     },
     provisioner::{pods::is_daemon_set_pod, snapshot},
+    repair::{self, decide::NodeRepairStatus},
 };
 
 /// Settings that change disruption's answer.
@@ -52,6 +53,9 @@ pub struct NodeExplanation {
     pub pods: Vec<PodOnNode>,
     /// The NodeClaim's `Consolidatable` condition as the controller last wrote it.
     pub consolidatable_condition: Option<ConditionLine>,
+    /// Where an unhealthy node stands with node repair (the AWS provider's repair policies, as
+    /// the controller applies them with the `NodeRepair` gate on); `None` while healthy.
+    pub repair: Option<NodeRepairStatus>,
     /// Events about the Node and its NodeClaim, oldest first.
     pub events: Vec<EventLine>,
 }
@@ -219,6 +223,13 @@ pub fn explain(
         decision,
         pods,
         consolidatable_condition: claim.and_then(|c| consolidatable_condition(c)),
+        repair: repair::decide::status_of(
+            &nodewright_cloudprovider::aws_repair_policies(),
+            &cluster.nodes,
+            &cluster.claims,
+            name,
+            now,
+        ),
         events,
     })
 }
@@ -525,6 +536,15 @@ impl NodeExplanation {
                 );
             }
             None => out.push_str("Consolidatable: not written\n"),
+        }
+        if let Some(repair) = &self.repair {
+            let _ = writeln!(
+                out,
+                "Repair (NodeRepair gate): {:?} {} — {}",
+                repair.state,
+                repair.condition.as_deref().unwrap_or("-"),
+                repair.message
+            );
         }
         write_events(&mut out, &self.events);
         out

@@ -110,7 +110,11 @@ pub(super) async fn launch(
             );
             existing.clone()
         }
-        None => match ctx.cloud.create(&working.claim).await {
+        None => match ctx
+            .cloud
+            .create(&*crate::overlay::launch::prioritized(ctx, &working.claim).await)
+            .await
+        {
             Ok(launched) => launched,
             Err(error) => return launch_failed(ctx, working, error).await,
         },

@@ -22,6 +22,7 @@ use prometheus_client::{
     metrics::{MetricType, gauge::ConstGauge},
 };
 
+use super::startup::PodStartups;
 use crate::{context::Context, state::ClusterState, unavailable::UnavailableOfferings};
 
 type Labels = Vec<(&'static str, String)>;
@@ -38,12 +39,21 @@ struct Sources {
 }
 
 /// The scrape-time collector. Before a controller attaches it reports nothing.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClusterCollector {
     sources: RwLock<Option<Sources>>,
+    startups: PodStartups,
 }
 
 impl ClusterCollector {
+    /// A collector that also counts pod start-ups and bindings ([`PodStartups`]).
+    pub(super) fn new(startups: PodStartups) -> Self {
+        Self {
+            sources: RwLock::new(None),
+            startups,
+        }
+    }
+
     pub(super) fn attach(&self, ctx: &Context) {
         *self.sources.write().unwrap_or_else(PoisonError::into_inner) = Some(Sources {
             state: ctx.state.clone(),
@@ -98,6 +108,7 @@ impl Collector for ClusterCollector {
         let Some(sources) = sources else {
             return Ok(());
         };
+        self.startups.record(&sources.state.pods.all());
         for series in gather(&sources) {
             series.encode(&mut encoder)?;
         }
@@ -113,6 +124,7 @@ fn gather(sources: &Sources) -> Vec<Series> {
     let mut out = node_series(&nodes, &pods, now);
     out.extend(nodepool_series(&pools));
     out.push(pod_states(&pods, &nodes));
+    out.extend(pod_waits(&pods, now));
     let mut unavailable = Series::new(
         "nodewright_unavailable_offerings",
         "Offerings (instance type, zone, capacity type) the cloud recently reported out of capacity, which provisioning avoids until they expire.",
@@ -315,6 +327,46 @@ fn pod_states(pods: &[Arc<Pod>], nodes: &[Arc<Node>]) -> Series {
         series.samples.push((pod_labels, 1.0));
     }
     series
+}
+
+/// `karpenter_pods_unbound_time_seconds` and `karpenter_pods_unstarted_time_seconds`: how long
+/// each live pod has waited since its creation for a node, and (bound) to become Ready.
+fn pod_waits(pods: &[Arc<Pod>], now: jiff::Timestamp) -> [Series; 2] {
+    let mut unbound = Series::new(
+        "karpenter_pods_unbound_time_seconds",
+        "Time since the creation of each pod not yet bound to a node.",
+    );
+    let mut unstarted = Series::new(
+        "karpenter_pods_unstarted_time_seconds",
+        "Time since the creation of each pod not yet Ready.",
+    );
+    for pod in pods
+        .iter()
+        .filter(|p| !is_terminal(p) && p.metadata.deletion_timestamp.is_none())
+    {
+        let Some(created) = &pod.metadata.creation_timestamp else {
+            continue;
+        };
+        let waited = now.duration_since(created.0).as_secs_f64().max(0.0);
+        let labels = || {
+            vec![
+                ("name", pod.name_any()),
+                ("namespace", pod.namespace().unwrap_or_default()),
+            ]
+        };
+        if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none() {
+            unbound.samples.push((labels(), waited));
+        }
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if !ready {
+            unstarted.samples.push((labels(), waited));
+        }
+    }
+    [unbound, unstarted]
 }
 
 /// Karpenter's node labels: the well-known labels snake-cased, the node's name and phase, and

@@ -8,7 +8,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{cluster::ClusterCollector, health::Health};
+use super::{cluster::ClusterCollector, health::Health, startup::PodStartups, summary::Summary};
 use crate::{context::Context, leader::Leadership};
 
 /// Karpenter's metric names that Nodewright exposes with Karpenter's type, labels and meaning,
@@ -23,6 +23,7 @@ pub const KARPENTER_METRICS: &[&str] = &[
     "karpenter_nodes_terminated_total",
     "karpenter_nodeclaims_instance_termination_duration_seconds",
     "karpenter_nodeclaims_termination_duration_seconds",
+    "karpenter_nodes_termination_duration_seconds",
     "karpenter_nodes_drained_total",
     "karpenter_nodes_lifetime_duration_seconds",
     "karpenter_pods_eviction_requests_total",
@@ -51,8 +52,15 @@ pub const KARPENTER_METRICS: &[&str] = &[
     "karpenter_nodepools_limit",
     "karpenter_nodepools_usage",
     "karpenter_pods_state",
+    "karpenter_pods_startup_duration_seconds",
+    "karpenter_pods_bound_duration_seconds",
+    "karpenter_pods_unbound_time_seconds",
+    "karpenter_pods_unstarted_time_seconds",
     "karpenter_cloudprovider_duration_seconds",
     "karpenter_cloudprovider_errors_total",
+    "karpenter_interruption_received_messages_total",
+    "karpenter_interruption_deleted_messages_total",
+    "karpenter_interruption_message_queue_duration_seconds",
     "karpenter_build_info",
 ];
 
@@ -138,6 +146,16 @@ pub struct DisruptedLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnhealthyDisruptedLabels {
+    /// The Node condition type that triggered the repair, snake_cased (`networking_ready`).
+    pub condition: String,
+    pub nodepool: String,
+    pub capacity_type: String,
+    pub image_id: String,
+    pub termination_mode: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodePoolZoneLabels {
     pub nodepool: String,
     pub zone: String,
@@ -217,6 +235,11 @@ pub struct CloudErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageTypeLabels {
+    pub message_type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
     pub goversion: String,
@@ -234,12 +257,18 @@ pub struct Metrics {
     pub nodeclaims_created: CounterFamily<CreatedLabels>,
     pub nodeclaims_terminated: CounterFamily<TerminatedLabels>,
     pub nodeclaims_disrupted: CounterFamily<DisruptedLabels>,
+    pub nodeclaims_unhealthy_disrupted: CounterFamily<UnhealthyDisruptedLabels>,
     pub pods_disruption_initiated: CounterFamily<DisruptedLabels>,
     pub nodes_created: CounterFamily<NodePoolZoneLabels>,
     pub nodes_terminated: CounterFamily<NodePoolZoneLabels>,
     pub nodeclaims_instance_termination_duration: HistogramFamily<NodePoolLabels>,
     pub nodeclaims_termination_duration: Histogram,
     pub nodes_drained: CounterFamily<NodePoolLabels>,
+    /// Summaries are encoded after the registry ([`Metrics::encode_openmetrics`]).
+    pub nodes_termination_duration: Summary,
+    pub pods_startup_duration: Arc<Summary>,
+    /// Observed by the cluster collector at scrape time ([`super::startup`]).
+    pub pods_bound_duration: Histogram,
     pub nodes_lifetime: HistogramFamily<NodePoolLabels>,
     pub pods_eviction_requests: CounterFamily<CodeLabels>,
 
@@ -259,6 +288,10 @@ pub struct Metrics {
     pub cloud_duration: HistogramFamily<CloudCallLabels>,
     pub cloud_errors: CounterFamily<CloudErrorLabels>,
 
+    pub interruption_received: CounterFamily<MessageTypeLabels>,
+    pub interruption_deleted: Counter,
+    pub interruption_queue_duration: Histogram,
+
     pub solver_lower_bound: Gauge<f64, AtomicU64>,
     pub solver_optimality_gap: Gauge<f64, AtomicU64>,
     pub savings_backlog: Gauge<f64, AtomicU64>,
@@ -268,19 +301,36 @@ impl Metrics {
     /// Every family, registered.
     #[allow(clippy::too_many_lines)] // one registration per family, nothing else
     pub fn new() -> Self {
+        let pods_startup_duration = Arc::new(Summary::new(
+            "karpenter_pods_startup_duration_seconds",
+            "Time from a pod's creation until it first became Ready",
+            &[],
+        ));
+        let pods_bound_duration = duration_histogram();
         let mut metrics = Self {
             registry: Registry::default(),
             health: Health::default(),
-            cluster: Arc::new(ClusterCollector::default()),
+            cluster: Arc::new(ClusterCollector::new(PodStartups::new(
+                Arc::clone(&pods_startup_duration),
+                pods_bound_duration.clone(),
+            ))),
             nodeclaims_created: Family::default(),
             nodeclaims_terminated: Family::default(),
             nodeclaims_disrupted: Family::default(),
+            nodeclaims_unhealthy_disrupted: Family::default(),
             pods_disruption_initiated: Family::default(),
             nodes_created: Family::default(),
             nodes_terminated: Family::default(),
             nodeclaims_instance_termination_duration: durations(),
             nodeclaims_termination_duration: duration_histogram(),
             nodes_drained: Family::default(),
+            nodes_termination_duration: Summary::new(
+                "karpenter_nodes_termination_duration_seconds",
+                "Time from a node's deletion until its termination finalizer was removed, by nodepool",
+                &["nodepool"],
+            ),
+            pods_startup_duration,
+            pods_bound_duration,
             nodes_lifetime: Family::new_with_constructor(lifetime_histogram),
             pods_eviction_requests: Family::default(),
             disruption_evaluation_duration: durations(),
@@ -296,6 +346,9 @@ impl Metrics {
             unschedulable_pods: Family::default(),
             cloud_duration: durations(),
             cloud_errors: Family::default(),
+            interruption_received: Family::default(),
+            interruption_deleted: Counter::default(),
+            interruption_queue_duration: duration_histogram(),
             solver_lower_bound: Gauge::default(),
             solver_optimality_gap: Gauge::default(),
             savings_backlog: Gauge::default(),
@@ -323,6 +376,13 @@ impl Metrics {
             "karpenter_nodeclaims_disrupted",
             "Number of nodeclaims disrupted, by reason, nodepool, capacity type, consolidation policy and termination mode",
             self.nodeclaims_disrupted.clone(),
+        );
+        // Not in KARPENTER_METRICS (the names every scrape is checked for): its series exist
+        // only once a node was repaired, with the NodePool's and image's labels.
+        r.register(
+            "karpenter_nodeclaims_unhealthy_disrupted",
+            "Number of unhealthy nodeclaims disrupted by node repair, by the condition that triggered it, nodepool, capacity type, image ID and termination mode",
+            self.nodeclaims_unhealthy_disrupted.clone(),
         );
         r.register(
             "karpenter_pods_disruption_initiated",
@@ -430,6 +490,26 @@ impl Metrics {
             self.cloud_errors.clone(),
         );
         r.register(
+            "karpenter_pods_bound_duration_seconds",
+            "Time from a pod's creation until it was bound to a node",
+            self.pods_bound_duration.clone(),
+        );
+        r.register(
+            "karpenter_interruption_received_messages",
+            "Number of interruption queue messages received, by message type",
+            self.interruption_received.clone(),
+        );
+        r.register(
+            "karpenter_interruption_deleted_messages",
+            "Number of interruption queue messages deleted after handling",
+            self.interruption_deleted.clone(),
+        );
+        r.register(
+            "karpenter_interruption_message_queue_duration_seconds",
+            "Time from an interruption event until its queue message was handled and deleted",
+            self.interruption_queue_duration.clone(),
+        );
+        r.register(
             "nodewright_solver_lower_bound_dollars_per_hour",
             "The solver's lower bound on the price of any set of new nodes for the pods of the last provisioning plan that launched nodes, in US dollars per hour",
             self.solver_lower_bound.clone(),
@@ -466,6 +546,21 @@ impl Metrics {
     /// Series whose label values are known up front start at 0, so `rate()` and `increase()`
     /// see the first event and dashboards show the series before anything happened.
     fn initialize_known_series(&self) {
+        // The AWS interruption queue's message types (as Karpenter labels them), zero until the
+        // first message, so rate() queries and alerts see the series from the start.
+        for message_type in [
+            "spot_interrupted",
+            "rebalance_recommendation",
+            "scheduled_change",
+            "state_change",
+            "noop",
+        ] {
+            self.interruption_received
+                .get_or_create(&MessageTypeLabels {
+                    message_type: message_type.to_owned(),
+                })
+                .inc_by(0);
+        }
         for consolidation_type in ["empty", "single", "multi", ""] {
             self.disruption_failed_validations
                 .get_or_create(&ConsolidationTypeLabels {
@@ -512,6 +607,13 @@ impl Metrics {
         if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(%error, "encoding metrics failed");
         }
+        // The summaries go before the closing `# EOF`; the registry's collector observes pod
+        // start-ups during its encoding, so they are encoded after it.
+        let eof = out.rfind("# EOF").unwrap_or(out.len());
+        let mut summaries = String::new();
+        self.nodes_termination_duration.encode(&mut summaries);
+        self.pods_startup_duration.encode(&mut summaries);
+        out.insert_str(eof, &summaries);
         out
     }
 }

@@ -13,6 +13,8 @@
 //! - [`health`]: `/healthz` (the process serves) and `/readyz` (caches synced, and on the leader
 //!   the cloud provider answers).
 //! - [`server`]: the HTTP listeners (axum) for `/metrics` and the probes.
+//! - [`summary`]: the summary type prometheus-client lacks, for Karpenter's two summaries;
+//!   [`startup`] counts pod start-ups into one of them.
 //! - [`text`]: the Prometheus text format derived from the OpenMetrics encoding, for scrapers and
 //!   tools (`promtool check metrics`) that do not negotiate OpenMetrics.
 //!
@@ -29,6 +31,8 @@ pub mod families;
 pub mod health;
 pub mod record;
 pub mod server;
+pub mod startup;
+pub mod summary;
 pub mod text;
 
 use std::sync::{Arc, LazyLock};

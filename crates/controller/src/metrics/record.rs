@@ -27,7 +27,7 @@ use super::{
     families::{
         CodeLabels, ConsolidationTypeLabels, ControllerLabels, CreatedLabels, DecisionLabels,
         DisruptedLabels, EvaluationLabels, NodePoolLabels, NodePoolZoneLabels, PoolDecisionLabels,
-        PoolReasonLabels, QueueLabels, ReasonLabels, TerminatedLabels,
+        PoolReasonLabels, QueueLabels, ReasonLabels, TerminatedLabels, UnhealthyDisruptedLabels,
     },
     global,
 };
@@ -207,6 +207,11 @@ pub fn node_terminated(node: &Node, now: Timestamp) {
             zone: label(node_labels.get(labels::ZONE)),
         })
         .inc();
+    if let Some(deleted) = &node.metadata.deletion_timestamp {
+        metrics
+            .nodes_termination_duration
+            .observe(&[&nodepool], seconds_between(deleted.0, now));
+    }
     if let Some(created) = &node.metadata.creation_timestamp {
         metrics
             .nodes_lifetime
@@ -374,6 +379,56 @@ pub fn nodeclaim_expired(claim: &NodeClaim, pool: Option<&NodePool>) {
     metrics.nodeclaims_disrupted.get_or_create(&labels).inc();
 }
 
+/// Node repair deleted a NodeClaim because its Node's `condition` stayed unhealthy too long:
+/// a forceful disruption with reason `unhealthy`, also counted by condition and image.
+pub fn nodeclaim_repaired(claim: &NodeClaim, pool: Option<&NodePool>, condition: &str) {
+    let metrics = global();
+    let nodepool = label(claim.labels().get(labels::NODE_POOL));
+    let capacity_type = label(claim.labels().get(labels::CAPACITY_TYPE));
+    let disrupted = DisruptedLabels {
+        reason: "unhealthy".to_owned(),
+        nodepool: nodepool.clone(),
+        capacity_type: capacity_type.clone(),
+        consolidation_policy: pool
+            .map(|p| policy_label(p.spec.disruption.consolidation_policy))
+            .unwrap_or_default()
+            .to_owned(),
+        termination_mode: "forceful".to_owned(),
+    };
+    metrics.nodeclaims_disrupted.get_or_create(&disrupted).inc();
+    let unhealthy = UnhealthyDisruptedLabels {
+        condition: snake_case(condition),
+        nodepool,
+        capacity_type,
+        image_id: claim
+            .status
+            .as_ref()
+            .and_then(|s| s.image_id.clone())
+            .unwrap_or_default(),
+        termination_mode: "forceful".to_owned(),
+    };
+    metrics
+        .nodeclaims_unhealthy_disrupted
+        .get_or_create(&unhealthy)
+        .inc();
+}
+
+/// `NetworkingReady` → `networking_ready` (Karpenter's label values of condition types).
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A candidate's NodeClaim was deleted by a disruption command: the NodeClaim and its pods are
 /// disrupted.
 pub fn nodeclaim_disrupted(candidate: &Candidate, reason: DisruptionReason) {
@@ -509,5 +564,15 @@ mod tests {
             })
             .get();
         assert_eq!(after, before + 1);
+    }
+
+    #[test]
+    fn condition_types_are_snake_cased_as_karpenter_labels_them() {
+        assert_eq!(snake_case("NetworkingReady"), "networking_ready");
+        assert_eq!(snake_case("Ready"), "ready");
+        assert_eq!(
+            snake_case("AcceleratedHardwareReady"),
+            "accelerated_hardware_ready"
+        );
     }
 }

@@ -121,14 +121,7 @@ pub(crate) async fn take_leaving_out(
 ) -> Snapshot {
     let mut world = World::read(&ctx.state, recent);
     world.gone.clone_from(gone);
-    let (with_types, skipped) = pools_with_types(
-        ctx.cloud.as_ref(),
-        &ctx.unavailable,
-        &ctx.state.node_pools.all(),
-        &ctx.state.node_classes.all(),
-        ctx.clock.now(),
-    )
-    .await;
+    let (with_types, skipped, _) = crate::overlay::instance_types(ctx).await;
     assemble(&world, with_types, skipped)
 }
 

@@ -1,0 +1,181 @@
+//! What the cloud is asked to launch for a NodeClaim when overlays repriced its instance types.
+//!
+//! A NodeClaim lists every instance type that holds its pods, and the cloud tries them cheapest
+//! first by its own prices — which would launch the type the overlay made dearer. Karpenter's
+//! AWS provider then launches with a `prioritized` allocation strategy in the overlay's order;
+//! the cloud seam here has no such strategy, so the request is narrowed to the type that is
+//! cheapest under the overlays (a type whose offerings then run out is marked unavailable and
+//! the next round plans the next one). The stored NodeClaim keeps its full list. NodeClaims with
+//! `minValues` on instance types are left as they are: narrowing would break them.
+
+use std::{borrow::Cow, collections::BTreeSet};
+
+use kube::ResourceExt;
+use nodewright_api::{NodeClaim, Operator, labels, requirements::NodeSelectorRequirementWithMinValues};
+use nodewright_catalog::{InstanceType, Price};
+
+use crate::context::Context;
+
+/// `claim`, or a copy listing only the instance type cheapest under the overlays when an
+/// overlay repriced one of its types.
+pub(crate) async fn prioritized<'a>(ctx: &Context, claim: &'a NodeClaim) -> Cow<'a, NodeClaim> {
+    if ctx.state.node_overlays.store.is_empty() {
+        return Cow::Borrowed(claim);
+    }
+    let Some(pool) = claim.labels().get(labels::NODE_POOL) else {
+        return Cow::Borrowed(claim);
+    };
+    let (pools, _, evaluation) = super::instance_types(ctx).await;
+    let Some((_, types)) = pools.iter().find(|(p, _)| p.name_any() == *pool) else {
+        return Cow::Borrowed(claim);
+    };
+    narrowed(claim, pool, types, &evaluation.repriced).map_or(Cow::Borrowed(claim), Cow::Owned)
+}
+
+/// The claim narrowed to its type cheapest under the overlays (ties: the claim's order), when
+/// one of its listed types was repriced and another is listed. Pure.
+pub(crate) fn narrowed(
+    claim: &NodeClaim,
+    pool: &str,
+    types: &[InstanceType],
+    repriced: &BTreeSet<(String, String)>,
+) -> Option<NodeClaim> {
+    let index = claim
+        .spec
+        .requirements
+        .iter()
+        .position(|r| r.key == labels::INSTANCE_TYPE && r.operator == Operator::In)?;
+    let listed = &claim.spec.requirements[index];
+    if listed.min_values.is_some_and(|m| m > 1) || listed.values.len() < 2 {
+        return None;
+    }
+    if !listed
+        .values
+        .iter()
+        .any(|name| repriced.contains(&(pool.to_owned(), name.clone())))
+    {
+        return None;
+    }
+    let offering_rules: Vec<&NodeSelectorRequirementWithMinValues> = claim
+        .spec
+        .requirements
+        .iter()
+        .filter(|r| r.key == labels::ZONE || r.key == labels::CAPACITY_TYPE)
+        .collect();
+    let cheapest = listed
+        .values
+        .iter()
+        .enumerate()
+        .filter_map(|(position, name)| {
+            let instance_type = types.iter().find(|t| t.name == *name)?;
+            cheapest_offering(instance_type, &offering_rules).map(|price| (price, position, name))
+        })
+        .min()?;
+    let mut narrowed = claim.clone();
+    narrowed.spec.requirements[index].values = vec![cheapest.2.clone()];
+    Some(narrowed)
+}
+
+fn cheapest_offering(
+    instance_type: &InstanceType,
+    rules: &[&NodeSelectorRequirementWithMinValues],
+) -> Option<Price> {
+    instance_type
+        .offerings
+        .iter()
+        .filter(|o| o.available)
+        .filter(|o| {
+            rules.iter().all(|r| {
+                let value = if r.key == labels::ZONE {
+                    o.zone.as_str()
+                } else {
+                    o.capacity_type.label()
+                };
+                r.matches(Some(value))
+            })
+        })
+        .map(|o| o.price)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use nodewright_catalog::CapacityType;
+    use serde_json::json;
+
+    use super::*;
+    use crate::test_fixtures::{arc, instance_type};
+
+    fn claim(types: &[&str]) -> NodeClaim {
+        (*arc::<NodeClaim>(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": { "name": "default-x", "labels": { labels::NODE_POOL: "default" } },
+            "spec": {
+                "requirements": [
+                    { "key": labels::CAPACITY_TYPE, "operator": "In", "values": ["on-demand"] },
+                    { "key": labels::INSTANCE_TYPE, "operator": "In", "values": types },
+                ],
+                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" }
+            }
+        })))
+        .clone()
+    }
+
+    fn listed(claim: &NodeClaim) -> Vec<String> {
+        claim.spec.requirements[1].values.clone()
+    }
+
+    fn repriced(name: &str) -> BTreeSet<(String, String)> {
+        BTreeSet::from([("default".to_owned(), name.to_owned())])
+    }
+
+    #[test]
+    fn a_repriced_type_cheapest_under_the_overlays_is_the_only_one_asked_for() {
+        // m5.large's real price is higher; an overlay made it the cheapest.
+        let types = [
+            instance_type("c5.large", 2000, 0.085),
+            instance_type("m5.large", 2000, 0.001),
+        ];
+        let narrowed = narrowed(
+            &claim(&["m5.large", "c5.large"]),
+            "default",
+            &types,
+            &repriced("m5.large"),
+        );
+        assert_eq!(listed(&narrowed.unwrap()), ["m5.large"]);
+    }
+
+    #[test]
+    fn claims_without_repriced_types_or_with_one_type_are_left_alone() {
+        let types = [
+            instance_type("c5.large", 2000, 0.085),
+            instance_type("m5.large", 2000, 0.096),
+        ];
+        let claim_of_two = claim(&["c5.large", "m5.large"]);
+        assert!(narrowed(&claim_of_two, "default", &types, &BTreeSet::new()).is_none());
+        assert!(narrowed(&claim_of_two, "other-pool", &types, &repriced("m5.large")).is_none());
+        assert!(narrowed(&claim(&["m5.large"]), "default", &types, &repriced("m5.large")).is_none());
+    }
+
+    #[test]
+    fn only_offerings_the_claim_allows_count() {
+        let mut spot_cheap = instance_type("m5.large", 2000, 0.2);
+        spot_cheap.offerings.push(nodewright_catalog::Offering {
+            capacity_type: CapacityType::Spot,
+            price: Price::from_usd(0.0001),
+            ..spot_cheap.offerings[0].clone()
+        });
+        let types = [instance_type("c5.large", 2000, 0.085), spot_cheap];
+        let narrowed = narrowed(
+            &claim(&["c5.large", "m5.large"]),
+            "default",
+            &types,
+            &repriced("m5.large"),
+        );
+        assert_eq!(
+            listed(&narrowed.unwrap()),
+            ["c5.large"],
+            "the claim is on-demand only"
+        );
+    }
+}
