@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
+use nodewright_api::EC2NodeClass;
+use nodewright_catalog::NodeSettings;
+
 use crate::{instance_batcher::IdBatchWindow, launch::batcher::BatchWindow};
 
 /// Settings of the AWS provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AwsSettings {
     /// The cluster's name: instances are tagged `kubernetes.io/cluster/<name>: owned` and
     /// `eks:eks-cluster-name: <name>`, and listed by that tag.
@@ -22,6 +25,11 @@ pub struct AwsSettings {
     pub launch_batch: BatchWindow,
     /// How long single-instance describes and terminations wait to be merged.
     pub instance_batch: IdBatchWindow,
+    /// Share of an instance's memory the hypervisor keeps (`VM_MEMORY_OVERHEAD_PERCENT`, 0.075),
+    /// for every node class.
+    pub vm_memory_overhead_percent: f64,
+    /// ENIs kept away from pod networking (`RESERVED_ENIS`, 0), for every node class.
+    pub reserved_enis: u32,
 }
 
 impl AwsSettings {
@@ -36,6 +44,47 @@ impl AwsSettings {
             max_instance_types_per_launch: 60,
             launch_batch: BatchWindow::default(),
             instance_batch: IdBatchWindow::default(),
+            vm_memory_overhead_percent: NodeSettings::default().vm_memory_overhead_percent,
+            reserved_enis: NodeSettings::default().reserved_enis,
         }
+    }
+
+    /// The catalogue settings of nodes launched with `node_class` (the defaults without one):
+    /// the class's own, with this controller's memory overhead and reserved ENIs.
+    pub fn node_settings(&self, node_class: Option<&EC2NodeClass>) -> NodeSettings {
+        NodeSettings {
+            vm_memory_overhead_percent: self.vm_memory_overhead_percent,
+            reserved_enis: self.reserved_enis,
+            ..node_class.map_or_else(NodeSettings::default, NodeSettings::from_node_class)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_settings_carry_the_controllers_overheads_over_the_node_classs_own() {
+        let settings = AwsSettings {
+            vm_memory_overhead_percent: 0.1,
+            reserved_enis: 1,
+            ..AwsSettings::new("demo", "1.33")
+        };
+        let class: EC2NodeClass = serde_json::from_value(serde_json::json!({
+            "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+            "metadata": {"name": "pods"},
+            "spec": {"amiSelectorTerms": [{"alias": "bottlerocket@latest"}], "role": "r",
+                     "subnetSelectorTerms": [{"id": "subnet-1"}],
+                     "securityGroupSelectorTerms": [{"id": "sg-1"}],
+                     "kubelet": {"maxPods": 20}},
+        }))
+        .unwrap();
+        let nodes = settings.node_settings(Some(&class));
+        assert!((nodes.vm_memory_overhead_percent - 0.1).abs() < 1e-9);
+        assert_eq!(nodes.reserved_enis, 1);
+        assert_eq!(nodes.max_pods, Some(20), "the class's own settings stay");
+        let defaults = AwsSettings::new("demo", "1.33").node_settings(None);
+        assert_eq!(defaults, NodeSettings::default());
     }
 }

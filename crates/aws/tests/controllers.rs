@@ -1,6 +1,7 @@
 //! The provider's loops against moto and the embedded API server: the EC2NodeClass status loop
-//! writes what the selector terms resolve to, and the interruption loop deletes the NodeClaim of
-//! a spot instance EC2 is reclaiming.
+//! writes what the selector terms resolve to, the termination loop finalizes deleted node classes
+//! and collects orphaned instance profiles, and the interruption loop deletes the NodeClaim of a
+//! spot instance EC2 is reclaiming.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
 
@@ -16,6 +17,7 @@ use nodewright_aws::{
         interruption_queue::{self, InterruptionEvent, InterruptionObserver},
         launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
+        node_class_termination::{self, TerminationConfig},
         watched::WatchedNodeClasses,
     },
     interruption::InterruptionQueue,
@@ -344,4 +346,216 @@ async fn launch_templates_unused_for_long_are_collected_on_the_timer() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     collection.abort();
+}
+
+async fn launch_template(ec2: &aws_sdk_ec2::Client, name: &str, cluster: &str, node_class: &str) {
+    let tag = |key: &str, value: &str| aws_sdk_ec2::types::Tag::builder().key(key).value(value).build();
+    ec2.create_launch_template()
+        .launch_template_name(name)
+        .launch_template_data(aws_sdk_ec2::types::RequestLaunchTemplateData::builder().build())
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::LaunchTemplate)
+                .tags(tag(nodewright_aws::instances::tags::CLUSTER_NAME, cluster))
+                .tags(tag(nodewright_aws::instances::tags::NODE_CLASS, node_class))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn profile_exists(iam: &aws_sdk_iam::Client, name: &str) -> bool {
+    iam.get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .is_ok()
+}
+
+async fn create_role(iam: &aws_sdk_iam::Client, name: &str) {
+    let trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    });
+    iam.create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The node class watch, status loop and termination loop (fast timers) for `cluster_name`.
+fn start_node_class_loops(
+    client: &kube::Client,
+    clients: &AwsClients,
+    cluster_name: &str,
+) -> (WatchedNodeClasses, Vec<tokio::task::JoinHandle<()>>) {
+    let (classes, watch) = WatchedNodeClasses::start(client);
+    let settings = AwsSettings::new(cluster_name, K8S);
+    let loops = vec![
+        tokio::spawn(watch),
+        tokio::spawn(node_class_status::run(
+            client.clone(),
+            clients.clone(),
+            settings.clone(),
+            Clock::system(),
+            classes.clone(),
+            StatusLoopConfig::default(),
+        )),
+        tokio::spawn(node_class_termination::run(
+            client.clone(),
+            clients.clone(),
+            settings,
+            classes.clone(),
+            TerminationConfig {
+                tick: Duration::from_millis(50),
+                profile_collection: Duration::from_millis(200),
+            },
+        )),
+    ];
+    (classes, loops)
+}
+
+/// Creates the EC2NodeClass `name` (discovering the network tagged `name`) with `role`; returns
+/// its instance profile once it has that and the termination finalizer.
+async fn create_node_class_with_role(
+    cluster: &TestCluster,
+    classes: &WatchedNodeClasses,
+    name: &str,
+    role: &str,
+) -> String {
+    use nodewright_api::labels::AWS_TERMINATION_FINALIZER;
+    let api: Api<EC2NodeClass> = Api::all(cluster.client());
+    let mut class = support::node_class(name, name);
+    class.spec.instance_profile = None;
+    class.spec.role = Some(role.to_owned());
+    api.create(&PostParams::default(), &class).await.unwrap();
+    cluster
+        .wait_until(
+            Duration::from_secs(20),
+            "the node class has the finalizer and its instance profile",
+            || {
+                let classes = classes.clone();
+                async move {
+                    classes.get(name).is_some_and(|c| {
+                        kube::ResourceExt::finalizers(c.as_ref())
+                            .contains(&AWS_TERMINATION_FINALIZER.to_owned())
+                            && c.status.as_ref().is_some_and(|s| s.instance_profile.is_some())
+                    })
+                }
+            },
+        )
+        .await
+        .unwrap();
+    classes
+        .get(name)
+        .unwrap()
+        .status
+        .as_ref()
+        .unwrap()
+        .instance_profile
+        .clone()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_deleted_node_class_waits_for_its_node_claims_then_its_profile_and_templates_go() {
+    let moto = Moto::shared();
+    let clients = AwsClients::new(&moto.sdk_config().await).unwrap();
+    let name = "ctl-terminate";
+    support::network(&clients.ec2, name, 42).await;
+    support::seed_al2023_alias(moto, &clients.ssm, K8S).await;
+    create_role(&clients.iam, "ctl-terminate-nodes").await;
+    // A profile Nodewright made for a node class that no longer exists.
+    let orphan = "ctl-terminate_orphan";
+    clients
+        .iam
+        .create_instance_profile()
+        .instance_profile_name(orphan)
+        .path(format!(
+            "{}gone-uid/",
+            nodewright_aws::nodeclass::instance_profile::cluster_path(support::REGION, name)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let (classes, loops) = start_node_class_loops(&client, &clients, name);
+    let api: Api<EC2NodeClass> = Api::all(client.clone());
+    let profile = create_node_class_with_role(&cluster, &classes, name, "ctl-terminate-nodes").await;
+    assert!(profile_exists(&clients.iam, &profile).await);
+    // The orphan goes on the collection timer; the live node class's profile stays.
+    cluster
+        .wait_until(
+            Duration::from_secs(20),
+            "the orphaned profile is collected",
+            || {
+                let iam = clients.iam.clone();
+                async move { !profile_exists(&iam, orphan).await }
+            },
+        )
+        .await
+        .unwrap();
+    assert!(profile_exists(&clients.iam, &profile).await);
+
+    launch_template(&clients.ec2, "nodewright/00000000000000c1", name, name).await;
+    launch_template(&clients.ec2, "nodewright/00000000000000c2", name, "another-class").await;
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+    let claim: NodeClaim = serde_json::from_value(serde_json::json!({
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodeClaim",
+        "metadata": {"name": "ctl-terminate-claim"},
+        "spec": {
+            "requirements": [],
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name},
+        },
+    }))
+    .unwrap();
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+
+    api.delete(name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    cluster
+        .wait_until(Duration::from_secs(20), "the deletion is seen", || {
+            let classes = classes.clone();
+            async move {
+                classes
+                    .get(name)
+                    .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+            }
+        })
+        .await
+        .unwrap();
+    // Several termination ticks pass while the NodeClaim still references the node class.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        api.get_opt(name).await.unwrap().is_some(),
+        "deleted while a NodeClaim uses it"
+    );
+    assert!(profile_exists(&clients.iam, &profile).await);
+
+    claims
+        .delete("ctl-terminate-claim", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    cluster
+        .wait_until(Duration::from_secs(20), "the node class is gone", || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.unwrap().is_none() }
+        })
+        .await
+        .unwrap();
+    assert!(!profile_exists(&clients.iam, &profile).await);
+    assert_eq!(
+        support::launch_templates(&clients.ec2, name).await,
+        ["nodewright/00000000000000c2"],
+        "only the other node class's template is left"
+    );
+    for running in loops {
+        running.abort();
+    }
 }

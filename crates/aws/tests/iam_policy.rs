@@ -71,6 +71,7 @@ fn every_call_the_provider_makes_is_allowed() {
         "ec2:DescribeSubnets",
         "ec2:DescribeSecurityGroups",
         "ec2:DescribeImages",
+        "ec2:DescribeCapacityReservations",
         "ec2:DescribeInstances",
         "ec2:DescribeLaunchTemplates",
         "ec2:CreateLaunchTemplate",

@@ -211,6 +211,94 @@ async fn node_class_resolution_finds_the_tagged_network_and_the_alias_amis() {
 }
 
 #[tokio::test]
+async fn capacity_reservations_are_selected_by_id_and_by_owner_and_tags() {
+    use nodewright_api::ec2nodeclass::{CapacityReservationSelectorTerm, InstanceMatchCriteria};
+    let moto = Moto::shared();
+    // moto has no capacity reservations: the launcher serves these, with EC2's filters.
+    moto.seed_capacity_reservations(&serde_json::json!([
+        {"id": "cr-0a1", "instance_type": "m5.large", "availability_zone": "us-west-2a",
+         "owner_id": "111111111111", "instance_match_criteria": "targeted", "tags": {"team": "ml"}},
+        {"id": "cr-0a2", "instance_type": "p5.48xlarge", "availability_zone": "us-west-2b",
+         "owner_id": "111111111111", "reservation_type": "capacity-block", "interruptible": false,
+         "end_date": "2026-11-01T00:30:00Z", "tags": {"team": "ml"}},
+        {"id": "cr-0a3", "instance_type": "m5.large", "availability_zone": "us-west-2c",
+         "owner_id": "222222222222", "tags": {"team": "ml"}},
+        {"id": "cr-0a4", "instance_type": "m5.large", "availability_zone": "us-west-2a",
+         "owner_id": "111111111111", "state": "cancelled", "tags": {"team": "ml"}},
+        {"id": "cr-0a5", "instance_type": "c5.xlarge", "availability_zone": "us-west-2c",
+         "owner_id": "333333333333"},
+        {"id": "cr-0a6", "instance_type": "c5.xlarge", "availability_zone": "us-west-2c",
+         "owner_id": "333333333333", "state": "expired"},
+    ]));
+    let setup = setup(moto, "reservations", 21).await;
+    let mut class = setup.node_class.clone();
+    assert!(
+        class.status.as_ref().unwrap().capacity_reservations.is_empty(),
+        "no terms, no reservations"
+    );
+    class.spec.capacity_reservation_selector_terms = vec![
+        CapacityReservationSelectorTerm {
+            id: Some("cr-0a5".to_owned()),
+            ..Default::default()
+        },
+        CapacityReservationSelectorTerm {
+            id: Some("cr-0a6".to_owned()),
+            ..Default::default()
+        },
+        CapacityReservationSelectorTerm {
+            tags: [("team".to_owned(), "ml".to_owned())].into(),
+            owner_id: Some("111111111111".to_owned()),
+            ..Default::default()
+        },
+    ];
+    let settings = AwsSettings::new("reservations", K8S);
+    let resolved = nodeclass::resolve(&setup.clients, &settings, &class, now())
+        .await
+        .unwrap();
+    class.status = Some(nodeclass::status(&class, &resolved, now()));
+    let status = class.status.as_ref().unwrap();
+    let found: Vec<(&str, &str, &str, Option<&str>)> = status
+        .capacity_reservations
+        .iter()
+        .map(|r| {
+            (
+                r.id.as_str(),
+                r.availability_zone.as_str(),
+                r.instance_type.as_str(),
+                r.state.as_deref(),
+            )
+        })
+        .collect();
+    // Not cr-0a3 (another owner), cr-0a4 (cancelled) or cr-0a6 (expired); the capacity block
+    // ends within 40 minutes, so it is expiring.
+    assert_eq!(
+        found,
+        [
+            ("cr-0a1", "us-west-2a", "m5.large", Some("active")),
+            ("cr-0a2", "us-west-2b", "p5.48xlarge", Some("expiring")),
+            ("cr-0a5", "us-west-2c", "c5.xlarge", Some("active")),
+        ]
+    );
+    let block = &status.capacity_reservations[1];
+    assert_eq!(block.reservation_type.as_deref(), Some("capacity-block"));
+    assert_eq!(block.interruptible, Some(false));
+    assert_eq!(block.owner_id, "111111111111");
+    assert_eq!(
+        block.end_time.as_ref().map(|t| t.0),
+        Some("2026-11-01T00:30:00Z".parse().unwrap())
+    );
+    assert_eq!(
+        status.capacity_reservations[0].instance_match_criteria,
+        Some(InstanceMatchCriteria::Targeted)
+    );
+    assert_eq!(
+        condition(&class, conditions::ec2nodeclass::CAPACITY_RESERVATIONS_READY).0,
+        "True"
+    );
+    assert_eq!(condition(&class, conditions::READY).0, "True");
+}
+
+#[tokio::test]
 async fn instance_types_come_from_ec2_through_the_catalogue_formulas() {
     // The whole catalogue, so every record moto describes goes through the conversion.
     let moto = Moto::start_with_every_instance_type();
@@ -587,9 +675,10 @@ async fn managed_instance_profiles_follow_the_role() {
     );
 
     // Garbage collection deletes the cluster's profiles no node class uses.
-    let deleted = nodeclass::instance_profile::garbage_collect(&clients.iam, support::REGION, cluster, &[])
-        .await
-        .unwrap();
+    let deleted =
+        nodeclass::instance_profile::garbage_collect(&clients.iam, support::REGION, cluster, Vec::new)
+            .await
+            .unwrap();
     assert_eq!(deleted, std::slice::from_ref(&name));
     let gone = clients
         .iam

@@ -24,6 +24,7 @@ pub mod provisioner;
 pub mod repair;
 pub mod settings;
 pub mod state;
+pub mod static_pools;
 pub mod termination;
 #[cfg(test)]
 mod test_fixtures;
@@ -125,5 +126,6 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(disruption::expiration::run(metered("nodeclaim.expiration")));
     loops.spawn(overlay::run(metered("nodeoverlay.controller")));
     loops.spawn(repair::run(metered("node.health")));
+    loops.spawn(static_pools::run(metered("static.provisioning")));
     loops.spawn(buffers::run(metered("capacitybuffer")));
 }

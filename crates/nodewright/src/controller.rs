@@ -21,6 +21,7 @@ use nodewright_aws::{
         interruption_queue::{self, InterruptionEvent, InterruptionObserver},
         launch_templates::{self, LaunchTemplateCollection},
         node_class_status::{self, StatusLoopConfig},
+        node_class_termination::{self, TerminationConfig},
         watched::WatchedNodeClasses,
     },
     interruption::InterruptionQueue,
@@ -35,7 +36,7 @@ use nodewright_controller::{
 };
 use tokio::task::JoinSet;
 
-use crate::probes::ProbeArgs;
+use crate::{logging::LogLevel, probes::ProbeArgs};
 
 /// Karpenter's chart serves metrics on 8080 and the probes on 8081.
 const DEFAULT_METRICS_PORT: u16 = 8080;
@@ -93,12 +94,29 @@ pub(crate) struct ControllerArgs {
     /// This replica's identity in the Lease; by default the pod's name (`POD_NAME`, then `HOSTNAME`).
     #[arg(long, env = "POD_NAME", value_name = "NAME")]
     leader_election_identity: Option<String>,
+    /// Share of an instance's memory the hypervisor keeps, subtracted from the memory the
+    /// kubelet sees (0.075 = 7.5%, Karpenter's default); at least 0, below 1.
+    #[arg(
+        long,
+        env = "VM_MEMORY_OVERHEAD_PERCENT",
+        default_value = "0.075",
+        value_name = "SHARE"
+    )]
+    vm_memory_overhead_percent: f64,
+    /// ENIs kept away from pod networking (for example for a CNI's own use), which lowers the
+    /// ENI-limited pod count of each instance type.
+    #[arg(long, env = "RESERVED_ENIS", default_value = "0", value_name = "COUNT")]
+    reserved_enis: u32,
     /// The least severe log level written: error, warn, info or debug (on stderr).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: tracing::Level,
     /// How log lines are written: json (one object per line) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: crate::logging::LogFormat,
+    /// The namespace the controller runs in, where the ConfigMap `config-logging` (key
+    /// `loglevel.controller`) changes the log level while it runs.
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = "kube-system")]
+    system_namespace: String,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -171,6 +189,19 @@ struct ControllerConfig {
     settings: Settings,
     cluster: Option<Cluster>,
     kubernetes_version: Option<String>,
+    vm_memory_overhead_percent: f64,
+    reserved_enis: u32,
+}
+
+impl ControllerConfig {
+    /// The AWS provider's settings for Kubernetes `kubernetes_version` (`1.33`).
+    fn aws_settings(&self, kubernetes_version: String) -> AwsSettings {
+        AwsSettings {
+            vm_memory_overhead_percent: self.vm_memory_overhead_percent,
+            reserved_enis: self.reserved_enis,
+            ..AwsSettings::new(self.settings.cluster_name.clone(), kubernetes_version)
+        }
+    }
 }
 
 impl ControllerArgs {
@@ -188,6 +219,13 @@ impl ControllerArgs {
                 "--batch-max-duration/BATCH_MAX_DURATION ({:?}) is shorter than BATCH_IDLE_DURATION ({:?})",
                 self.batch_max_duration,
                 self.batch_idle_duration
+            );
+        }
+        let overhead = self.vm_memory_overhead_percent;
+        if !(0.0..1.0).contains(&overhead) {
+            bail!(
+                "--vm-memory-overhead-percent/VM_MEMORY_OVERHEAD_PERCENT {overhead} is not a share of \
+                 memory at least 0 and below 1 (0.075 is 7.5%)"
             );
         }
         if let Some(version) = &self.kubernetes_version {
@@ -216,6 +254,8 @@ impl ControllerArgs {
             settings,
             cluster,
             kubernetes_version: self.kubernetes_version.clone(),
+            vm_memory_overhead_percent: overhead,
+            reserved_enis: self.reserved_enis,
         })
     }
 
@@ -279,15 +319,28 @@ fn minor_version(text: &str) -> Result<String> {
 
 pub(crate) fn run(args: &ControllerArgs) -> Result<()> {
     let config = args.config(PodDefaults::read())?;
-    crate::logging::install(args.log_level, args.log_format, Clock::system())?;
+    let log_level = crate::logging::install(args.log_level, args.log_format, Clock::system())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, config))
+    runtime.block_on(serve(args, config, log_level))
 }
 
-async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
+/// The minor version AMI aliases pick: `KUBERNETES_VERSION`, else the API server's.
+async fn kubernetes_version(client: &kube::Client, configured: Option<&str>) -> Result<String> {
+    if let Some(version) = configured {
+        return minor_version(version);
+    }
+    let info = client
+        .apiserver_version()
+        .await
+        .context("reading the API server's /version (or set KUBERNETES_VERSION)")?;
+    minor_version(&format!("{}.{}", info.major, info.minor))
+        .with_context(|| format!("the API server's version {}.{}", info.major, info.minor))
+}
+
+async fn serve(args: &ControllerArgs, config: ControllerConfig, log_level: LogLevel) -> Result<()> {
     let probes = ProbeArgs {
         metrics_port: Some(args.probes.metrics_port.unwrap_or(DEFAULT_METRICS_PORT)),
         health_probe_port: Some(args.probes.health_probe_port.unwrap_or(DEFAULT_HEALTH_PROBE_PORT)),
@@ -296,21 +349,12 @@ async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster service account or kubeconfig)")?;
-    let kubernetes_version = if let Some(version) = &config.kubernetes_version {
-        minor_version(version)?
-    } else {
-        let info = client
-            .apiserver_version()
-            .await
-            .context("reading the API server's /version (or set KUBERNETES_VERSION)")?;
-        minor_version(&format!("{}.{}", info.major, info.minor))
-            .with_context(|| format!("the API server's version {}.{}", info.major, info.minor))?
-    };
+    let kubernetes_version = kubernetes_version(&client, config.kubernetes_version.as_deref()).await?;
     let sdk_config = nodewright_aws::load_sdk_config().await;
     let clients = AwsClients::new(&sdk_config)
         .context("no AWS region configured: set AWS_REGION (IRSA and Pod Identity set it too)")?;
     let clock = Clock::system();
-    let aws_settings = AwsSettings::new(config.settings.cluster_name.clone(), kubernetes_version);
+    let aws_settings = config.aws_settings(kubernetes_version);
     let (node_classes, node_class_watch) = WatchedNodeClasses::start(&client);
     let provider = Arc::new(AwsProvider::new(
         clients.clone(),
@@ -334,6 +378,12 @@ async fn serve(args: &ControllerArgs, config: ControllerConfig) -> Result<()> {
     };
     let mut background = JoinSet::new();
     background.spawn(node_class_watch);
+    background.spawn(crate::log_config::follow(
+        client.clone(),
+        args.system_namespace.clone(),
+        log_level,
+        crate::log_config::READ_INTERVAL,
+    ));
     let aws_leadership = match election {
         Election::Disabled => Leadership::always(),
         Election::Lease => {
@@ -477,6 +527,13 @@ impl AwsLoops {
                 self.provider.clone(),
                 LaunchTemplateCollection::default(),
             ));
+            loops.spawn(node_class_termination::run(
+                self.client.clone(),
+                self.clients.clone(),
+                self.settings.clone(),
+                self.node_classes.clone(),
+                TerminationConfig::default(),
+            ));
             if let Some(queue) = &self.queue {
                 let events = Events::new(self.client.clone(), &self.identity).with_clock(self.clock.clone());
                 loops.spawn(interruption_queue::run(
@@ -534,6 +591,25 @@ mod tests {
         assert_eq!(config.settings.identity, "pod-a");
         assert_eq!(config.settings.lease_name, "karpenter-leader-election");
         assert_eq!(config.cluster, None);
+        let aws = config.aws_settings("1.33".to_owned());
+        assert!((aws.vm_memory_overhead_percent - 0.075).abs() < 1e-9);
+        assert_eq!(aws.reserved_enis, 0);
+    }
+
+    #[test]
+    fn memory_overhead_and_reserved_enis_reach_the_aws_providers_node_settings() {
+        let config = parse(&[
+            "--cluster-name=demo",
+            "--vm-memory-overhead-percent=0.1",
+            "--reserved-enis=2",
+        ])
+        .unwrap();
+        let aws = config.aws_settings("1.33".to_owned());
+        assert_eq!(aws.cluster_name, "demo");
+        assert_eq!(aws.kubernetes_version, "1.33");
+        let nodes = aws.node_settings(None);
+        assert!((nodes.vm_memory_overhead_percent - 0.1).abs() < 1e-9);
+        assert_eq!(nodes.reserved_enis, 2);
     }
 
     #[test]
@@ -589,6 +665,30 @@ mod tests {
             (
                 &["--cluster-name=demo", "--kubernetes-version=2.1"][..],
                 "KUBERNETES_VERSION",
+            ),
+            (
+                &["--cluster-name=demo", "--vm-memory-overhead-percent=-0.1"][..],
+                "VM_MEMORY_OVERHEAD_PERCENT",
+            ),
+            (
+                &["--cluster-name=demo", "--vm-memory-overhead-percent=7.5"][..],
+                "VM_MEMORY_OVERHEAD_PERCENT",
+            ),
+            (
+                &["--cluster-name=demo", "--vm-memory-overhead-percent=NaN"][..],
+                "VM_MEMORY_OVERHEAD_PERCENT",
+            ),
+            (
+                &["--cluster-name=demo", "--vm-memory-overhead-percent=much"][..],
+                "--vm-memory-overhead-percent",
+            ),
+            (
+                &["--cluster-name=demo", "--reserved-enis=-1"][..],
+                "--reserved-enis",
+            ),
+            (
+                &["--cluster-name=demo", "--reserved-enis=two"][..],
+                "--reserved-enis",
             ),
             (
                 &["--cluster-name=demo", "--cluster-endpoint=http://x"][..],

@@ -9,6 +9,7 @@ use std::{
 
 mod controller;
 mod explain;
+mod log_config;
 mod logging;
 mod probes;
 mod sim;

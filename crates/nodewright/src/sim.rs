@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use crate::probes::ProbeArgs;
 use jiff::SignedDuration;
-use nodewright_scenario::{DEFAULT_SCENARIO, PlayOptions, Progress, Scenario, chart, play, report};
+use nodewright_scenario::{DEFAULT_SCENARIO, PlayOptions, Progress, Scenario, chart, play_variants, report};
 use nodewright_sim::{
     cloud::FakeCloudConfig,
     dataplane::DataPlaneConfig,
@@ -38,7 +38,8 @@ struct PlayArgs {
     /// Run at wall-clock speed and write a kubeconfig so kubectl can watch (implies --speed 1).
     #[arg(long)]
     real_time: bool,
-    /// Where to write the timeline chart (SVG).
+    /// Where to write the timeline chart (SVG); a scenario with variants writes one per variant,
+    /// named after this file (`nodewright-sim-<variant>.svg`).
     #[arg(long, value_name = "FILE", default_value = "nodewright-sim.svg")]
     chart: PathBuf,
     /// Port of the simulated API server (0: any free port).
@@ -145,36 +146,72 @@ async fn play_scenario(args: PlayArgs) -> Result<()> {
         println!("  metrics on http://127.0.0.1:{port}/metrics");
     }
     let mut last: Option<(usize, usize, usize, usize)> = None;
-    let outcome = play(&scenario, &options, |progress| match progress {
-        Progress::Started(url) => match &kubeconfig {
-            Some(path) => println!("  cluster at {url}; kubectl --kubeconfig {} get nodeclaims,nodes,pods", path.display()),
-            None => println!("  cluster at {url}"),
-        },
-        Progress::Step { at, description } => println!("{:>9}  >> {description}", clock_text(at)),
-        Progress::Sample(sample) => {
-            let key = (sample.pending_pods, sample.node_claims, sample.nodes_ready(), sample.nodes_not_ready);
-            if last != Some(key) {
-                last = Some(key);
-                println!(
-                    "{:>9}  pending {:>4}  running {:>4}  nodeclaims {:>3}  nodes {:>3} ready {:>3} starting  ${:.4}/h",
-                    clock_text(sample.at),
-                    sample.pending_pods,
-                    sample.running_pods,
-                    sample.node_claims,
-                    sample.nodes_ready(),
-                    sample.nodes_not_ready,
-                    dollars(sample.cost_per_hour_nano_usd),
-                );
+    let played = play_variants(&scenario, &options, |variant, progress| {
+        let tag = variant.map(|v| format!("[{v}] ")).unwrap_or_default();
+        match progress {
+            Progress::Started(url) => {
+                last = None;
+                match &kubeconfig {
+                    Some(path) => println!(
+                        "{tag}  cluster at {url}; kubectl --kubeconfig {} get nodeclaims,nodes,pods",
+                        path.display()
+                    ),
+                    None => println!("{tag}  cluster at {url}"),
+                }
+            }
+            Progress::Step { at, description } => println!("{tag}{:>9}  >> {description}", clock_text(at)),
+            Progress::Sample(sample) => {
+                let key = (sample.pending_pods, sample.node_claims, sample.nodes_ready(), sample.nodes_not_ready);
+                if last != Some(key) {
+                    last = Some(key);
+                    println!(
+                        "{tag}{:>9}  pending {:>4}  running {:>4}  nodeclaims {:>3}  nodes {:>3} ready {:>3} starting  ${:.4}/h",
+                        clock_text(sample.at),
+                        sample.pending_pods,
+                        sample.running_pods,
+                        sample.node_claims,
+                        sample.nodes_ready(),
+                        sample.nodes_not_ready,
+                        dollars(sample.cost_per_hour_nano_usd),
+                    );
+                }
             }
         }
     })
     .await?;
-    println!();
-    print!("{}", report::summary(&scenario.name, &outcome));
-    let svg = chart::svg(&format!("nodewright sim: {}", scenario.name), &outcome.samples)?;
-    std::fs::write(&args.chart, svg).with_context(|| format!("writing {}", args.chart.display()))?;
-    println!("timeline chart written to {}", args.chart.display());
+    for run in &played {
+        let name = match &run.variant {
+            Some(variant) => format!("{}/{variant}", scenario.name),
+            None => scenario.name.clone(),
+        };
+        println!();
+        print!("{}", report::summary(&name, &run.outcome));
+        let path = chart_path(&args.chart, run.variant.as_deref());
+        let svg = chart::svg(&format!("nodewright sim: {name}"), &run.outcome.samples)?;
+        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        println!("timeline chart written to {}", path.display());
+    }
+    if played.len() > 1 {
+        println!();
+        print!("{}", report::comparison(&scenario.name, &played));
+    }
     Ok(())
+}
+
+/// The chart file of a variant: `<stem>-<variant>.<ext>` next to `chart`.
+fn chart_path(chart: &std::path::Path, variant: Option<&str>) -> PathBuf {
+    let Some(variant) = variant else {
+        return chart.to_path_buf();
+    };
+    let stem = chart.file_stem().map_or_else(
+        || "nodewright-sim".to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let name = match chart.extension() {
+        Some(ext) => format!("{stem}-{variant}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{variant}"),
+    };
+    chart.with_file_name(name)
 }
 
 fn clock_text(at: SignedDuration) -> String {

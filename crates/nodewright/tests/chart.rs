@@ -11,12 +11,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
+mod helm;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     path::{Path, PathBuf},
-    process::Command,
 };
+
+use helm::{NAMESPACE, objects, render, repo, run_render, value_set};
 
 use kube::{
     Api,
@@ -26,100 +29,6 @@ use nodewright_sim::{
     cloud::FakeCloudConfig, dataplane::DataPlaneConfig, meta::ManualClock, testing::TestCluster,
 };
 use serde_json::{Value, json};
-
-/// The pinned SDK `.ci/run` installs.
-const HELM_SDK_VERSION: &str = "0.2.2";
-const RELEASE: &str = "nodewright";
-const NAMESPACE: &str = "kube-system";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("NODEWRIGHT_HELM_VENV").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-            home.join(format!(".cache/nodewright/venv-helm-{HELM_SDK_VERSION}"))
-        },
-        PathBuf::from,
-    );
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "the Helm SDK is not installed at {0}: run .ci/run once (it creates the venv), or\n  \
-         python3 -m venv {0} && {0}/bin/pip install 'helm-python-sdk=={HELM_SDK_VERSION}'\n\
-         (or point NODEWRIGHT_HELM_VENV at a venv that has it)",
-        venv.display()
-    );
-    python
-}
-
-/// What charts/render.py reports for one value set.
-struct Rendered {
-    lint: Value,
-    schema_error: Option<String>,
-    render_error: Option<String>,
-    /// Template path → rendered text.
-    manifests: BTreeMap<String, String>,
-}
-
-fn run_render(values: Option<&Path>, extra: &[&str]) -> std::process::Output {
-    let mut command = Command::new(python());
-    command
-        .arg(repo().join("charts/render.py"))
-        .arg(repo().join("charts/nodewright"));
-    if let Some(values) = values {
-        command.arg(values);
-    }
-    command
-        .args(["--release", RELEASE, "--namespace", NAMESPACE])
-        .args(extra);
-    let output = command.output().expect("run charts/render.py");
-    assert!(
-        output.status.success() || !extra.is_empty(),
-        "charts/render.py failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn render(values: Option<&Path>) -> Rendered {
-    let output = run_render(values, &[]);
-    let report: Value = serde_json::from_slice(&output.stdout).expect("render.py prints JSON");
-    let text = |key: &str| report[key].as_str().map(str::to_owned);
-    Rendered {
-        lint: report["lint"].clone(),
-        schema_error: text("schema_error"),
-        render_error: text("render_error"),
-        manifests: serde_json::from_value(report["manifests"].clone()).unwrap(),
-    }
-}
-
-fn value_set(name: &str) -> PathBuf {
-    repo().join("charts/nodewright/ci").join(name)
-}
-
-/// Renders a value set that must be clean: no lint finding above "info", accepted by the schema.
-fn objects(values: &str) -> Vec<Value> {
-    let rendered = render(Some(&value_set(values)));
-    assert_eq!(rendered.schema_error, None, "{values}");
-    assert_eq!(rendered.render_error, None, "{values}");
-    assert_eq!(rendered.lint["errors"], json!([]), "{values}: {}", rendered.lint);
-    let findings: Vec<&Value> = rendered.lint["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["severity"].as_i64() != Some(1))
-        .collect();
-    assert!(findings.is_empty(), "{values}: lint findings {findings:?}");
-    rendered
-        .manifests
-        .values()
-        .flat_map(|text| serde_saphyr::from_multiple::<Value>(text).unwrap())
-        .filter(|doc| !doc.is_null())
-        .collect()
-}
 
 fn kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
@@ -199,7 +108,28 @@ fn check_invariants(objects: &[Value]) {
         Some(ports["http"].to_string().as_str())
     );
 
-    // Least privilege: no Secrets or ConfigMaps, no wildcards, and each write names its resource.
+    check_least_privilege(objects);
+    // Bindings name the ServiceAccount the pods run as.
+    let account = pod["serviceAccountName"].as_str().unwrap();
+    for binding in kind(objects, "ClusterRoleBinding")
+        .into_iter()
+        .chain(kind(objects, "RoleBinding"))
+    {
+        assert_eq!(binding["subjects"][0]["name"], account);
+        assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+    }
+    // The PodDisruptionBudget and the Service select the controller's pods.
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    assert_eq!(
+        &one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        selector
+    );
+    assert_eq!(&one(objects, "Service")["spec"]["selector"], selector);
+}
+
+/// No Secrets, ConfigMaps only the log level's (read by name, in the release namespace), no
+/// wildcards, and the namespaced Role only for Leases and that ConfigMap.
+fn check_least_privilege(objects: &[Value]) {
     let mut rules = Vec::new();
     for role in kind(objects, "ClusterRole")
         .into_iter()
@@ -208,7 +138,10 @@ fn check_invariants(objects: &[Value]) {
         rules.extend(role["rules"].as_array().unwrap().iter());
     }
     assert!(!rules.is_empty());
-    for rule in &rules {
+    let log_level_rule = json!({
+        "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["config-logging"], "verbs": ["get"]
+    });
+    for rule in rules.iter().filter(|r| **r != &log_level_rule) {
         let resources: Vec<&str> = rule["resources"]
             .as_array()
             .unwrap()
@@ -237,25 +170,9 @@ fn check_invariants(objects: &[Value]) {
             .as_array()
             .unwrap()
             .iter()
-            .all(|r| r["resources"] == json!(["leases"])),
-        "the namespaced Role is for the leader-election Lease only: {role}"
+            .all(|r| r["resources"] == json!(["leases"]) || *r == log_level_rule),
+        "the namespaced Role is for the leader-election Lease and the log level only: {role}"
     );
-    // Bindings name the ServiceAccount the pods run as.
-    let account = pod["serviceAccountName"].as_str().unwrap();
-    for binding in kind(objects, "ClusterRoleBinding")
-        .into_iter()
-        .chain(kind(objects, "RoleBinding"))
-    {
-        assert_eq!(binding["subjects"][0]["name"], account);
-        assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
-    }
-    // The PodDisruptionBudget and the Service select the controller's pods.
-    let selector = &deployment["spec"]["selector"]["matchLabels"];
-    assert_eq!(
-        &one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
-        selector
-    );
-    assert_eq!(&one(objects, "Service")["spec"]["selector"], selector);
 }
 
 #[test]
@@ -493,15 +410,9 @@ async fn add_node(cluster: &TestCluster, name: &str, zone: &str, nodepool: Optio
         .unwrap();
 }
 
-/// Kinds the embedded API server does not serve: RBAC (checked above, structurally) and the
-/// prometheus-operator's ServiceMonitor (a CRD that cluster does not have).
-const NOT_SERVED: [&str; 5] = [
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "Role",
-    "RoleBinding",
-    "ServiceMonitor",
-];
+/// Kinds the embedded API server does not serve: the prometheus-operator's ServiceMonitor (a CRD
+/// that cluster does not have). RBAC objects are served and enforced by tests/rbac.rs.
+const NOT_SERVED: [&str; 1] = ["ServiceMonitor"];
 
 /// Applies a value set's objects to a simulated cluster with three system nodes (one per zone)
 /// and a bigger Nodewright-managed node, and returns the controller pods' (node, zone) once the

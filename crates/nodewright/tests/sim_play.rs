@@ -1,5 +1,6 @@
 //! `nodewright sim` end to end: a scenario file played by the built binary prints its progress
-//! and summary and writes the chart; a broken scenario is an error naming the file and field.
+//! and summary and writes the chart; a scenario with variants plays each, charts each and ends
+//! with the comparison; a broken scenario is an error naming the file and field.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
@@ -48,6 +49,53 @@ fn a_scenario_file_is_played_summarized_and_charted() {
     assert!(stdout.contains("billed"), "{stdout}");
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("pending"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn variants_are_played_charted_and_compared() {
+    let dir = std::env::temp_dir().join(format!("nodewright-sim-variants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("variants.yaml");
+    std::fs::write(
+        &scenario,
+        "name: v\nduration: 1m\nsteps:\n- at: 0s\n  apply: {inline: 'apiVersion: v1\n\n    kind: ConfigMap\n\n    metadata: {name: c}'}\nvariants:\n- name: plain\n- name: more\n  steps:\n  - at: 10s\n    delete: {kind: ConfigMap, name: c}\n",
+    )
+    .unwrap();
+    let chart = dir.join("chart.svg");
+    let output = nodewright(&[
+        "sim",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--speed",
+        "120",
+        "--chart",
+        chart.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("[more]     0m10s  >> delete ConfigMap c"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("scenario v/plain") && stdout.contains("scenario v/more"),
+        "{stdout}"
+    );
+    let comparison = stdout
+        .split("scenario v: variants side by side\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no comparison in {stdout}"));
+    let header: Vec<&str> = comparison.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["plain", "more"], "{stdout}");
+    for variant in ["plain", "more"] {
+        let svg = std::fs::read_to_string(dir.join(format!("chart-{variant}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{variant}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -12,7 +12,7 @@ pub mod report;
 pub mod sample;
 
 pub use format::{Scenario, ScenarioError};
-pub use play::{Outcome, PlayError, PlayOptions, Progress, play};
+pub use play::{Outcome, PlayError, PlayOptions, Played, Progress, play, play_variants};
 
 /// The default scenario: the hands-on lab's inflate flow.
 pub const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/inflate-lab.yaml");

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::{
     format::{Action, ScaleKind, Scenario},
-    sample::Sample,
+    sample::{PodStarts, Sample},
 };
 
 /// The NodePool and EC2NodeClass every scenario starts with.
@@ -77,6 +77,8 @@ pub enum PlayError {
     Kubeconfig { path: String, source: std::io::Error },
     #[error("speed must be a positive number, not {0}")]
     Speed(f64),
+    #[error("variant {variant}: {source}")]
+    Variant { variant: String, source: Box<PlayError> },
 }
 
 /// What happened, for the progress display.
@@ -93,7 +95,7 @@ pub enum Progress<'a> {
 }
 
 /// The record of a played scenario.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub samples: Vec<Sample>,
     /// Steps as applied: simulated time and description.
@@ -102,6 +104,17 @@ pub struct Outcome {
     pub ledger: Ledger,
     /// Instances still running at the end.
     pub live_instances: usize,
+    /// When each instance was launched (simulated time since the start), in launch order.
+    pub launches: Vec<SignedDuration>,
+    /// How long the pods existing at the end took to start.
+    pub pod_starts: PodStarts,
+}
+
+/// One variant's record (`variant` None: the scenario has no variants).
+#[derive(Debug, Clone)]
+pub struct Played {
+    pub variant: Option<String>,
+    pub outcome: Outcome,
 }
 
 /// A clock that stands at `start` until started, then runs `speed` times faster than the wall
@@ -209,12 +222,7 @@ pub async fn play(
     scaled.begin();
     let elapsed = || clock.now().duration_since(start);
     let tick = options_tick(scenario, options.speed);
-    let mut outcome = Outcome {
-        samples: Vec::new(),
-        steps: Vec::new(),
-        ledger: Ledger::default(),
-        live_instances: 0,
-    };
+    let mut outcome = Outcome::default();
     let mut next_step = 0;
     let mut next_sample = SignedDuration::ZERO;
     loop {
@@ -257,9 +265,55 @@ pub async fn play(
         tokio::time::sleep(tick).await;
     }
     controllers.abort();
+    record_the_end(&simulation, start, &mut outcome);
+    Ok(outcome)
+}
+
+/// What the cluster and the cloud show at the end: the bill, the instances (live, and when each
+/// was launched) and how long the pods took to start.
+fn record_the_end(simulation: &Simulation, start: Timestamp, outcome: &mut Outcome) {
     outcome.ledger = simulation.ledger();
     outcome.live_instances = simulation.cloud().instances().len();
-    Ok(outcome)
+    outcome.launches = simulation
+        .cloud()
+        .all_instances()
+        .iter()
+        .map(|i| i.launched_at.duration_since(start))
+        .collect();
+    outcome.pod_starts = PodStarts::take(&simulation.state().store);
+}
+
+/// Plays every variant of `scenario` one after the other, each on a fresh simulated cluster
+/// (or the scenario once when it has none), calling `progress` with the variant's name.
+pub async fn play_variants(
+    scenario: &Scenario,
+    options: &PlayOptions,
+    mut progress: impl FnMut(Option<&str>, Progress<'_>),
+) -> Result<Vec<Played>, PlayError> {
+    if scenario.variants.is_empty() {
+        let outcome = play(scenario, options, |p| progress(None, p)).await?;
+        return Ok(vec![Played {
+            variant: None,
+            outcome,
+        }]);
+    }
+    let mut played = Vec::with_capacity(scenario.variants.len());
+    for variant in &scenario.variants {
+        let name = variant.name.as_str();
+        let outcome = play(&scenario.with_variant(variant), options, |p| {
+            progress(Some(name), p);
+        })
+        .await
+        .map_err(|source| PlayError::Variant {
+            variant: variant.name.clone(),
+            source: Box::new(source),
+        })?;
+        played.push(Played {
+            variant: Some(variant.name.clone()),
+            outcome,
+        });
+    }
+    Ok(played)
 }
 
 /// How often the player wakes (wall clock): a tenth of the sample interval, at most 100 ms.

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use jiff::SignedDuration;
 
-use crate::{Outcome, sample::Sample};
+use crate::{Outcome, Played, sample::Sample};
 
 /// What followed one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +119,147 @@ pub fn summary(name: &str, outcome: &Outcome) -> String {
     out
 }
 
+/// The variants side by side: one column per variant, one row per measure. Steps every variant
+/// played (the scenario's own) get a "settled after" row each; launches are also counted from
+/// the last of them (the burst, in a scenario that ends with one).
+pub fn comparison(name: &str, played: &[Played]) -> String {
+    let columns: Vec<(String, &Outcome)> = played
+        .iter()
+        .map(|p| (p.variant.clone().unwrap_or_else(|| name.to_owned()), &p.outcome))
+        .collect();
+    let shared = shared_steps(&columns);
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    for (at, description) in &shared {
+        let cells = columns
+            .iter()
+            .map(|(_, outcome)| {
+                step_results(outcome)
+                    .iter()
+                    .find(|r| r.at.as_secs() == at.as_secs() && r.description == *description)
+                    .and_then(|r| r.settled_after)
+                    .map_or_else(|| "pending".to_owned(), |d| format!("+{}", minutes(d)))
+            })
+            .collect();
+        rows.push((format!("settled after {} {description}", minutes(*at)), cells));
+    }
+    let quantile = |q: f64| -> Vec<String> {
+        columns
+            .iter()
+            .map(|(_, o)| o.pod_starts.quantile(q).map_or_else(|| "-".to_owned(), minutes))
+            .collect()
+    };
+    rows.push(("pod start p50 (created to Ready)".to_owned(), quantile(0.5)));
+    rows.push(("pod start p99".to_owned(), quantile(0.99)));
+    rows.push((
+        "pods never started".to_owned(),
+        columns
+            .iter()
+            .map(|(_, o)| o.pod_starts.not_started.to_string())
+            .collect(),
+    ));
+    rows.push((
+        "instances launched".to_owned(),
+        columns
+            .iter()
+            .map(|(_, o)| o.launches.len().to_string())
+            .collect(),
+    ));
+    if let Some((last, _)) = shared.last() {
+        rows.push((
+            format!("launched from {} on", minutes(*last)),
+            columns
+                .iter()
+                .map(|(_, o)| o.launches.iter().filter(|l| *l >= last).count().to_string())
+                .collect(),
+        ));
+    }
+    rows.push((
+        "peak ready nodes".to_owned(),
+        columns
+            .iter()
+            .map(|(_, o)| {
+                o.samples
+                    .iter()
+                    .map(Sample::nodes_ready)
+                    .max()
+                    .unwrap_or(0)
+                    .to_string()
+            })
+            .collect(),
+    ));
+    rows.push((
+        "cost at the end ($/h)".to_owned(),
+        columns
+            .iter()
+            .map(|(_, o)| usd(o.samples.last().map_or(0, |s| s.cost_per_hour_nano_usd)))
+            .collect(),
+    ));
+    rows.push((
+        "billed".to_owned(),
+        columns
+            .iter()
+            .map(|(_, o)| usd(o.ledger.total_cost_nano_usd()))
+            .collect(),
+    ));
+
+    let titles: Vec<&str> = columns.iter().map(|(title, _)| title.as_str()).collect();
+    format!(
+        "scenario {name}: variants side by side\n{}",
+        table(&titles, &rows)
+    )
+}
+
+/// Rows under column titles: labels left-aligned, cells right-aligned to their column's width.
+fn table(titles: &[&str], rows: &[(String, Vec<String>)]) -> String {
+    let label_width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = titles
+        .iter()
+        .enumerate()
+        .map(|(i, title)| {
+            rows.iter()
+                .map(|(_, cells)| cells[i].len())
+                .chain([title.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let _ = write!(out, "{:<label_width$}", "");
+    for (title, width) in titles.iter().zip(&widths) {
+        let _ = write!(out, "  {title:>width$}");
+    }
+    let _ = writeln!(out);
+    for (label, cells) in rows {
+        let _ = write!(out, "{label:<label_width$}");
+        for (cell, width) in cells.iter().zip(&widths) {
+            let _ = write!(out, "  {cell:>width$}");
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// The steps (time and description) every column played, in the first column's order. Steps
+/// are recorded when applied, a few milliseconds apart between runs: times match to the second.
+fn shared_steps(columns: &[(String, &Outcome)]) -> Vec<(SignedDuration, String)> {
+    let Some((_, first)) = columns.first() else {
+        return Vec::new();
+    };
+    let same = |a: &(SignedDuration, String), b: &(SignedDuration, String)| {
+        a.0.as_secs() == b.0.as_secs() && a.1 == b.1
+    };
+    let mut shared: Vec<(SignedDuration, String)> = Vec::new();
+    for step in &first.steps {
+        let everywhere = columns
+            .iter()
+            .all(|(_, o)| o.steps.iter().any(|other| same(step, other)));
+        if everywhere && !shared.iter().any(|known| same(step, known)) {
+            shared.push(step.clone());
+        }
+    }
+    shared
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -153,6 +294,8 @@ mod tests {
             )],
             ledger: Ledger::default(),
             live_instances: 3,
+            launches: Vec::new(),
+            pod_starts: crate::sample::PodStarts::default(),
         };
         let results = step_results(&outcome);
         assert_eq!(results[0].settled_after, Some(SignedDuration::from_secs(60)));
@@ -176,9 +319,80 @@ mod tests {
             ],
             ledger: Ledger::default(),
             live_instances: 3,
+            launches: Vec::new(),
+            pod_starts: crate::sample::PodStarts::default(),
         };
         let results = step_results(&outcome);
         assert_eq!(results[0].settled_after, Some(SignedDuration::from_secs(60)));
         assert_eq!(results[1].settled_after, Some(SignedDuration::from_secs(60)));
+    }
+
+    #[test]
+    fn variants_are_compared_side_by_side() {
+        let burst = (
+            SignedDuration::from_secs(60),
+            "scale Deployment inflate to 5".to_owned(),
+        );
+        let cold = Outcome {
+            samples: vec![sample(60, 5, 0), sample(120, 5, 0), sample(180, 0, 3)],
+            steps: vec![burst.clone()],
+            ledger: Ledger::default(),
+            live_instances: 3,
+            launches: vec![SignedDuration::from_secs(70); 3],
+            pod_starts: crate::sample::PodStarts {
+                latencies: vec![SignedDuration::from_secs(110); 5],
+                not_started: 0,
+            },
+        };
+        let warm = Outcome {
+            samples: vec![sample(61, 0, 3), sample(120, 0, 3)],
+            steps: vec![
+                (SignedDuration::ZERO, "apply inline YAML".to_owned()),
+                // Applied a few milliseconds later than in the other run.
+                (SignedDuration::from_millis(60_004), burst.1.clone()),
+            ],
+            launches: vec![SignedDuration::from_secs(5); 3],
+            pod_starts: crate::sample::PodStarts {
+                latencies: vec![SignedDuration::from_secs(2); 5],
+                not_started: 0,
+            },
+            ..cold.clone()
+        };
+        let played = [
+            Played {
+                variant: Some("without-buffer".into()),
+                outcome: cold,
+            },
+            Played {
+                variant: Some("with-buffer".into()),
+                outcome: warm,
+            },
+        ];
+        let table = comparison("warm-pool", &played);
+        let line = |label: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(label))
+                .unwrap_or_else(|| panic!("no {label} row in\n{table}"))
+                .split_whitespace()
+                .rev()
+                .take(2)
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .ends_with("without-buffer  with-buffer"),
+            "{table}"
+        );
+        assert_eq!(line("settled after 1m00s scale"), ["+0m00s", "+2m00s"], "{table}");
+        assert_eq!(line("pod start p50"), ["0m02s", "1m50s"], "{table}");
+        assert_eq!(line("launched from 1m00s on"), ["0", "3"], "{table}");
+        assert!(
+            !table.contains("apply inline YAML"),
+            "only shared steps get rows: {table}"
+        );
     }
 }

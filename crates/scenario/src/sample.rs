@@ -100,6 +100,64 @@ impl Sample {
     }
 }
 
+/// How long the pods took to start: for each pod existing now, from its creation until it was
+/// Ready (its `Ready` condition's transition to True, else its start time).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodStarts {
+    /// Creation to Ready, of the pods that started, in no particular order.
+    pub latencies: Vec<SignedDuration>,
+    /// Pods (not finished) that never became Ready.
+    pub not_started: usize,
+}
+
+impl PodStarts {
+    /// Reads the pods in the store.
+    pub fn take(store: &Store) -> Self {
+        let mut starts = Self::default();
+        for pod in list::<Pod>(store, "", "pods") {
+            let status = pod.status.as_ref();
+            let phase = status.and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Succeeded" | "Failed")) {
+                continue;
+            }
+            let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let ready_at = status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+                .and_then(|c| c.last_transition_time.as_ref())
+                .or_else(|| {
+                    status
+                        .and_then(|s| s.start_time.as_ref())
+                        .filter(|_| phase == Some("Running"))
+                })
+                .map(|t| t.0);
+            match (created, ready_at) {
+                (Some(created), Some(ready)) => starts.latencies.push(ready.duration_since(created)),
+                _ => starts.not_started += 1,
+            }
+        }
+        starts
+    }
+
+    /// The `q` quantile (0 < q <= 1) of the latencies by nearest rank; None without any.
+    pub fn quantile(&self, q: f64) -> Option<SignedDuration> {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let n = sorted.len();
+        if n == 0 {
+            return None;
+        }
+        // Nearest rank: the smallest value with at least q of the values at or below it.
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n);
+        Some(sorted[rank - 1])
+    }
+}
+
 /// Every object of a type that decodes (the store only holds objects its schema accepted).
 fn list<T: DeserializeOwned>(store: &Store, group: &str, resource: &str) -> Vec<T> {
     let Some(info) = store.registry().get(group, resource) else {
@@ -114,4 +172,26 @@ fn list<T: DeserializeOwned>(store: &Store, group: &str, resource: &str) -> Vec<
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let starts = PodStarts {
+            latencies: (1..=100).rev().map(SignedDuration::from_secs).collect(),
+            not_started: 0,
+        };
+        assert_eq!(starts.quantile(0.5), Some(SignedDuration::from_secs(50)));
+        assert_eq!(starts.quantile(0.99), Some(SignedDuration::from_secs(99)));
+        assert_eq!(starts.quantile(1.0), Some(SignedDuration::from_secs(100)));
+        let one = PodStarts {
+            latencies: vec![SignedDuration::from_secs(7)],
+            not_started: 2,
+        };
+        assert_eq!(one.quantile(0.5), Some(SignedDuration::from_secs(7)));
+        assert_eq!(PodStarts::default().quantile(0.5), None);
+    }
 }

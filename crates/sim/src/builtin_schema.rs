@@ -54,6 +54,10 @@ schemas! {
     "storage.k8s.io", "csinodes" => k::storage::v1::CSINode;
     "storage.k8s.io", "csidrivers" => k::storage::v1::CSIDriver;
     "events.k8s.io", "events" => k::events::v1::Event;
+    "rbac.authorization.k8s.io", "clusterroles" => k::rbac::v1::ClusterRole;
+    "rbac.authorization.k8s.io", "clusterrolebindings" => k::rbac::v1::ClusterRoleBinding;
+    "rbac.authorization.k8s.io", "roles" => k::rbac::v1::Role;
+    "rbac.authorization.k8s.io", "rolebindings" => k::rbac::v1::RoleBinding;
     "apiextensions.k8s.io", "customresourcedefinitions" =>
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 }

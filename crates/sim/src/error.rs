@@ -114,6 +114,17 @@ pub enum ApiError {
     /// 403 Forbidden (for example creating in a terminating namespace).
     #[error("{0}")]
     Forbidden(String),
+    /// 403 Forbidden by RBAC, naming the object refused.
+    #[error("{message}")]
+    ForbiddenFor {
+        /// The object (or collection) refused.
+        subject: Box<Subject>,
+        /// Kubernetes' message: who cannot do what where.
+        message: String,
+    },
+    /// 401 Unauthorized: a bearer token the server does not know.
+    #[error("Unauthorized")]
+    Unauthorized,
     /// 500 InternalError (only injected faults and broken invariants).
     #[error("Internal error occurred: {0}")]
     Internal(String),
@@ -173,7 +184,8 @@ impl ApiError {
             Self::Gone { .. } | Self::ContinueExpired => 410,
             Self::UnsupportedMediaType(_) => 415,
             Self::TooManyRequests { .. } => 429,
-            Self::Forbidden(_) => 403,
+            Self::Forbidden(_) | Self::ForbiddenFor { .. } => 403,
+            Self::Unauthorized => 401,
             Self::Internal(_) => 500,
         }
     }
@@ -191,7 +203,8 @@ impl ApiError {
             Self::ContinueExpired => "Expired",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Self::TooManyRequests { .. } => "TooManyRequests",
-            Self::Forbidden(_) => "Forbidden",
+            Self::Forbidden(_) | Self::ForbiddenFor { .. } => "Forbidden",
+            Self::Unauthorized => "Unauthorized",
             Self::Internal(_) => "InternalError",
         }
     }
@@ -208,7 +221,9 @@ impl ApiError {
             "code": self.code(),
         });
         let (subject, causes) = match self {
-            Self::NotFound(s) | Self::AlreadyExists(s) => (Some(s), &[][..]),
+            Self::NotFound(s) | Self::AlreadyExists(s) | Self::ForbiddenFor { subject: s, .. } => {
+                (Some(s), &[][..])
+            }
             Self::Conflict { subject, causes, .. } | Self::Invalid { subject, causes } => {
                 (Some(subject), causes.as_slice())
             }

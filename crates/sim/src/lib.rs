@@ -25,6 +25,8 @@
 //!   (`scale`), daemonsets; batch/v1 jobs; policy/v1 poddisruptionbudgets;
 //!   coordination.k8s.io/v1 leases; scheduling.k8s.io/v1 priorityclasses; storage.k8s.io/v1
 //!   storageclasses, volumeattachments, csinodes, csidrivers; events.k8s.io/v1 events;
+//!   rbac.authorization.k8s.io/v1 clusterroles, clusterrolebindings, roles and rolebindings
+//!   (enforced for clients with a minted token, see [`rbac`]);
 //!   apiextensions.k8s.io/v1 customresourcedefinitions. events.k8s.io/v1 Events are also stored in
 //!   their core/v1 form ([`events`]), so `kubectl describe` shows what kube-runtime's `Recorder`
 //!   publishes (one way: core/v1 writes are not copied back).
@@ -87,7 +89,7 @@
 //!   pods do not count); 500 when several budgets cover the pod, as Kubernetes answers.
 //! - Errors are `Status` objects with Kubernetes' codes and reasons (NotFound, AlreadyExists,
 //!   Conflict, Invalid with causes, Gone, Expired, MethodNotAllowed, UnsupportedMediaType,
-//!   TooManyRequests, BadRequest, Forbidden); malformed input is a 400, never a crash.
+//!   TooManyRequests, BadRequest, Forbidden, Unauthorized); malformed input is a 400, never a crash.
 //! - Faults ([`faults`]): fail or delay a fraction of resource requests (409, 429, 500); drop
 //!   every watch ([`store::Store::drop_watches`]); compact the watch history
 //!   ([`store::Store::compact`]); restart the server keeping its objects ([`Server::restart`]).
@@ -121,7 +123,9 @@
 //!
 //! # Not implemented
 //!
-//! Authentication and authorization (everyone may do anything), protobuf (JSON only), CBOR,
+//! Authentication beyond bearer tokens the server mints, and RBAC beyond what [`rbac`] says
+//! (requests without a token are the admin; ClusterRole aggregation and non-resource URL rules
+//! are not evaluated), protobuf (JSON only), CBOR,
 //! TLS, `/openapi/v2`, validation of built-in kinds beyond JSON types, unknown fields, metadata and the
 //! few checks in [`admission`] (required fields, enums and formats are not checked),
 //! CRD conversion webhooks (served versions share one stored form, only `apiVersion` differs),
@@ -158,6 +162,7 @@ pub mod listtype;
 pub mod managed;
 pub mod meta;
 pub mod patch;
+pub mod rbac;
 pub mod resources;
 pub mod selector;
 pub mod simulation;

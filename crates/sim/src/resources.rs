@@ -499,6 +499,58 @@ fn builtins() -> Vec<Builtin> {
             fields = EVENTS_V1_FIELDS
         ),
         b!(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterroles",
+            "ClusterRole",
+            ns = false,
+            short = &[],
+            all = false,
+            status = false,
+            scale = false,
+            extra = &[],
+            fields = &[]
+        ),
+        b!(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            ns = false,
+            short = &[],
+            all = false,
+            status = false,
+            scale = false,
+            extra = &[],
+            fields = &[]
+        ),
+        b!(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "roles",
+            "Role",
+            ns = true,
+            short = &[],
+            all = false,
+            status = false,
+            scale = false,
+            extra = &[],
+            fields = &[]
+        ),
+        b!(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            "RoleBinding",
+            ns = true,
+            short = &[],
+            all = false,
+            status = false,
+            scale = false,
+            extra = &[],
+            fields = &[]
+        ),
+        b!(
             "apiextensions.k8s.io",
             "v1",
             "customresourcedefinitions",

@@ -142,6 +142,24 @@ impl TestCluster {
         self.client.clone()
     }
 
+    /// A kube-rs client authenticated as ServiceAccount `namespace/name`: the server allows it
+    /// only what the RBAC objects stored in it grant that account, and records each refusal in
+    /// `self.state().rbac.denied()`. (The ServiceAccount object itself need not exist.)
+    pub fn client_for_service_account(&self, namespace: &str, name: &str) -> Result<kube::Client, TestError> {
+        let token = self
+            .state()
+            .rbac
+            .mint_token(crate::rbac::Identity::service_account(namespace, name));
+        let mut config = kube::Config::new(
+            self.url()
+                .parse()
+                .map_err(|e: axum::http::uri::InvalidUri| TestError::Client(e.to_string()))?,
+        );
+        config.default_retry = false;
+        config.auth_info.token = Some(token.into());
+        kube::Client::try_from(config).map_err(|e| TestError::Client(e.to_string()))
+    }
+
     /// The store, fault injector and settings.
     pub fn state(&self) -> &AppState {
         self.server.state()

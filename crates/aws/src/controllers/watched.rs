@@ -1,7 +1,7 @@
 //! EC2NodeClasses from a kube-runtime reflector: the [`NodeClassSource`] the provider reads in a
 //! real cluster, and a change counter the status loop waits on.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use kube::{
@@ -16,6 +16,9 @@ use nodewright_api::EC2NodeClass;
 use tokio::sync::watch;
 
 use crate::NodeClassSource;
+
+/// How often a loop waiting for the first list polls the cache's readiness again.
+const SYNC_POLL: Duration = Duration::from_millis(100);
 
 /// The cluster's EC2NodeClasses as last seen by the watch; clones share the cache.
 #[derive(Debug, Clone)]
@@ -49,9 +52,18 @@ impl WatchedNodeClasses {
 
     /// Waits until the first list has been read.
     pub async fn wait_synced(&self) {
-        // `wait_until_ready` fails only when the writer was dropped, i.e. the watch future was
-        // dropped, after which there is nothing left to wait for.
-        let _ = self.store.wait_until_ready().await;
+        // kube's readiness future keeps the waker of its latest poller only (a oneshot channel
+        // inside), so of two loops waiting at once one would never wake: each waiter polls again
+        // on a short timer. Once ready, the future answers at once.
+        loop {
+            // Its error means the writer was dropped, i.e. the watch future was dropped, after
+            // which there is nothing left to wait for.
+            if let Ok(_ready_or_dropped) =
+                tokio::time::timeout(SYNC_POLL, self.store.wait_until_ready()).await
+            {
+                return;
+            }
+        }
     }
 
     /// Every EC2NodeClass in the cache.

@@ -107,18 +107,18 @@ impl InstanceTypeProvider {
         Ok((catalog, spot_prices))
     }
 
-    /// The instance types `node_class` can launch, each with all its offerings; offerings outside
-    /// the node class's subnet zones or in `unavailable` are marked unavailable, spot offerings
-    /// carry EC2's current spot price where it has one.
+    /// The instance types `node_class` can launch, their capacity and overhead computed with
+    /// `settings` (the class's, see [`crate::AwsSettings::node_settings`]), each with all its
+    /// offerings; offerings outside the node class's subnet zones or in `unavailable` are marked
+    /// unavailable, spot offerings carry EC2's current spot price where it has one.
     pub async fn for_node_class(
         &self,
         node_class: &EC2NodeClass,
+        settings: &NodeSettings,
         unavailable: &UnavailableOfferings,
         now: Timestamp,
     ) -> Result<Vec<InstanceType>, AwsError> {
-        let (catalog, spot_prices) = self
-            .catalog_and_spot_prices(&NodeSettings::from_node_class(node_class), now)
-            .await?;
+        let (catalog, spot_prices) = self.catalog_and_spot_prices(settings, now).await?;
         let subnet_zones: Vec<&str> = node_class
             .status
             .iter()

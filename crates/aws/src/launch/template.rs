@@ -238,14 +238,35 @@ pub async fn ensure(ec2: &aws_sdk_ec2::Client, spec: &TemplateSpec) -> Result<St
 /// The names of the cluster's launch templates (tagged `eks:eks-cluster-name: <cluster>`, named
 /// `nodewright/...`).
 pub async fn list(ec2: &aws_sdk_ec2::Client, cluster: &str) -> Result<Vec<String>, AwsError> {
+    list_tagged(ec2, cluster, None).await
+}
+
+/// The names of the cluster's launch templates for one node class (also tagged
+/// `karpenter.k8s.aws/ec2nodeclass: <node class>`).
+pub async fn list_of_node_class(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &str,
+    node_class: &str,
+) -> Result<Vec<String>, AwsError> {
+    list_tagged(ec2, cluster, Some(node_class)).await
+}
+
+async fn list_tagged(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &str,
+    node_class: Option<&str>,
+) -> Result<Vec<String>, AwsError> {
+    let tag = |key: &str, value: &str| {
+        aws_sdk_ec2::types::Filter::builder()
+            .name(format!("tag:{key}"))
+            .values(value)
+            .build()
+    };
+    let mut filters = vec![tag(crate::instances::tags::CLUSTER_NAME, cluster)];
+    filters.extend(node_class.map(|name| tag(crate::instances::tags::NODE_CLASS, name)));
     let mut pages = ec2
         .describe_launch_templates()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name(format!("tag:{}", crate::instances::tags::CLUSTER_NAME))
-                .values(cluster)
-                .build(),
-        )
+        .set_filters(Some(filters))
         .into_paginator()
         .send();
     let mut names = Vec::new();

@@ -5,10 +5,12 @@
 //!   script), then Nodewright's NodeConfig (cluster, kubelet config with `maxPods` and
 //!   `registerWithTaints`, `--node-labels`). The NodeConfig is written as JSON, which is YAML.
 //! - **AL2**: the same archive with a `bootstrap.sh` script instead of the NodeConfig.
+//! - **Bottlerocket**: TOML settings merged with the user's, ours winning ([`super::bottlerocket`]).
+//! - **Windows**: a PowerShell script running `Start-EKSBootstrap.ps1` ([`super::windows`]).
 //! - **Custom**: the user's data verbatim.
 //!
-//! Bottlerocket (TOML merged with the user's) and Windows (PowerShell) are not generated yet;
-//! launching them is a [`UserDataError`].
+//! The kubelet block reaches AL2, Bottlerocket and Windows through [`super::kubelet`]; a field
+//! those families cannot take is a [`UserDataError`] naming it.
 //!
 //! Every node registers with the `karpenter.sh/unregistered:NoExecute` taint, which the core
 //! removes once the Node is registered.
@@ -18,6 +20,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use k8s_openapi::api::core::v1::Taint;
 use nodewright_api::{ec2nodeclass::AmiFamily, labels};
 use serde_json::{Value, json};
+
+use super::kubelet;
 
 /// The MIME boundary of the archives built here.
 const BOUNDARY: &str = "//";
@@ -47,11 +51,15 @@ pub struct Bootstrap<'a> {
     pub taints: &'a [Taint],
 }
 
-/// Why no user data can be generated.
+/// Why no user data can be generated: a problem in the EC2NodeClass's spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("user data for AMI family {family} is not supported yet")]
-pub struct UserDataError {
-    pub family: &'static str,
+pub enum UserDataError {
+    /// A kubelet field the family's bootstrap cannot pass.
+    #[error("spec.kubelet.{field} is not supported by AMI family {family}")]
+    UnsupportedKubelet { family: &'static str, field: String },
+    /// A spec field whose value cannot be used.
+    #[error("spec.{field}: {reason}")]
+    Invalid { field: String, reason: String },
 }
 
 /// Label domains a kubelet may not set on its own Node (`NodeRestriction`).
@@ -67,8 +75,8 @@ fn allowed_label(key: &str) -> bool {
     !restricted || labels::ALLOWED_KUBERNETES_IO_LABELS.contains(&key)
 }
 
-/// `k=v,k=v` of the labels the kubelet may set, with `karpenter.sh/do-not-sync-taints=true`.
-fn node_labels(bootstrap: &Bootstrap<'_>) -> String {
+/// The labels the kubelet may set, with `karpenter.sh/do-not-sync-taints=true`.
+pub(super) fn kubelet_labels<'a>(bootstrap: &Bootstrap<'a>) -> BTreeMap<&'a str, &'a str> {
     let mut pairs: BTreeMap<&str, &str> = bootstrap
         .labels
         .iter()
@@ -77,6 +85,11 @@ fn node_labels(bootstrap: &Bootstrap<'_>) -> String {
         .collect();
     pairs.insert(labels::DO_NOT_SYNC_TAINTS, "true");
     pairs
+}
+
+/// `k=v,k=v` of [`kubelet_labels`].
+fn node_labels(bootstrap: &Bootstrap<'_>) -> String {
+    kubelet_labels(bootstrap)
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
@@ -84,7 +97,7 @@ fn node_labels(bootstrap: &Bootstrap<'_>) -> String {
 }
 
 /// The taints with the unregistered taint added once.
-fn taints(bootstrap: &Bootstrap<'_>) -> Vec<Taint> {
+pub(super) fn taints(bootstrap: &Bootstrap<'_>) -> Vec<Taint> {
     let mut taints = bootstrap.taints.to_vec();
     if !taints.iter().any(|t| labels::UNREGISTERED_TAINT.matches(t)) {
         taints.push(labels::UNREGISTERED_TAINT.to_taint());
@@ -104,11 +117,12 @@ pub fn user_data(bootstrap: &Bootstrap<'_>) -> Result<String, UserDataError> {
         AmiFamily::AL2 => Ok(archive(
             bootstrap.custom,
             "text/x-shellscript; charset=\"us-ascii\"",
-            &bootstrap_script(bootstrap),
+            &bootstrap_script(bootstrap)?,
         )),
-        other => Err(UserDataError {
-            family: other.as_str(),
-        }),
+        AmiFamily::Bottlerocket => super::bottlerocket::user_data(bootstrap),
+        AmiFamily::Windows2019 | AmiFamily::Windows2022 | AmiFamily::Windows2025 => {
+            super::windows::user_data(bootstrap)
+        }
     }
 }
 
@@ -150,7 +164,7 @@ fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
-fn bootstrap_script(bootstrap: &Bootstrap<'_>) -> String {
+fn bootstrap_script(bootstrap: &Bootstrap<'_>) -> Result<String, UserDataError> {
     let taints: Vec<String> = taints(bootstrap)
         .iter()
         .map(|t| {
@@ -162,21 +176,32 @@ fn bootstrap_script(bootstrap: &Bootstrap<'_>) -> String {
             )
         })
         .collect();
-    let extra_args = format!(
-        "--node-labels={} --register-with-taints={} --max-pods={}",
-        node_labels(bootstrap),
-        taints.join(","),
-        bootstrap.max_pods
-    );
-    format!(
+    let mut extra_args = vec![
+        format!("--node-labels={}", node_labels(bootstrap)),
+        format!("--register-with-taints={}", taints.join(",")),
+        format!("--max-pods={}", bootstrap.max_pods),
+    ];
+    extra_args.extend(kubelet::flags(bootstrap.family, bootstrap.kubelet)?);
+    let dns = kubelet::cluster_dns(bootstrap.family, bootstrap.kubelet)?
+        .map(|address| {
+            // bootstrap.sh needs the IP family spelled out for an IPv6 cluster.
+            let ipv6 = if address.contains(':') {
+                " --ip-family ipv6"
+            } else {
+                ""
+            };
+            format!("{ipv6} --dns-cluster-ip {}", quote(&address))
+        })
+        .unwrap_or_default();
+    Ok(format!(
         "#!/bin/bash -xe\nexec > >(tee /var/log/user-data.log|logger -t user-data -s 2>/dev/console) 2>&1\n\
-         /etc/eks/bootstrap.sh {} --apiserver-endpoint {} --b64-cluster-ca {} --use-max-pods false \
+         /etc/eks/bootstrap.sh {} --apiserver-endpoint {} --b64-cluster-ca {}{dns} --use-max-pods false \
          --kubelet-extra-args {}\n",
         quote(&bootstrap.cluster.name),
         quote(&bootstrap.cluster.endpoint),
         quote(&bootstrap.cluster.ca_bundle),
-        quote(&extra_args)
-    )
+        quote(&extra_args.join(" "))
+    ))
 }
 
 /// The user's data as MIME parts: the parts of a MIME archive, or one part whose type follows
@@ -316,10 +341,56 @@ mod tests {
         assert!(parts[2].contains("--register-with-taints=karpenter.sh/unregistered=:NoExecute"));
         bootstrap.family = AmiFamily::Custom;
         assert_eq!(user_data(&bootstrap).unwrap(), user);
+        // A MIME archive is not TOML: Bottlerocket refuses it, naming the field.
         bootstrap.family = AmiFamily::Bottlerocket;
+        let error = user_data(&bootstrap).unwrap_err().to_string();
+        assert!(
+            error.starts_with("spec.userData: Bottlerocket user data must be TOML"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn al2_passes_the_kubelet_block_as_flags_and_the_dns_address() {
+        let cluster = cluster();
+        let empty = BTreeMap::new();
+        let kubelet: BTreeMap<String, Value> = serde_json::from_value(json!({
+            "clusterDNS": ["fd00::a"],
+            "kubeReserved": {"cpu": "70m"},
+        }))
+        .unwrap();
+        let mut bootstrap = Bootstrap {
+            family: AmiFamily::AL2,
+            cluster: &cluster,
+            custom: None,
+            kubelet: Some(&kubelet),
+            max_pods: 10,
+            labels: &empty,
+            taints: &[],
+        };
+        let parts = mime_parts(&user_data(&bootstrap).unwrap()).unwrap();
+        assert_eq!(parts.len(), 1);
+        assert!(
+            parts[0].contains(
+                "--b64-cluster-ca 'Q0E=' --ip-family ipv6 --dns-cluster-ip 'fd00::a' --use-max-pods false"
+            ),
+            "{}",
+            parts[0]
+        );
+        assert!(
+            parts[0].contains("--max-pods=10 --kube-reserved=cpu=70m'"),
+            "{}",
+            parts[0]
+        );
+        let unsupported: BTreeMap<String, Value> =
+            serde_json::from_value(json!({"registryPullQPS": 5})).unwrap();
+        bootstrap.kubelet = Some(&unsupported);
         assert_eq!(
-            user_data(&bootstrap).unwrap_err().to_string(),
-            "user data for AMI family Bottlerocket is not supported yet"
+            user_data(&bootstrap).unwrap_err(),
+            UserDataError::UnsupportedKubelet {
+                family: "AL2",
+                field: "registryPullQPS".into()
+            }
         );
     }
 }

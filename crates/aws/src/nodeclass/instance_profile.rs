@@ -118,41 +118,101 @@ fn profile_tags(region: &str, cluster: &str, node_class: &EC2NodeClass) -> BTree
     profile_tags
 }
 
-/// Deletes the managed profiles of the cluster that `in_use` does not name (node classes deleted
-/// or moved to another role); returns the names deleted.
+fn is_no_such_entity(error: &AwsError) -> bool {
+    error.code() == Some("NoSuchEntity")
+}
+
+/// Deletes the profile `name` after removing its roles (IAM refuses to delete a profile that
+/// holds one); a profile already gone is not an error. Returns whether it existed.
+pub async fn delete(iam: &aws_sdk_iam::Client, name: &str) -> Result<bool, AwsError> {
+    let profile = match iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
+        Ok(found) => found.instance_profile().cloned(),
+        Err(error) => {
+            let error = AwsError::api("GetInstanceProfile", &error);
+            if is_no_such_entity(&error) {
+                return Ok(false);
+            }
+            return Err(error);
+        }
+    };
+    for role in profile
+        .iter()
+        .flat_map(aws_sdk_iam::types::InstanceProfile::roles)
+    {
+        remove_role(iam, name, role.role_name()).await?;
+    }
+    match iam
+        .delete_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(error) => {
+            let error = AwsError::api("DeleteInstanceProfile", &error);
+            if is_no_such_entity(&error) {
+                Ok(false)
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
+async fn remove_role(iam: &aws_sdk_iam::Client, profile: &str, role: &str) -> Result<(), AwsError> {
+    match iam
+        .remove_role_from_instance_profile()
+        .instance_profile_name(profile)
+        .role_name(role)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let error = AwsError::api("RemoveRoleFromInstanceProfile", &error);
+            // Removed by someone else in the meantime: the profile is as we want it.
+            if is_no_such_entity(&error) {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Deletes the managed profiles of the cluster that `in_use` does not name; returns the names
+/// deleted. `in_use` is asked only after the profiles were listed: a profile is made for a node
+/// class already known, so a node class made meanwhile is in its answer along with its profile.
 pub async fn garbage_collect(
     iam: &aws_sdk_iam::Client,
     region: &str,
     cluster: &str,
-    in_use: &[String],
+    in_use: impl FnOnce() -> Vec<String>,
 ) -> Result<Vec<String>, AwsError> {
     let mut pages = iam
         .list_instance_profiles()
         .path_prefix(cluster_path(region, cluster))
         .into_paginator()
         .send();
-    let mut deleted = Vec::new();
+    let mut listed = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| AwsError::api("ListInstanceProfiles", &e))?;
-        for profile in page.instance_profiles() {
-            let name = profile.instance_profile_name();
-            if in_use.iter().any(|n| n == name) {
-                continue;
-            }
-            for role in profile.roles() {
-                iam.remove_role_from_instance_profile()
-                    .instance_profile_name(name)
-                    .role_name(role.role_name())
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::api("RemoveRoleFromInstanceProfile", &e))?;
-            }
-            iam.delete_instance_profile()
-                .instance_profile_name(name)
-                .send()
-                .await
-                .map_err(|e| AwsError::api("DeleteInstanceProfile", &e))?;
-            deleted.push(name.to_owned());
+        listed.extend(
+            page.instance_profiles()
+                .iter()
+                .map(|p| p.instance_profile_name().to_owned()),
+        );
+    }
+    let in_use = in_use();
+    let mut deleted = Vec::new();
+    for name in listed.into_iter().filter(|name| !in_use.contains(name)) {
+        if delete(iam, &name).await? {
+            deleted.push(name);
         }
     }
     Ok(deleted)

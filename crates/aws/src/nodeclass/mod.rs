@@ -1,14 +1,16 @@
-//! EC2NodeClass resolution: subnets, security groups and AMIs from the selector terms, the
+//! EC2NodeClass resolution: subnets, security groups, capacity reservations
+//! ([`capacity_reservations`]) and AMIs from the selector terms, the
 //! instance profile, and the status conditions that say what is missing. [`resolve`] reads AWS;
 //! [`status`] decides the status from what was found (pure); the controller writes it.
 //!
 //! With `spec.role`, [`resolve`] also creates or repairs the node class's managed instance
 //! profile ([`instance_profile`]), as Karpenter's reconciler does.
 //!
-//! Not resolved yet: capacity reservations and placement groups. `ValidationSucceeded` is the
+//! Not resolved yet: placement groups. `ValidationSucceeded` is the
 //! spec validation, without Karpenter's dry-run authorization checks.
 
 pub mod amis;
+pub mod capacity_reservations;
 pub mod hash;
 pub mod instance_profile;
 pub mod selectors;
@@ -20,7 +22,7 @@ use jiff::Timestamp;
 use nodewright_api::{
     EC2NodeClass,
     conditions::{ConditionSet, ec2nodeclass as cond},
-    ec2nodeclass::{Ami, EC2NodeClassStatus, SecurityGroup, Subnet},
+    ec2nodeclass::{Ami, CapacityReservation, EC2NodeClassStatus, SecurityGroup, Subnet},
 };
 
 use crate::{AwsClients, AwsSettings, error::AwsError};
@@ -32,6 +34,8 @@ pub struct Resolved {
     pub subnets: Vec<Subnet>,
     /// Sorted by ID.
     pub security_groups: Vec<SecurityGroup>,
+    /// Active reservations the capacity reservation terms select, sorted by ID.
+    pub capacity_reservations: Vec<CapacityReservation>,
     /// The AMIs, or why the terms cannot select any (an unsupported alias).
     pub amis: Result<Vec<Ami>, String>,
     /// The instance profile, or why there is none.
@@ -58,6 +62,13 @@ pub async fn resolve(
         &selectors::security_group_queries(&spec.security_group_selector_terms),
     )
     .await?;
+    let reservation_queries = capacity_reservations::queries(&spec.capacity_reservation_selector_terms);
+    // No terms, no call: most node classes reserve nothing.
+    let capacity_reservations = if reservation_queries.is_empty() {
+        Vec::new()
+    } else {
+        capacity_reservations::describe(&clients.ec2, &reservation_queries, now).await?
+    };
     let amis = resolve_amis(clients, settings, node_class, now).await?;
     let instance_profile = match (&spec.instance_profile, &spec.role) {
         (Some(profile), _) => Ok(profile.clone()),
@@ -83,6 +94,7 @@ pub async fn resolve(
     Ok(Resolved {
         subnets,
         security_groups,
+        capacity_reservations,
         amis,
         instance_profile,
         validation,
@@ -95,6 +107,9 @@ pub fn status(node_class: &EC2NodeClass, resolved: &Resolved, now: Timestamp) ->
     let mut status = node_class.status.clone().unwrap_or_default();
     status.subnets.clone_from(&resolved.subnets);
     status.security_groups.clone_from(&resolved.security_groups);
+    status
+        .capacity_reservations
+        .clone_from(&resolved.capacity_reservations);
     status.amis = resolved.amis.clone().unwrap_or_default();
     status.instance_profile = resolved.instance_profile.as_ref().ok().cloned();
     let generation = node_class.metadata.generation;
@@ -134,6 +149,13 @@ pub fn status(node_class: &EC2NodeClass, resolved: &Resolved, now: Timestamp) ->
             why,
         ),
     };
+    // Informational, outside `Ready` (Karpenter adds it to Ready only under its ReservedCapacity
+    // gate): finding no reservation is not an error, the node class launches without them.
+    if node_class.spec.capacity_reservation_selector_terms.is_empty() {
+        conditions.clear(cond::CAPACITY_RESERVATIONS_READY);
+    } else {
+        conditions.set_true(cond::CAPACITY_RESERVATIONS_READY);
+    }
     match &resolved.validation {
         Ok(()) => conditions.set_true(cond::VALIDATION_SUCCEEDED),
         Err(why) => conditions.set_false(cond::VALIDATION_SUCCEEDED, "ValidationFailed", why),
@@ -310,6 +332,7 @@ mod tests {
                 zone_id: None,
             }],
             security_groups: vec![],
+            capacity_reservations: vec![],
             amis: Ok(vec![]),
             instance_profile: Ok("nodes".into()),
             validation: Ok(()),

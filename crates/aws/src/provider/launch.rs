@@ -149,7 +149,7 @@ impl AwsProvider {
             labels: node_claim.labels(),
             taints: &taints,
         })
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| unavailable(format!("EC2NodeClass {}: {e}", node_class.name_any())))?;
         Ok(base64::encode(text))
     }
 
@@ -205,7 +205,12 @@ impl AwsProvider {
         let now = self.clock.now();
         let types = self
             .instance_types
-            .for_node_class(&node_class, &self.unavailable, now)
+            .for_node_class(
+                &node_class,
+                &self.settings.node_settings(Some(&node_class)),
+                &self.unavailable,
+                now,
+            )
             .await?;
         let requests = claims::requests(node_claim).map_err(|message| CloudProviderError::CreateError {
             reason: INVALID_RESOURCE_REQUEST.to_owned(),

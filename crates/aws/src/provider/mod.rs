@@ -25,7 +25,7 @@ use nodewright_api::{
     conditions,
     ec2nodeclass::{RESTRICTED_TAG_KEYS, RESTRICTED_TAG_PREFIX},
 };
-use nodewright_catalog::{InstanceType, NodeSettings};
+use nodewright_catalog::InstanceType;
 use nodewright_cloudprovider::{
     BoxFuture, CloudProvider, CloudProviderError, DriftReason, RepairPolicy, Result,
 };
@@ -180,13 +180,11 @@ impl AwsProvider {
     /// A NodeClaim for a live instance, with capacity from its node class's catalogue when that
     /// class still exists.
     async fn claim_of(&self, instance: &instances::InstanceInfo) -> Result<NodeClaim> {
-        let settings = instance
+        let node_class = instance
             .tags
             .get(tags::NODE_CLASS)
-            .and_then(|name| self.node_classes.get(name))
-            .map_or_else(NodeSettings::default, |class| {
-                NodeSettings::from_node_class(&class)
-            });
+            .and_then(|name| self.node_classes.get(name));
+        let settings = self.settings.node_settings(node_class.as_deref());
         let catalog = self.instance_types.catalog(&settings, self.clock.now()).await?;
         Ok(claims::from_instance(
             instance,
@@ -239,7 +237,12 @@ impl AwsProvider {
         let node_class = self.ready_node_class(&node_pool.spec.template.spec.node_class_ref.name)?;
         Ok(self
             .instance_types
-            .for_node_class(&node_class, &self.unavailable, self.clock.now())
+            .for_node_class(
+                &node_class,
+                &self.settings.node_settings(Some(&node_class)),
+                &self.unavailable,
+                self.clock.now(),
+            )
             .await?)
     }
 }

@@ -196,6 +196,16 @@ impl Moto {
         );
     }
 
+    /// Adds capacity reservations for DescribeCapacityReservations, which moto lacks (see
+    /// `moto_launcher.py` for the fields).
+    pub(crate) fn seed_capacity_reservations(&self, reservations: &serde_json::Value) {
+        self.control(
+            "POST",
+            "/_capacity_reservations",
+            &serde_json::json!({ "reservations": reservations }),
+        );
+    }
+
     /// Replaces the fault rules (see `moto_launcher.py`).
     pub(crate) fn set_faults(&self, rules: &serde_json::Value) {
         self.control("POST", "/_faults", &serde_json::json!({ "rules": rules }));

@@ -15,6 +15,12 @@
    those patterns, so DescribeInstanceTypes answers in milliseconds instead of seconds.
 5. The Price List API, which moto lacks: a rule `{"action": "GetProducts", "json": {...}}` answers
    with that body; without one, GetProducts answers an empty price list.
+6. Capacity reservations, which moto lacks: `POST /_capacity_reservations {"reservations": [{"id",
+   "instance_type", "availability_zone", "owner_id", "state"?, "instance_match_criteria"?,
+   "reservation_type"?, "end_date"?, "interruptible"?, "tags"?}]}` adds reservations (replacing
+   those of the same id) that DescribeCapacityReservations answers, honouring
+   `CapacityReservationId.N` and the filters state, owner-id, instance-match-criteria, tag:K and
+   tag-key.
 
 Everything else is moto's own app. Usage: python moto_launcher.py --host 127.0.0.1 --port PORT
 """
@@ -36,6 +42,7 @@ from werkzeug.serving import run_simple
 
 RULES = []
 LOCK = threading.Lock()
+RESERVATIONS = {}
 
 
 def seed_ssm(request):
@@ -144,6 +151,79 @@ def split_overrides(params, pools):
     return kept, "".join(items), has_remaining
 
 
+def indexed(params, prefix):
+    """The values of `prefix.N` query parameters, in order of N."""
+    found = []
+    for key, value in params:
+        if key.startswith(prefix + ".") and key[len(prefix) + 1:].isdigit():
+            found.append((int(key[len(prefix) + 1:]), value))
+    return [value for _, value in sorted(found)]
+
+
+def query_filters(params):
+    """`Filter.N.Name` / `Filter.N.Value.M` as {name: [values]}."""
+    names, values = {}, {}
+    for key, value in params:
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "Filter" and parts[2] == "Name":
+            names[parts[1]] = value
+        elif len(parts) == 4 and parts[0] == "Filter" and parts[2] == "Value":
+            values.setdefault(parts[1], []).append(value)
+    return {name: values.get(index, []) for index, name in names.items()}
+
+
+def reservation_matches(reservation, ids, filters):
+    if ids and reservation["id"] not in ids:
+        return False
+    tags = reservation.get("tags", {})
+    for name, values in filters.items():
+        if name == "state":
+            actual = [reservation.get("state", "active")]
+        elif name == "owner-id":
+            actual = [reservation["owner_id"]]
+        elif name == "instance-match-criteria":
+            actual = [reservation.get("instance_match_criteria", "open")]
+        elif name == "tag-key":
+            actual = list(tags)
+        elif name.startswith("tag:"):
+            actual = [tags[name[4:]]] if name[4:] in tags else []
+        else:
+            raise ValueError(f"filter {name} is not emulated")
+        if not set(actual) & set(values):
+            return False
+    return True
+
+
+def describe_capacity_reservations(params):
+    ids = indexed(params, "CapacityReservationId")
+    filters = query_filters(params)
+    with LOCK:
+        selected = [r for r in RESERVATIONS.values() if reservation_matches(r, ids, filters)]
+    items = []
+    for r in selected:
+        fields = [
+            ("capacityReservationId", r["id"]),
+            ("ownerId", r["owner_id"]),
+            ("instanceType", r["instance_type"]),
+            ("availabilityZone", r["availability_zone"]),
+            ("state", r.get("state", "active")),
+            ("instanceMatchCriteria", r.get("instance_match_criteria", "open")),
+            ("reservationType", r.get("reservation_type", "default")),
+            ("endDate", r.get("end_date")),
+            ("interruptible", None if "interruptible" not in r else str(r["interruptible"]).lower()),
+        ]
+        text = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields if value is not None)
+        tags = "".join(
+            f"<item><key>{escape(k)}</key><value>{escape(v)}</value></item>" for k, v in r.get("tags", {}).items()
+        )
+        items.append(f"<item>{text}<tagSet>{tags}</tagSet></item>")
+    return (
+        '<DescribeCapacityReservationsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        f"<requestId>emulated</requestId><capacityReservationSet>{''.join(items)}</capacityReservationSet>"
+        "</DescribeCapacityReservationsResponse>"
+    ).encode()
+
+
 class Launcher:
     def __init__(self):
         self.moto = DomainDispatcherApplication(create_backend_app)
@@ -162,6 +242,11 @@ class Launcher:
                 if method == "POST":
                     RULES.extend(json.loads(body)["rules"])
             return self.ok(start_response)
+        if path == "/_capacity_reservations" and method == "POST":
+            with LOCK:
+                for reservation in json.loads(body)["reservations"]:
+                    RESERVATIONS[reservation["id"]] = reservation
+            return self.ok(start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         params = parse_qsl(body.decode(errors="replace"), keep_blank_values=True) if not target else []
         action = target.split(".")[-1] if target else dict(params).get("Action", "")
@@ -172,6 +257,10 @@ class Launcher:
         if rule or action == "GetProducts":
             answer = rule["json"] if rule else {"FormatVersion": "aws_v1", "PriceList": []}
             return self.json_answer(start_response, answer)
+        if action == "DescribeCapacityReservations":
+            answer = describe_capacity_reservations(params)
+            start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(answer)))])
+            return [answer]
         errors = ""
         if action == "CreateFleet":
             rule = take_rule(action, "ice")

@@ -48,6 +48,10 @@ pub enum Blocker {
     NodeNotFound,
     Deleting,
     NodePoolNotFound(String),
+    /// The NodePool is static (`spec.replicas`): its node count is its own controller's
+    /// (`crate::static_pools`, which also replaces drifted ones), so no disruption method
+    /// removes or replaces its nodes.
+    StaticNodePool(String),
     NominatedRecently,
     NodeDoNotDisrupt,
     PodDoNotDisrupt(String),
@@ -94,6 +98,7 @@ impl Blocker {
             Self::NodeNotFound => "NodeNotFound",
             Self::Deleting => "Deleting",
             Self::NodePoolNotFound(_) => "NodePoolNotFound",
+            Self::StaticNodePool(_) => "StaticNodePool",
             Self::NominatedRecently => "Nominated",
             Self::NodeDoNotDisrupt => "NodeDoNotDisrupt",
             Self::PodDoNotDisrupt(_) => "PodDoNotDisrupt",
@@ -120,6 +125,9 @@ impl Blocker {
             Self::NodeNotFound => "no Node has registered for the NodeClaim".to_owned(),
             Self::Deleting => "the node is already being deleted or disrupted".to_owned(),
             Self::NodePoolNotFound(pool) => format!("NodePool {pool:?} not found"),
+            Self::StaticNodePool(pool) => format!(
+                "static NodePool {pool:?} (spec.replicas): its nodes are never consolidated; its own controller keeps their count and replaces drifted ones one for one"
+            ),
             Self::NominatedRecently => format!(
                 "pods were bound or removed, or the node initialized, less than {}s ago",
                 NOMINATION_WINDOW.as_secs()
@@ -272,6 +280,9 @@ fn evaluate_one(
         .iter()
         .find(|p| p.name_any() == pool_name)
         .ok_or_else(|| Blocker::NodePoolNotFound(pool_name.clone()))?;
+    if pool.is_static() {
+        return Err(Blocker::StaticNodePool(pool_name));
+    }
     if node.annotations().get(labels::DO_NOT_DISRUPT).map(String::as_str) == Some("true") {
         return Err(Blocker::NodeDoNotDisrupt);
     }
@@ -531,6 +542,23 @@ mod tests {
             "consolidateAfter runs from initialization when no pod event is recorded"
         );
         assert!(candidate.is_consolidatable(now()));
+    }
+
+    #[test]
+    fn a_static_node_pools_nodes_are_never_candidates() {
+        let mut world = World::one_node();
+        world.pods.clear();
+        let mut pool = (*pool("0s")).clone();
+        pool.spec.replicas = Some(1);
+        world.pools = vec![Arc::new(pool)];
+        let blocker = world.outcome().unwrap_err();
+        assert_eq!(blocker, Blocker::StaticNodePool("default".into()));
+        assert_eq!(blocker.reason(), "StaticNodePool");
+        assert!(
+            blocker.message().contains("static NodePool"),
+            "{}",
+            blocker.message()
+        );
     }
 
     #[test]

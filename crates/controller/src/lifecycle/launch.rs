@@ -7,7 +7,9 @@
 //! - Insufficient capacity: the offerings the cloud tried are marked unavailable, a
 //!   `InsufficientCapacityError` event is published, and the claim is deleted, as Karpenter does.
 //!   The next provisioning round plans around those offerings because of the cache: no retry of
-//!   the same offering, no create/delete storm.
+//!   the same offering, no create/delete storm. A claim whose every offering the cache already
+//!   marks (planned in the same round as one that just failed) is failed the same way without
+//!   asking the cloud again ([`super::known_unavailable`]).
 //! - Node class not ready: `Launched=False` (reason `NodeClassNotReady`) and retry with backoff.
 //!   Karpenter deletes the claim here; we keep it because the provisioner would create the same
 //!   claim again at once (our NodePool readiness cannot see the cloud's view of the node class),
@@ -110,6 +112,15 @@ pub(super) async fn launch(
             );
             existing.clone()
         }
+        None if let Some(offerings) = known_out_of_capacity(ctx, working).await => {
+            let message = CloudProviderError::InsufficientCapacity {
+                node_claim: working.name(),
+                offerings,
+            }
+            .to_string();
+            // Already marked: marking again would only push their return further out.
+            return capacity_failed(ctx, working, &[], &message).await;
+        }
         None => match ctx
             .cloud
             .create(&*crate::overlay::launch::prioritized(ctx, &working.claim).await)
@@ -128,6 +139,21 @@ pub(super) async fn launch(
     record_launch(&mut working.status, &launched);
     working.conditions().set_true(nodeclaim::LAUNCHED);
     Ok(Launch::Launched)
+}
+
+/// The claim's offerings when every one of them is already known to be out of capacity (see
+/// [`super::known_unavailable`]). Only looked up while the cache holds something; a NodePool
+/// that is gone or whose types cannot be listed leaves the decision to the cloud.
+async fn known_out_of_capacity(ctx: &Context, working: &Working) -> Option<Vec<OfferingKey>> {
+    if ctx.unavailable.len_at(working.now) == 0 {
+        return None;
+    }
+    let pool_name = working.claim.nodepool_name()?;
+    let pool = ctx.state.node_pools.store.find(|p| p.name_any() == pool_name)?;
+    let types = ctx.cloud.get_instance_types(&pool).await.ok()?;
+    super::known_unavailable::all_offerings_unavailable(&working.claim, &types, |key| {
+        ctx.unavailable.is_unavailable(key, working.now)
+    })
 }
 
 /// What a failed create means for the claim.
@@ -190,19 +216,7 @@ async fn launch_failed(
 ) -> Result<Launch, ControllerError> {
     match classify(error) {
         CreateFailure::Capacity { offerings, message } => {
-            ctx.unavailable.mark(&offerings, working.now);
-            ctx.events
-                .warning(
-                    &working.claim,
-                    reasons::INSUFFICIENT_CAPACITY_ERROR,
-                    "Launch",
-                    format!("NodeClaim {} event: {message}", working.name()),
-                )
-                .await;
-            tracing::info!(node_claim = working.name(), %message, "deleting the nodeclaim: insufficient capacity");
-            write::delete_claim(ctx, &working.claim).await?;
-            crate::metrics::nodeclaim_failed(&working.claim, "insufficient_capacity");
-            Ok(Launch::Deleted)
+            capacity_failed(ctx, working, &offerings, &message).await
         }
         CreateFailure::NodeClassNotReady(message) => {
             let message = truncate(&message);
@@ -231,6 +245,28 @@ async fn launch_failed(
         }
         CreateFailure::Transient(error) => Err(error.into()),
     }
+}
+
+/// Marks `offerings` unavailable, tells the claim why, and deletes it.
+async fn capacity_failed(
+    ctx: &Context,
+    working: &Working,
+    offerings: &[OfferingKey],
+    message: &str,
+) -> Result<Launch, ControllerError> {
+    ctx.unavailable.mark(offerings, working.now);
+    ctx.events
+        .warning(
+            &working.claim,
+            reasons::INSUFFICIENT_CAPACITY_ERROR,
+            "Launch",
+            format!("NodeClaim {} event: {message}", working.name()),
+        )
+        .await;
+    tracing::info!(node_claim = working.name(), %message, "deleting the nodeclaim: insufficient capacity");
+    write::delete_claim(ctx, &working.claim).await?;
+    crate::metrics::nodeclaim_failed(&working.claim, "insufficient_capacity");
+    Ok(Launch::Deleted)
 }
 
 /// `claim` with the labels and annotations of its launch: the provider's resolved labels, then

@@ -11,6 +11,7 @@
 //! writer's change is never overwritten: the 409 makes the next round re-read.
 
 mod initialization;
+mod known_unavailable;
 mod launch;
 mod liveness;
 mod registration;

@@ -5,12 +5,15 @@
 //!   nodes going away. The first new one opens a batch; the batch closes `batch_idle` after the
 //!   last new arrival, at most `batch_max` after it opened. Pods still waiting after a round are
 //!   tried again `batch_max` later, and a NodePool or EC2NodeClass change (spec, deletion,
-//!   readiness) wakes the loop too.
+//!   readiness) wakes the loop too, as does a launch that failed for lack of capacity (new
+//!   offerings in the unavailable-offerings cache), so its pods are planned again at once.
 //! - **Read** ([`snapshot`], [`pools`], [`inflight`]): the waiting pods, the usable NodePools
 //!   in weight order with their instance types (offerings recently out of capacity marked
 //!   unavailable) and what their NodeClaims already use, the nodes with their pods, and every
 //!   NodeClaim without a Node as a node in flight — so pods it will take do not cause another.
-//! - **Decide**: `nodewright_solver::solve`, pure.
+//! - **Decide**: `nodewright_solver::solve`, pure. A NodePool whose NodeClaim just failed to
+//!   launch for lack of capacity ranks last for the unavailable-offerings TTL ([`fallback`]), so
+//!   lower-weight NodePools take its pods at once (the spot → on-demand fallback).
 //! - **Recheck** ([`recheck`]): the pods placed on new NodeClaims are read again from the API
 //!   server; a NodeClaim that lost one (deleted, terminating or bound while the cache lagged) is
 //!   not created, and the next round, run at once, re-plans without the pods that are gone.
@@ -28,6 +31,7 @@
 mod announce;
 mod batch;
 pub(crate) mod claims;
+mod fallback;
 mod inflight;
 pub(crate) mod limits;
 pub(crate) mod pods;
@@ -45,12 +49,14 @@ use futures_util::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, ResourceExt, api::PostParams};
 use nodewright_api::{NodeClaim, NodePool};
+use nodewright_cloudprovider::OfferingKey;
 use nodewright_solver::{NodeClaimPlan, Plan, Problem};
 use tokio::time::Instant;
 
 use self::{
     announce::Announced,
     batch::{BatchWindow, Trigger},
+    fallback::CapacityFallback,
     snapshot::Snapshot,
 };
 use crate::{
@@ -130,12 +136,16 @@ struct Wake {
     pods: crate::state::Changes,
     nodepools: crate::state::Changes,
     node_classes: crate::state::Changes,
+    /// NodeClaim changes: a claim deleted after a capacity failure shows up here.
+    node_claims: crate::state::Changes,
     batch: BatchWindow,
     trigger: Trigger,
     pools_seen: Vec<String>,
     buffers: tokio::sync::watch::Receiver<u64>,
     /// While buffers exist: when their room is checked again without another reason.
     buffers_due: Option<Instant>,
+    /// The unavailable offerings as last seen.
+    unavailable_seen: HashSet<OfferingKey>,
 }
 
 impl Wake {
@@ -145,6 +155,7 @@ impl Wake {
             pods: ctx.state.pods.changes(),
             nodepools: ctx.state.node_pools.changes(),
             node_classes: ctx.state.node_classes.changes(),
+            node_claims: ctx.state.node_claims.changes(),
             // The batch windows are wall-clock timers: scaled when the clock runs fast.
             batch: BatchWindow::new(
                 ctx.settings.wall(ctx.settings.batch_idle),
@@ -155,7 +166,18 @@ impl Wake {
             pools_seen: Vec::new(),
             buffers: ctx.state.buffer_pods.buffer_changes(),
             buffers_due: None,
+            unavailable_seen: HashSet::new(),
         }
+    }
+
+    /// Whether offerings were marked unavailable since the last call: a launch failed for lack
+    /// of capacity, and its pods need planning again.
+    fn capacity_lost(&mut self) -> bool {
+        let now = self.ctx.clock.now();
+        let current: HashSet<OfferingKey> = self.ctx.unavailable.current(now).into_iter().collect();
+        let lost = current.iter().any(|o| !self.unavailable_seen.contains(o));
+        self.unavailable_seen = current;
+        lost
     }
 
     fn pools_fingerprint(&self) -> Vec<String> {
@@ -178,9 +200,10 @@ impl Wake {
             let buffers_changed = self.buffers.has_changed().unwrap_or(false);
             self.buffers.mark_unchanged();
             let buffers_due = buffered && self.buffers_due.is_none_or(|due| due <= now);
+            let capacity_lost = self.capacity_lost();
             if arrived
                 || self.trigger.retry_due(now)
-                || (pools_changed && (buffered || !waiting.is_empty()))
+                || ((pools_changed || capacity_lost) && (buffered || !waiting.is_empty()))
                 || buffers_changed
                 || buffers_due
             {
@@ -194,6 +217,7 @@ impl Wake {
                 () = self.nodepools.changed() => {}
                 () = self.node_classes.changed() => {}
                 _ = self.buffers.changed() => {}
+                () = self.node_claims.changed() => {}
                 () = sleep_until(retry_at) => {}
                 () = sleep_until(buffers_at) => {}
             }
@@ -280,6 +304,7 @@ pub struct Provisioner {
     gone: HashSet<String>,
     announced: Announced,
     announced_pools: Announced,
+    fallback: CapacityFallback,
 }
 
 /// An event for a pod.
@@ -299,6 +324,7 @@ impl Provisioner {
             gone: HashSet::new(),
             announced: Announced::default(),
             announced_pools: Announced::default(),
+            fallback: CapacityFallback::default(),
         }
     }
 
@@ -318,7 +344,7 @@ impl Provisioner {
         };
         self.report_skipped_pools(&snapshot).await;
         let Snapshot {
-            problem,
+            mut problem,
             pods,
             targets,
             pools,
@@ -328,18 +354,17 @@ impl Provisioner {
         self.gone = still_gone;
         let waiting: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         self.announced.retain(&waiting);
+        // Before the early return, so claims that launched are forgotten in idle rounds too.
+        self.observe_launches();
         let virtual_pods = self.ctx.state.buffer_pods.pods();
         if pods.is_empty() && virtual_pods.is_empty() {
             return Ok(report);
         }
+        self.fallback.demote(&mut problem.nodepools, self.ctx.clock.now());
         let (problem, mut plan) = solve(problem).await?;
         // Before limits: a NodeClaim dropped here must not take limit room from others.
         (report.gone, report.deferred) = self.drop_gone(&pods, &mut plan.new_nodes).await?;
-        let (problem, room) = keep_buffer_room(problem, &plan, virtual_pods).await?;
-        self.ctx.state.buffer_pods.record_fits(room.fits);
-        // After the real pods' NodeClaims, so limits refuse the buffers' first. Their plans have
-        // no pods: nothing below nominates or reports for them.
-        plan.new_nodes.extend(room.new_nodes);
+        let problem = self.add_buffer_room(problem, &mut plan, virtual_pods).await?;
         let refused = limits::enforce(&mut plan.new_nodes, &problem.nodepools);
         drop(problem);
 
@@ -371,6 +396,7 @@ impl Provisioner {
                         events.push(nominated(&pods[*index], &format!("nodeclaim/{name}")));
                     }
                     report.created.push(name);
+                    self.fallback.watch(&claim, self.ctx.clock.now());
                     self.recent.push(claim);
                 }
                 Err(error) => {
@@ -406,6 +432,25 @@ impl Provisioner {
         }
         self.publish(events).await;
         Ok(report)
+    }
+
+    /// Learns which NodePools' claims failed for lack of capacity (they rank last for a while)
+    /// and which launched.
+    fn observe_launches(&mut self) {
+        let now = self.ctx.clock.now();
+        let ttl = jiff::SignedDuration::try_from(self.ctx.settings.unavailable_offering_ttl)
+            .unwrap_or(jiff::SignedDuration::MAX);
+        let forget_after =
+            jiff::SignedDuration::try_from(crate::lifecycle::LAUNCH_TTL).unwrap_or(jiff::SignedDuration::MAX);
+        let undelivered: HashSet<String> = self.recent.iter().map(ResourceExt::name_any).collect();
+        self.fallback.observe(
+            &self.ctx.state.node_claims.all(),
+            &undelivered,
+            &self.ctx.unavailable.current(now),
+            now,
+            ttl,
+            forget_after,
+        );
     }
 
     /// Rechecks the pods planned on new NodeClaims, drops the NodeClaims that lost one and
@@ -616,6 +661,23 @@ async fn keep_buffer_room(
     })
     .await
     .map_err(|error| ControllerError::LoopStopped(format!("the buffers' solve did not finish: {error}")))
+}
+
+impl Provisioner {
+    /// Places the buffers' virtual pods on the room `plan` leaves, records their fits, and adds
+    /// the NodeClaims they need after the real pods' (so limits refuse the buffers' first).
+    /// Those plans have no pods: nothing nominates or reports for them.
+    async fn add_buffer_room(
+        &self,
+        problem: Problem,
+        plan: &mut Plan,
+        virtual_pods: Vec<(crate::buffers::BufferKey, Pod)>,
+    ) -> Result<Problem, ControllerError> {
+        let (problem, room) = keep_buffer_room(problem, plan, virtual_pods).await?;
+        self.ctx.state.buffer_pods.record_fits(room.fits);
+        plan.new_nodes.extend(room.new_nodes);
+        Ok(problem)
+    }
 }
 
 /// Solves off the async runtime: a large batch keeps a core busy for a while.

@@ -59,11 +59,17 @@ pub(crate) fn usable(
 }
 
 fn why_unusable(pool: &NodePool, classes: &[Arc<EC2NodeClass>]) -> Option<String> {
+    if pool.is_static() && pool.metadata.deletion_timestamp.is_none() {
+        return Some("is static (spec.replicas); its nodes are not provisioned for pending pods".to_owned());
+    }
+    why_cannot_launch(pool, classes)
+}
+
+/// Why no node may be launched from `pool` at all (for pending pods or, for a static NodePool,
+/// to reach its replica count), or None when it may launch.
+pub(crate) fn why_cannot_launch(pool: &NodePool, classes: &[Arc<EC2NodeClass>]) -> Option<String> {
     if pool.metadata.deletion_timestamp.is_some() {
         return Some("is being deleted".to_owned());
-    }
-    if pool.is_static() {
-        return Some("is static (spec.replicas); its nodes are not provisioned for pending pods".to_owned());
     }
     if let Some(ready) = ready_condition(pool.status.as_ref().map(|s| s.conditions.as_slice()))
         && ready.status == conditions::FALSE

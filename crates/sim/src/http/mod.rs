@@ -23,6 +23,7 @@ use crate::{
     discovery,
     error::{ApiError, ApiResult},
     faults::{Faults, Verdict},
+    rbac::{Attributes, Rbac},
     store::{Store, StoreConfig},
 };
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub faults: Arc<Faults>,
     /// Tunables.
     pub config: Arc<ServerConfig>,
+    /// Minted tokens and refused requests (RBAC applies only to requests with a token).
+    pub rbac: Arc<Rbac>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             store: Arc::new(Store::new(store)),
             faults: Arc::new(Faults::default()),
             config: Arc::new(server),
+            rbac: Arc::new(Rbac::default()),
         }
     }
 }
@@ -187,20 +191,27 @@ async fn dispatch(
     body: Bytes,
     host: &str,
 ) -> ApiResult<Response> {
+    let identity = state.rbac.authenticate(headers)?;
     let registry = state.store.registry();
     let route = route::parse(uri.path(), &registry)?;
+    // Discovery and health are open to every authenticated identity, as Kubernetes' default
+    // system:discovery and system:public-info-viewer bindings make them.
     let Route::Resource(target) = route else {
         if *method != Method::GET && *method != Method::HEAD {
             return Err(ApiError::MethodNotAllowed);
         }
         return discovery_response(&route, &registry, headers, host);
     };
+    let query = Query::parse(uri.query());
+    if let Some(identity) = identity {
+        let attributes = Attributes::of(method, &target, &query);
+        state.rbac.authorize(&state.store, &identity, attributes)?;
+    }
     match state.faults.verdict(route::is_write(method)) {
         Verdict::Serve => {}
         Verdict::Delay(d) => tokio::time::sleep(d).await,
         Verdict::Fail(e) => return Err(e),
     }
-    let query = Query::parse(uri.query());
     resource(state, method, &target, &query, headers, &body)
 }
 
