@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    duration::GoDuration,
+    nodepool::{BUDGET_DURATION_PATTERN, BUDGET_SCHEDULE_PATTERN, parse_schedule},
     quantity,
     validation::{FieldPath, Invalid, Problems},
 };
@@ -75,6 +77,35 @@ pub struct CapacityBufferSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::resource_list")]
     pub limits: Option<BTreeMap<String, Quantity>>,
+    /// Scheduled sizes (a Nodewright extension): while a window is open its `replicas` replace
+    /// `spec.replicas`; outside every window `spec.replicas` applies. When windows overlap the
+    /// largest wins. `percentage` and `limits` combine with the result as they do with
+    /// `spec.replicas`. For example, 30 chunks on weekday working hours and 5 otherwise:
+    /// `replicas: 5`, `schedules: [{schedule: "0 8 * * 1-5", duration: 11h, replicas: 30}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub schedules: Vec<BufferSchedule>,
+    /// The IANA time zone the `schedules` are read in, e.g. `Europe/Paris`; UTC when unset.
+    /// Windows follow the zone's daylight-saving changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// A window of a CapacityBuffer's schedule: it opens at each hit of `schedule` (in the buffer's
+/// `timeZone`) and stays open for `duration`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BufferSchedule {
+    /// Cron schedule: five fields (minute hour day-of-month month day-of-week) or one of
+    /// `@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`; as NodePool disruption budgets.
+    #[schemars(regex(pattern = BUDGET_SCHEDULE_PATTERN))]
+    pub schedule: String,
+    /// How long the window stays open after each hit (hours and minutes, e.g. `11h`, `90m`).
+    #[schemars(regex(pattern = BUDGET_DURATION_PATTERN))]
+    pub duration: GoDuration,
+    /// Number of chunks while the window is open.
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
 }
 
 fn default_strategy() -> String {
@@ -174,6 +205,7 @@ impl CapacityBuffer {
                 );
             }
         }
+        validate_schedules(s, &spec, &mut problems);
         for (resource, value) in s.limits.iter().flatten() {
             if quantity::parse_milli(&value.0).is_err() {
                 problems.invalid(
@@ -184,5 +216,80 @@ impl CapacityBuffer {
             }
         }
         problems.into_result("CapacityBuffer", &self.name_any())
+    }
+}
+
+fn validate_schedules(spec: &CapacityBufferSpec, path: &FieldPath, problems: &mut Problems) {
+    if let Some(zone) = &spec.time_zone
+        && let Err(error) = jiff::tz::TimeZone::get(zone)
+    {
+        problems.invalid(
+            &path.child("timeZone"),
+            zone,
+            format!("must be an IANA time zone such as Europe/Paris ({error})"),
+        );
+    }
+    if spec.schedules.len() > 50 {
+        problems.too_many(&path.child("schedules"), spec.schedules.len(), 50);
+    }
+    for (index, window) in spec.schedules.iter().enumerate() {
+        let path = path.child("schedules").index(index);
+        if let Err(reason) = parse_schedule(&window.schedule) {
+            problems.invalid(&path.child("schedule"), &window.schedule, reason);
+        }
+        let text = window.duration.as_str();
+        let well_formed = crate::validation::matches_pattern(BUDGET_DURATION_PATTERN, text)
+            && window.duration.parse().is_ok();
+        if !well_formed {
+            problems.invalid(
+                &path.child("duration"),
+                text,
+                "must be hours and minutes, such as 10h, 30m or 1h30m",
+            );
+        }
+        if window.replicas < 0 {
+            problems.invalid(
+                &path.child("replicas"),
+                &window.replicas.to_string(),
+                "must be greater than or equal to 0",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer(extra: &serde_json::Value) -> CapacityBuffer {
+        let mut spec = serde_json::json!({ "podTemplateRef": { "name": "chunk" }, "replicas": 5 });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "autoscaling.x-k8s.io/v1beta1", "kind": "CapacityBuffer",
+            "metadata": { "name": "warm", "namespace": "default" }, "spec": spec
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn schedules_and_time_zones_are_checked_by_field() {
+        let good = buffer(&serde_json::json!({ "timeZone": "Europe/Paris", "schedules": [
+            { "schedule": "0 8 * * 1-5", "duration": "11h", "replicas": 30 }
+        ] }));
+        assert_eq!(good.validate(), Ok(()));
+        let bad = buffer(&serde_json::json!({ "timeZone": "Mars/Olympus", "schedules": [
+            { "schedule": "0 25 * * *", "duration": "11x", "replicas": -1 }
+        ] }));
+        let message = bad.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        for field in [
+            "spec.timeZone",
+            "spec.schedules[0].schedule",
+            "spec.schedules[0].duration",
+            "spec.schedules[0].replicas",
+        ] {
+            assert!(message.contains(field), "{field} missing from: {message}");
+        }
     }
 }

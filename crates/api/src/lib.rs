@@ -23,7 +23,7 @@ mod schema;
 pub mod structural;
 pub mod validation;
 
-pub use capacitybuffer::{CapacityBuffer, CapacityBufferSpec, CapacityBufferStatus};
+pub use capacitybuffer::{BufferSchedule, CapacityBuffer, CapacityBufferSpec, CapacityBufferStatus};
 pub use decode::{DecodeError, Object, parse_objects};
 pub use ec2nodeclass::{EC2NodeClass, EC2NodeClassSpec, EC2NodeClassStatus};
 pub use nodeclaim::{NodeClaim, NodeClaimSpec, NodeClaimStatus};

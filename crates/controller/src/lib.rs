@@ -7,6 +7,7 @@
 //! an injectable [`Clock`], so the same controllers run against a real cluster and against the
 //! simulation's clock in tests and `nodewright sim`.
 
+pub mod buffers;
 pub mod context;
 pub mod disruption;
 pub mod error;
@@ -126,4 +127,5 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(overlay::run(metered("nodeoverlay.controller")));
     loops.spawn(repair::run(metered("node.health")));
     loops.spawn(static_pools::run(metered("static.provisioning")));
+    loops.spawn(buffers::run(metered("capacitybuffer")));
 }

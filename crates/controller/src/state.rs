@@ -20,7 +20,7 @@ use kube::{
         watcher,
     },
 };
-use nodewright_api::{EC2NodeClass, NodeClaim, NodeOverlay, NodePool};
+use nodewright_api::{CapacityBuffer, EC2NodeClass, NodeClaim, NodeOverlay, NodePool};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -85,6 +85,9 @@ pub struct ClusterState {
     pub pvs: Watched<PersistentVolume>,
     pub storage_classes: Watched<StorageClass>,
     pub node_overlays: Watched<NodeOverlay>,
+    pub capacity_buffers: Watched<CapacityBuffer>,
+    /// The CapacityBuffers' virtual pods, kept by [`crate::buffers`] (memory only).
+    pub buffer_pods: crate::buffers::VirtualPods,
 }
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -133,6 +136,8 @@ impl ClusterState {
             pvs: watch_all(Api::all(client.clone()), &mut tasks),
             storage_classes: watch_all(Api::all(client.clone()), &mut tasks),
             node_overlays: watch_all(Api::all(client.clone()), &mut tasks),
+            capacity_buffers: watch_all(Api::all(client.clone()), &mut tasks),
+            buffer_pods: crate::buffers::VirtualPods::default(),
         };
         let run = async move {
             join_all(tasks).await;

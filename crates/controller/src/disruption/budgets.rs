@@ -54,7 +54,7 @@ fn budget_value(budget: &Budget, total: u64, now: Timestamp) -> Result<Option<u6
         (None, None) => Ok(Some(nodes.allowed(total))),
         (Some(schedule), Some(duration)) => {
             let duration = duration.parse().map_err(|_| ())?;
-            if is_active(schedule, duration, now)? {
+            if is_active(schedule, duration, &TimeZone::UTC, now)? {
                 Ok(Some(nodes.allowed(total)))
             } else {
                 Ok(None)
@@ -65,16 +65,22 @@ fn budget_value(budget: &Budget, total: u64, now: Timestamp) -> Result<Option<u6
     }
 }
 
-/// Whether a schedule hit in UTC lies in `(now − duration, now]`: the window it opened is
-/// still open. Hits fall on whole minutes; the window's minutes are checked newest first (a
-/// day's and an hour's minutes are skipped at once when the day or hour does not match).
-fn is_active(schedule: &str, duration: Duration, now: Timestamp) -> Result<bool, ()> {
+/// Whether a schedule hit, read in `zone` (budgets: UTC; CapacityBuffer windows: their
+/// `timeZone`), lies in `(now − duration, now]`: the window it opened is still open. Hits fall
+/// on whole minutes; the window's minutes are checked newest first (a day's and an hour's
+/// minutes are skipped at once when the day or hour does not match). `Err` when malformed.
+pub(crate) fn is_active(
+    schedule: &str,
+    duration: Duration,
+    zone: &TimeZone,
+    now: Timestamp,
+) -> Result<bool, ()> {
     let pattern = parse_schedule(schedule).map_err(|_| ())?.pattern;
     let window = jiff::SignedDuration::try_from(duration).map_err(|_| ())?;
     let start = now.checked_sub(window).map_err(|_| ())?;
     let minute = jiff::SignedDuration::from_mins(1);
     let mut at = now
-        .to_zoned(TimeZone::UTC)
+        .to_zoned(zone.clone())
         .round(
             jiff::ZonedRound::new()
                 .smallest(jiff::Unit::Minute)

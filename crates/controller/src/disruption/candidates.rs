@@ -86,6 +86,8 @@ pub enum Blocker {
     PdbAllowanceUsed(String),
     /// The NodePool's disruption budget for this reason is used up.
     BudgetExhausted(&'static str),
+    /// The node is empty but its free room holds CapacityBuffer chunks ([`crate::buffers`]).
+    HoldsBufferRoom,
 }
 
 impl Blocker {
@@ -112,6 +114,7 @@ impl Blocker {
             Self::SavingsBelowDisruption(_) => "SavingsBelowDisruption",
             Self::PdbAllowanceUsed(_) => "PodDisruptionBudgetAllowanceUsed",
             Self::BudgetExhausted(_) => "DisruptionBudgetExhausted",
+            Self::HoldsBufferRoom => "CapacityBufferRoom",
         }
     }
 
@@ -158,6 +161,7 @@ impl Blocker {
             Self::BudgetExhausted(reason) => {
                 format!("the NodePool's disruption budget for reason {reason} allows no more nodes now")
             }
+            Self::HoldsBufferRoom => "the node's free room holds CapacityBuffer chunks".to_owned(),
         }
     }
 }

@@ -675,6 +675,29 @@ mod tests {
     }
 
     #[test]
+    fn buffer_chunks_needing_the_room_keep_both_half_empty_nodes() {
+        // Only 4-CPU nodes exist. Without the buffer, b's pod moves to a (see above); with 3 CPU
+        // of chunks to hold, a's and b's free room (2 + 3 CPU) is needed, and a new node costs
+        // as much as the one removed.
+        let a = vec![pod("a1", "a", "1"), pod("a2", "a", "1")];
+        let b = vec![pod("b1", "b", "1")];
+        let nodes = vec![existing("a", 4000, a.clone()), existing("b", 4000, b.clone())];
+        let candidates = [candidate("a", &a, 0.2), candidate("b", &b, 0.2)];
+        let without = fixtures::problem(vec![instance_type("four", 4000, 0.2)], nodes.clone());
+        let outcome = search(&without, &candidates, &mut budgets(10), &BTreeMap::new(), false);
+        assert!(outcome.decision.is_some(), "without the buffer b goes");
+        let base = crate::buffers::room::with_virtual_pods(
+            fixtures::problem(vec![instance_type("four", 4000, 0.2)], nodes),
+            (0..3)
+                .map(|i| crate::provisioner::snapshot::unbound(&pod(&format!("chunk-{i}"), "", "1")))
+                .collect(),
+        );
+        let outcome = search(&base, &candidates, &mut budgets(10), &BTreeMap::new(), false);
+        assert!(outcome.decision.is_none(), "{:?}", outcome.decision);
+        assert_eq!(outcome.refused.len(), 2);
+    }
+
+    #[test]
     fn an_expensive_node_is_replaced_by_a_cheaper_one_and_a_full_one_is_kept() {
         // One 8-CPU node running 1 CPU: a 2-CPU node costs a quarter.
         let big = vec![pod("x", "big", "1")];

@@ -23,6 +23,10 @@
 //! Alongside, not as methods (as in Karpenter): [`drift::detection`] keeps NodeClaims'
 //! `Drifted` condition, and [`expiration`] deletes expired NodeClaims without budgets.
 //!
+//! CapacityBuffers ([`crate::buffers::room`]): an empty node whose free room holds buffer chunks
+//! is not removed as empty, and consolidation simulates the chunks as pods that need room, so
+//! a node whose room they need stays unless a cheaper arrangement holds them too.
+//!
 //! Simplifications (see the module docs of each part): pods moved by consolidation are simulated
 //! without their volumes' topology; spot-to-spot replacement follows
 //! [`crate::Settings::spot_to_spot_consolidation`] (off by default, as Karpenter's feature gate).
@@ -36,7 +40,7 @@ mod pod_events;
 mod write;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -191,7 +195,8 @@ impl Disruption {
         metrics::disruption_budgets(&world.pools, &world.pool_nodes(&HashSet::new()), world.now);
         self.untaint_stale(&world).await?;
         let mut refused: HashMap<String, Blocker> = HashMap::new();
-        let mut command = Self::emptiness(&world, &mut refused);
+        let buffer_room = self.buffer_room(&world).await;
+        let mut command = Self::emptiness(&world, &buffer_room, &mut refused);
         if command.is_none() {
             command = self.drift(&world).await;
         }
@@ -240,11 +245,43 @@ impl Disruption {
         Ok(())
     }
 
-    /// Empty candidates whose consolidateAfter elapsed, within each pool's Empty budget.
-    fn emptiness(world: &World, refused: &mut HashMap<String, Blocker>) -> Option<Command> {
+    /// The empty candidates whose free room CapacityBuffer chunks are placed on (none without
+    /// buffers or empty candidates).
+    async fn buffer_room(&self, world: &World) -> BTreeSet<String> {
+        let virtual_pods = self.ctx.state.buffer_pods.pods();
+        if virtual_pods.is_empty() || !world.candidates().any(Candidate::is_empty) {
+            return BTreeSet::new();
+        }
+        let snapshot = snapshot::take(&self.ctx, &[]).await;
+        let pods = virtual_pods.into_iter().map(|(_, pod)| pod).collect();
+        tokio::task::spawn_blocking(move || crate::buffers::room::hosting_nodes(&snapshot.problem, pods))
+            .await
+            .unwrap_or_else(|error| {
+                // Fail safe: without an answer, no empty node is removed this pass.
+                tracing::error!(%error, "placing the buffers' chunks failed");
+                world.candidates().map(Candidate::name).collect()
+            })
+    }
+
+    /// Empty candidates whose consolidateAfter elapsed, within each pool's Empty budget, except
+    /// those holding buffer room.
+    fn emptiness(
+        world: &World,
+        buffer_room: &BTreeSet<String>,
+        refused: &mut HashMap<String, Blocker>,
+    ) -> Option<Command> {
         let _evaluation = metrics::disruption_evaluating(DisruptionReason::Empty);
         let counts = world.pool_nodes(&HashSet::new());
-        let candidates: Vec<&Candidate> = world.candidates().collect();
+        let candidates: Vec<&Candidate> = world
+            .candidates()
+            .filter(|c| {
+                let holds_room = c.is_empty() && buffer_room.contains(&c.name());
+                if holds_room {
+                    refused.insert(c.name(), Blocker::HoldsBufferRoom);
+                }
+                !holds_room
+            })
+            .collect();
         metrics::disruption_eligible(
             DisruptionReason::Empty,
             candidates
@@ -275,6 +312,16 @@ impl Disruption {
             return None;
         }
         let snapshot = snapshot::take(&self.ctx, &[]).await;
+        // Buffer chunks need room like pending pods: removing a node they need costs a new one.
+        let virtual_pods = self
+            .ctx
+            .state
+            .buffer_pods
+            .pods()
+            .into_iter()
+            .map(|(_, pod)| pod)
+            .collect();
+        let problem = crate::buffers::room::with_virtual_pods(snapshot.problem, virtual_pods);
         let counts = world.pool_nodes(&HashSet::new());
         let budgets = consolidation::underutilized_budgets(&world.pools, &counts, world.now);
         let candidates: Vec<Candidate> = world.candidates().cloned().collect();
@@ -284,7 +331,7 @@ impl Disruption {
             let all: Vec<&Candidate> = candidates.iter().collect();
             consolidation::plan(&consolidation::Request {
                 candidates: &all,
-                problem: &snapshot.problem,
+                problem: &problem,
                 budgets,
                 now,
                 allow_spot_to_spot: allow,

@@ -21,6 +21,11 @@
 //!   termination finalizer from the start), `Nominated` events on pods placed on existing or
 //!   coming capacity, `FailedScheduling` with the solver's reasons on pods nothing can take.
 //!
+//! - **Buffers** ([`crate::buffers::room`]): after the real pods, the CapacityBuffers' virtual
+//!   pods are placed on the room left, and NodeClaims are created for those that find none
+//!   (nothing is nominated for them). While buffers exist a round also runs when they change and
+//!   every `batch_max`, so room used up by real pods is made again.
+//!
 //! Launching the NodeClaims is the lifecycle controller's business, not this one's.
 
 mod announce;
@@ -136,6 +141,9 @@ struct Wake {
     batch: BatchWindow,
     trigger: Trigger,
     pools_seen: Vec<String>,
+    buffers: tokio::sync::watch::Receiver<u64>,
+    /// While buffers exist: when their room is checked again without another reason.
+    buffers_due: Option<Instant>,
     /// The unavailable offerings as last seen.
     unavailable_seen: HashSet<OfferingKey>,
 }
@@ -156,6 +164,8 @@ impl Wake {
             // Karpenter re-triggers waiting pods every 10 s, its default maximum batch time.
             trigger: Trigger::new(ctx.settings.wall(ctx.settings.batch_max)),
             pools_seen: Vec::new(),
+            buffers: ctx.state.buffer_pods.buffer_changes(),
+            buffers_due: None,
             unavailable_seen: HashSet::new(),
         }
     }
@@ -186,21 +196,30 @@ impl Wake {
             let fingerprint = self.pools_fingerprint();
             let pools_changed = fingerprint != self.pools_seen;
             self.pools_seen = fingerprint;
+            let buffered = !self.ctx.state.buffer_pods.is_empty();
+            let buffers_changed = self.buffers.has_changed().unwrap_or(false);
+            self.buffers.mark_unchanged();
+            let buffers_due = buffered && self.buffers_due.is_none_or(|due| due <= now);
             let capacity_lost = self.capacity_lost();
             if arrived
                 || self.trigger.retry_due(now)
-                || ((pools_changed || capacity_lost) && !waiting.is_empty())
+                || ((pools_changed || capacity_lost) && (buffered || !waiting.is_empty()))
+                || buffers_changed
+                || buffers_due
             {
                 self.batch.arrive(now);
                 return;
             }
             let retry_at = self.trigger.retry_at();
+            let buffers_at = self.buffers_due.filter(|_| buffered);
             tokio::select! {
                 () = self.pods.changed() => {}
                 () = self.nodepools.changed() => {}
                 () = self.node_classes.changed() => {}
+                _ = self.buffers.changed() => {}
                 () = self.node_claims.changed() => {}
                 () = sleep_until(retry_at) => {}
+                () = sleep_until(buffers_at) => {}
             }
         }
     }
@@ -225,7 +244,9 @@ impl Wake {
     }
 
     fn round_finished(&mut self) {
-        self.trigger.round_finished(Instant::now());
+        let now = Instant::now();
+        self.trigger.round_finished(now);
+        self.buffers_due = Some(now + self.ctx.settings.wall(self.ctx.settings.batch_max));
     }
 }
 
@@ -335,13 +356,15 @@ impl Provisioner {
         self.announced.retain(&waiting);
         // Before the early return, so claims that launched are forgotten in idle rounds too.
         self.observe_launches();
-        if pods.is_empty() {
+        let virtual_pods = self.ctx.state.buffer_pods.pods();
+        if pods.is_empty() && virtual_pods.is_empty() {
             return Ok(report);
         }
         self.fallback.demote(&mut problem.nodepools, self.ctx.clock.now());
         let (problem, mut plan) = solve(problem).await?;
         // Before limits: a NodeClaim dropped here must not take limit room from others.
         (report.gone, report.deferred) = self.drop_gone(&pods, &mut plan.new_nodes).await?;
+        let problem = self.add_buffer_room(problem, &mut plan, virtual_pods).await?;
         let refused = limits::enforce(&mut plan.new_nodes, &problem.nodepools);
         drop(problem);
 
@@ -620,6 +643,41 @@ fn describe_skipped(skipped: &[pools::Skipped]) -> String {
         .map(|s| format!("{} ({})", s.nodepool, s.reason))
         .collect();
     format!("nodepools not considered: {}", parts.join(", "))
+}
+
+/// [`crate::buffers::room::keep_room`] off the async runtime, like [`solve`].
+async fn keep_buffer_room(
+    problem: Problem,
+    plan: &Plan,
+    virtual_pods: Vec<(crate::buffers::BufferKey, Pod)>,
+) -> Result<(Problem, crate::buffers::room::Room), ControllerError> {
+    if virtual_pods.is_empty() {
+        return Ok((problem, crate::buffers::room::Room::default()));
+    }
+    let plan = plan.clone();
+    tokio::task::spawn_blocking(move || {
+        let room = crate::buffers::room::keep_room(&problem, &plan, virtual_pods);
+        (problem, room)
+    })
+    .await
+    .map_err(|error| ControllerError::LoopStopped(format!("the buffers' solve did not finish: {error}")))
+}
+
+impl Provisioner {
+    /// Places the buffers' virtual pods on the room `plan` leaves, records their fits, and adds
+    /// the NodeClaims they need after the real pods' (so limits refuse the buffers' first).
+    /// Those plans have no pods: nothing nominates or reports for them.
+    async fn add_buffer_room(
+        &self,
+        problem: Problem,
+        plan: &mut Plan,
+        virtual_pods: Vec<(crate::buffers::BufferKey, Pod)>,
+    ) -> Result<Problem, ControllerError> {
+        let (problem, room) = keep_buffer_room(problem, plan, virtual_pods).await?;
+        self.ctx.state.buffer_pods.record_fits(room.fits);
+        plan.new_nodes.extend(room.new_nodes);
+        Ok(problem)
+    }
 }
 
 /// Solves off the async runtime: a large batch keeps a core busy for a while.
