@@ -177,4 +177,18 @@ async fn the_warm_pool_scenario_plays_with_and_without_a_buffer() {
     let header: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(header, names, "{table}");
     assert!(table.contains("pod start p99"), "{table}");
+
+    // The buffer absorbs the burst: its pods start on the spare nodes instead of waiting for new
+    // ones (the buffer is then rebuilt, so launches after the burst still happen).
+    let median = |run: &Played| {
+        let mut latencies = run.outcome.pod_starts.latencies.clone();
+        latencies.sort();
+        assert!(!latencies.is_empty(), "{table}");
+        latencies[latencies.len() / 2]
+    };
+    let (cold, warm) = (median(&played[0]), median(&played[1]));
+    assert!(
+        warm * 2 < cold,
+        "median pod start with the buffer {warm:#} is not under half of {cold:#} without:\n{table}"
+    );
 }
