@@ -32,6 +32,10 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
+            // examples/scenarios holds `nodewright sim` scenarios (tested by the scenario crate).
+            if path.file_name().is_some_and(|n| n == "scenarios") {
+                continue;
+            }
             files.extend(yaml_files(&path));
         } else if path.extension().is_some_and(|e| e == "yaml") {
             files.push(path);

@@ -263,6 +263,9 @@ fn plan(args: &PlanArgs) -> Result<()> {
         .context("writing the plan")
 }
 
+/// Directories of `nodewright sim` scenarios, left out when a directory of manifests is walked.
+const SCENARIO_DIR: &str = "scenarios";
+
 fn collect_manifests(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let metadata = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     // Anything but a directory is read as given, so `-f <(kubectl get ... -o yaml)` works.
@@ -282,6 +285,11 @@ fn collect_manifests(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             .and_then(|e| e.to_str())
             .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
         if child.is_dir() {
+            // `nodewright sim` scenarios (examples/scenarios) are not manifests; a scenario
+            // directory named on the command line is still read.
+            if child.file_name().is_some_and(|n| n == SCENARIO_DIR) {
+                continue;
+            }
             collect_manifests(&child, out)?;
         } else if is_manifest {
             out.push(child);

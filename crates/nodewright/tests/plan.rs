@@ -423,3 +423,19 @@ fn without_manifests_the_built_in_demo_is_planned_and_matches_the_example_files(
     }
     assert!((builtin.totals.price_per_hour - from_files.totals.price_per_hour).abs() < 1e-9);
 }
+
+#[test]
+fn validating_the_examples_directory_as_the_readme_does_passes_and_skips_scenarios() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let output = nodewright(&["validate", "-f", examples.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("warm-pool"),
+        "a scenario file was read as manifests"
+    );
+}
