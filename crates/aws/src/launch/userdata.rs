@@ -97,6 +97,21 @@ fn node_labels(bootstrap: &Bootstrap<'_>) -> String {
 }
 
 /// The taints with the unregistered taint added once.
+/// The node's taints as kubelet's `--register-with-taints` takes them (`key=value:Effect`).
+pub(super) fn taint_flags(bootstrap: &Bootstrap<'_>) -> Vec<String> {
+    taints(bootstrap)
+        .iter()
+        .map(|t| {
+            format!(
+                "{}={}:{}",
+                t.key,
+                t.value.as_deref().unwrap_or_default(),
+                t.effect
+            )
+        })
+        .collect()
+}
+
 pub(super) fn taints(bootstrap: &Bootstrap<'_>) -> Vec<Taint> {
     let mut taints = bootstrap.taints.to_vec();
     if !taints.iter().any(|t| labels::UNREGISTERED_TAINT.matches(t)) {
@@ -165,17 +180,7 @@ fn quote(value: &str) -> String {
 }
 
 fn bootstrap_script(bootstrap: &Bootstrap<'_>) -> Result<String, UserDataError> {
-    let taints: Vec<String> = taints(bootstrap)
-        .iter()
-        .map(|t| {
-            format!(
-                "{}={}:{}",
-                t.key,
-                t.value.as_deref().unwrap_or_default(),
-                t.effect
-            )
-        })
-        .collect();
+    let taints = taint_flags(bootstrap);
     let mut extra_args = vec![
         format!("--node-labels={}", node_labels(bootstrap)),
         format!("--register-with-taints={}", taints.join(",")),

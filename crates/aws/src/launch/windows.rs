@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::{
     kubelet,
-    userdata::{Bootstrap, UserDataError, kubelet_labels, taints},
+    userdata::{Bootstrap, UserDataError, kubelet_labels, taint_flags},
 };
 
 /// Single-quotes `value` for PowerShell, where a quote inside is written twice.
@@ -21,17 +21,7 @@ fn kubelet_extra_args(bootstrap: &Bootstrap<'_>) -> Result<String, UserDataError
         .into_iter()
         .map(|(key, value)| format!("{key}={value}"))
         .collect();
-    let taints: Vec<String> = taints(bootstrap)
-        .iter()
-        .map(|t| {
-            format!(
-                "{}={}:{}",
-                t.key,
-                t.value.as_deref().unwrap_or_default(),
-                t.effect
-            )
-        })
-        .collect();
+    let taints = taint_flags(bootstrap);
     let mut args = vec![
         format!("--node-labels=\"{}\"", labels.join(",")),
         format!("--register-with-taints=\"{}\"", taints.join(",")),
