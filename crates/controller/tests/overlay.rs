@@ -75,6 +75,27 @@ async fn a_price_overlay_makes_the_next_pod_land_on_the_discounted_type() {
         condition(&lab, "negotiated", conditions::READY).is_some_and(|c| c.0 == conditions::TRUE)
     })
     .await;
+    // `nodewright explain` prices the instance types as the controllers do.
+    let cluster = nodewright_controller::explain::Cluster::read(&lab.cluster.client(), "default")
+        .await
+        .unwrap();
+    let cloud = lab.cluster.cloud().unwrap().clone();
+    let types =
+        nodewright_controller::explain::PoolTypes::from_cloud(&cluster, &cloud, lab.clock.now()).await;
+    let discounted = types
+        .of_pool("default")
+        .unwrap()
+        .iter()
+        .find(|t| t.name == DISCOUNTED)
+        .unwrap();
+    assert!(
+        discounted
+            .offerings
+            .iter()
+            .all(|o| (o.price.as_usd() - 0.001).abs() < 1e-9),
+        "{:?}",
+        discounted.offerings
+    );
     lab.scale(2).await;
     lab.run_until("a NodeClaim of the discounted type runs the new pod", || async {
         lab.running_in_store(2) && launched_types(&lab).iter().any(|t| t == DISCOUNTED)

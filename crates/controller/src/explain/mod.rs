@@ -30,7 +30,7 @@ use k8s_openapi::api::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, Client, Resource, ResourceExt, api::ListParams};
-use nodewright_api::{EC2NodeClass, NodeClaim, NodePool};
+use nodewright_api::{EC2NodeClass, NodeClaim, NodeOverlay, NodePool};
 use nodewright_catalog::{Catalog, InstanceType, NodeSettings};
 use nodewright_cloudprovider::CloudProvider;
 use serde::{Serialize, de::DeserializeOwned};
@@ -66,6 +66,8 @@ pub struct Cluster {
     pub pods: Vec<Arc<Pod>>,
     pub pools: Vec<Arc<NodePool>>,
     pub node_classes: Vec<Arc<EC2NodeClass>>,
+    /// Applied to the instance types as the controllers apply them ([`crate::overlay`]).
+    pub overlays: Vec<Arc<NodeOverlay>>,
     pub daemon_sets: Vec<Arc<DaemonSet>>,
     pub pdbs: Vec<Arc<PodDisruptionBudget>>,
     pub pvcs: Vec<Arc<PersistentVolumeClaim>>,
@@ -86,6 +88,7 @@ impl Cluster {
             pods: list(client, "pods").await?,
             pools: list(client, "nodepools").await?,
             node_classes: list(client, "ec2nodeclasses").await?,
+            overlays: list(client, "nodeoverlays").await?,
             daemon_sets: list(client, "daemonsets").await?,
             pdbs: list(client, "poddisruptionbudgets").await?,
             pvcs: list(client, "persistentvolumeclaims").await?,
@@ -169,12 +172,21 @@ pub struct PoolTypes {
 }
 
 impl PoolTypes {
+    /// The instance types of a usable NodePool, as the explanations price them.
+    pub fn of_pool(&self, pool: &str) -> Option<&[InstanceType]> {
+        self.usable
+            .iter()
+            .find(|(p, _)| p.name_any() == pool)
+            .map(|(_, types)| types.as_slice())
+    }
+
     /// Instance types as the controllers get them: from the cloud provider.
     pub async fn from_cloud(cluster: &Cluster, cloud: &dyn CloudProvider, now: Timestamp) -> Self {
         // The controller's recently-unavailable offerings are its own memory: none here.
         let unavailable = UnavailableOfferings::new(Duration::ZERO);
-        let (usable, skipped) =
+        let (mut usable, skipped) =
             snapshot::pools_with_types(cloud, &unavailable, &cluster.pools, &cluster.node_classes, now).await;
+        crate::overlay::apply(&cluster.overlays, &mut usable);
         Self { usable, skipped }
     }
 
@@ -182,7 +194,7 @@ impl PoolTypes {
     /// `nodewright plan` uses): for a command line without cloud credentials.
     pub fn from_catalog(cluster: &Cluster, catalog: &Catalog) -> Self {
         let (pools, skipped) = pools::usable(&cluster.pools, &cluster.node_classes);
-        let usable = pools
+        let mut usable = pools
             .into_iter()
             .map(|pool| {
                 let class_name = &pool.spec.template.spec.node_class_ref.name;
@@ -199,7 +211,8 @@ impl PoolTypes {
                 };
                 (pool, types)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        crate::overlay::apply(&cluster.overlays, &mut usable);
         Self { usable, skipped }
     }
 }
