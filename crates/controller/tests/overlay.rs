@@ -101,6 +101,21 @@ async fn a_price_overlay_makes_the_next_pod_land_on_the_discounted_type() {
         lab.running_in_store(2) && launched_types(&lab).iter().any(|t| t == DISCOUNTED)
     })
     .await;
+    // Karpenter's annotation says an overlay priced the launch; the first NodeClaim has none.
+    let overlaid: Vec<(String, Option<String>)> = lab
+        .claims_in_store()
+        .iter()
+        .map(|c| {
+            (
+                c.labels().get(labels::INSTANCE_TYPE).cloned().unwrap_or_default(),
+                c.annotations().get(labels::PRICE_OVERLAY_APPLIED).cloned(),
+            )
+        })
+        .collect();
+    for (instance_type, annotation) in &overlaid {
+        let expected = (instance_type == DISCOUNTED).then(|| "true".to_owned());
+        assert_eq!(annotation, &expected, "{overlaid:?}");
+    }
 }
 
 #[tokio::test]

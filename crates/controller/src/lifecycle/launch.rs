@@ -121,14 +121,22 @@ pub(super) async fn launch(
             // Already marked: marking again would only push their return further out.
             return capacity_failed(ctx, working, &[], &message).await;
         }
-        None => match ctx
-            .cloud
-            .create(&*crate::overlay::launch::prioritized(ctx, &working.claim).await)
-            .await
-        {
-            Ok(launched) => launched,
-            Err(error) => return launch_failed(ctx, working, error).await,
-        },
+        None => {
+            let request = crate::overlay::launch::prioritized(ctx, &working.claim).await;
+            match ctx.cloud.create(&request.claim).await {
+                Ok(mut launched) => {
+                    let instance_type = launched.labels().get(labels::INSTANCE_TYPE).cloned();
+                    let overlaid = instance_type
+                        .map(|t| request.applied_annotations(&t))
+                        .unwrap_or_default();
+                    launched
+                        .annotations_mut()
+                        .extend(overlaid.into_iter().map(|(k, v)| (k.to_owned(), v)));
+                    launched
+                }
+                Err(error) => return launch_failed(ctx, working, error).await,
+            }
+        }
     };
     let desired = with_launched_metadata(&working.claim, &launched);
     if desired.metadata.labels != working.claim.metadata.labels

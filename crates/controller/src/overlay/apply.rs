@@ -55,6 +55,8 @@ pub struct Evaluation {
     pub rejected: BTreeMap<String, Rejection>,
     /// (NodePool, instance type) pairs with at least one offering repriced.
     pub repriced: BTreeSet<(String, String)>,
+    /// (NodePool, instance type) pairs given capacity by an overlay.
+    pub capacity_set: BTreeSet<(String, String)>,
 }
 
 /// A price change as the spec says it: a replacement or an adjustment.
@@ -291,6 +293,11 @@ pub fn apply(overlays: &[Arc<NodeOverlay>], pools: &mut [(Arc<NodePool>, Vec<Ins
             if repriced {
                 evaluation
                     .repriced
+                    .insert((pool.name_any(), instance_type.name.clone()));
+            }
+            if !set.is_empty() {
+                evaluation
+                    .capacity_set
                     .insert((pool.name_any(), instance_type.name.clone()));
             }
         }

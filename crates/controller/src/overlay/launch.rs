@@ -16,20 +16,68 @@ use nodewright_catalog::{InstanceType, Price};
 
 use crate::context::Context;
 
+/// What the cloud is asked to launch for a claim, and which of its pool's types the overlays
+/// changed (for the annotations on the launched NodeClaim, see [`applied_annotations`]).
+pub(crate) struct Prioritized<'a> {
+    pub(crate) claim: Cow<'a, NodeClaim>,
+    repriced: BTreeSet<String>,
+    capacity_set: BTreeSet<String>,
+}
+
+impl Prioritized<'_> {
+    /// Karpenter's `price-overlay-applied` / `capacity-overlay-applied` annotations for a
+    /// NodeClaim launched as `instance_type`.
+    pub(crate) fn applied_annotations(&self, instance_type: &str) -> Vec<(&'static str, String)> {
+        applied_annotations(&self.repriced, &self.capacity_set, instance_type)
+    }
+}
+
 /// `claim`, or a copy listing only the instance type cheapest under the overlays when an
-/// overlay repriced one of its types.
-pub(crate) async fn prioritized<'a>(ctx: &Context, claim: &'a NodeClaim) -> Cow<'a, NodeClaim> {
+/// overlay repriced one of its types; with what the overlays changed in its pool.
+pub(crate) async fn prioritized<'a>(ctx: &Context, claim: &'a NodeClaim) -> Prioritized<'a> {
+    let untouched = |claim| Prioritized {
+        claim: Cow::Borrowed(claim),
+        repriced: BTreeSet::new(),
+        capacity_set: BTreeSet::new(),
+    };
     if ctx.state.node_overlays.store.is_empty() {
-        return Cow::Borrowed(claim);
+        return untouched(claim);
     }
     let Some(pool) = claim.labels().get(labels::NODE_POOL) else {
-        return Cow::Borrowed(claim);
+        return untouched(claim);
     };
     let (pools, _, evaluation) = super::instance_types(ctx).await;
     let Some((_, types)) = pools.iter().find(|(p, _)| p.name_any() == *pool) else {
-        return Cow::Borrowed(claim);
+        return untouched(claim);
     };
-    narrowed(claim, pool, types, &evaluation.repriced).map_or(Cow::Borrowed(claim), Cow::Owned)
+    let of_pool = |pairs: &BTreeSet<(String, String)>| -> BTreeSet<String> {
+        pairs
+            .iter()
+            .filter(|(p, _)| p == pool)
+            .map(|(_, t)| t.clone())
+            .collect()
+    };
+    Prioritized {
+        claim: narrowed(claim, pool, types, &evaluation.repriced).map_or(Cow::Borrowed(claim), Cow::Owned),
+        repriced: of_pool(&evaluation.repriced),
+        capacity_set: of_pool(&evaluation.capacity_set),
+    }
+}
+
+/// The overlay annotations for a NodeClaim launched as `instance_type`. Pure.
+pub(crate) fn applied_annotations(
+    repriced: &BTreeSet<String>,
+    capacity_set: &BTreeSet<String>,
+    instance_type: &str,
+) -> Vec<(&'static str, String)> {
+    let mut annotations = Vec::new();
+    if repriced.contains(instance_type) {
+        annotations.push((labels::PRICE_OVERLAY_APPLIED, "true".to_owned()));
+    }
+    if capacity_set.contains(instance_type) {
+        annotations.push((labels::CAPACITY_OVERLAY_APPLIED, "true".to_owned()));
+    }
+    annotations
 }
 
 /// The claim narrowed to its type cheapest under the overlays (ties: the claim's order), when
@@ -177,5 +225,23 @@ mod tests {
             ["c5.large"],
             "the claim is on-demand only"
         );
+    }
+
+    #[test]
+    fn launched_types_an_overlay_changed_are_annotated() {
+        let repriced: BTreeSet<String> = ["m5.large".to_owned()].into();
+        let capacity: BTreeSet<String> = ["m5.large".to_owned(), "c5.large".to_owned()].into();
+        assert_eq!(
+            applied_annotations(&repriced, &capacity, "m5.large"),
+            [
+                (labels::PRICE_OVERLAY_APPLIED, "true".to_owned()),
+                (labels::CAPACITY_OVERLAY_APPLIED, "true".to_owned())
+            ]
+        );
+        assert_eq!(
+            applied_annotations(&repriced, &capacity, "c5.large"),
+            [(labels::CAPACITY_OVERLAY_APPLIED, "true".to_owned())]
+        );
+        assert!(applied_annotations(&repriced, &capacity, "r5.large").is_empty());
     }
 }
