@@ -27,6 +27,24 @@ pub struct PoolNodes {
     pub disrupting: u64,
 }
 
+/// [`allowed`] for every pool, by name; `counts` are the budget counts per NodePool.
+pub fn allowed_by_pool<S: std::hash::BuildHasher>(
+    pools: &[std::sync::Arc<NodePool>],
+    reason: DisruptionReason,
+    counts: &std::collections::HashMap<String, PoolNodes, S>,
+    now: Timestamp,
+) -> std::collections::BTreeMap<String, u64> {
+    pools
+        .iter()
+        .map(|pool| {
+            let name = kube::ResourceExt::name_any(pool.as_ref());
+            let nodes = counts.get(&name).copied().unwrap_or_default();
+            let allowed = allowed(pool, reason, nodes, now);
+            (name, allowed)
+        })
+        .collect()
+}
+
 /// How many more nodes of `pool` may be disrupted for `reason` at `now`.
 pub fn allowed(pool: &NodePool, reason: DisruptionReason, nodes: PoolNodes, now: Timestamp) -> u64 {
     let mut minimum = u64::MAX;

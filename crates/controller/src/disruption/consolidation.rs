@@ -144,15 +144,7 @@ pub fn underutilized_budgets<S: BuildHasher>(
     counts: &HashMap<String, PoolNodes, S>,
     now: Timestamp,
 ) -> BTreeMap<String, u64> {
-    pools
-        .iter()
-        .map(|pool| {
-            let name = pool.name_any();
-            let nodes = counts.get(&name).copied().unwrap_or_default();
-            let allowed = budgets::allowed(pool, DisruptionReason::Underutilized, nodes, now);
-            (name, allowed)
-        })
-        .collect()
+    budgets::allowed_by_pool(pools, DisruptionReason::Underutilized, counts, now)
 }
 
 /// What [`plan`] looks at.

@@ -66,17 +66,7 @@ pub fn drifted_budgets<S: std::hash::BuildHasher>(
     counts: &HashMap<String, budgets::PoolNodes, S>,
     now: Timestamp,
 ) -> BTreeMap<String, u64> {
-    pools
-        .iter()
-        .map(|pool| {
-            let name = pool.name_any();
-            let nodes = counts.get(&name).copied().unwrap_or_default();
-            (
-                name,
-                budgets::allowed(pool, DisruptionReason::Drifted, nodes, now),
-            )
-        })
-        .collect()
+    budgets::allowed_by_pool(pools, DisruptionReason::Drifted, counts, now)
 }
 
 /// Karpenter's drift order: empty first, then oldest drift first (then by name, so passes agree).

@@ -4,7 +4,7 @@
 //! resourceVersion they were computed from, so a concurrent change answers 409 (re-read next
 //! pass) instead of being overwritten.
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -79,9 +79,19 @@ pub(super) async fn set_consolidatable(
     if !changed {
         return Ok(false);
     }
+    claim_conditions(ctx, claim, &status.conditions).await
+}
+
+/// Writes `conditions` as the claim's, guarded by the resourceVersion they were computed from;
+/// returns whether it wrote (a claim gone already is not an error).
+pub(super) async fn claim_conditions(
+    ctx: &Context,
+    claim: &NodeClaim,
+    conditions: &[Condition],
+) -> Result<bool, ControllerError> {
     let patch = json!({
         "metadata": { "resourceVersion": claim.resource_version() },
-        "status": { "conditions": status.conditions },
+        "status": { "conditions": conditions },
     });
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     match api

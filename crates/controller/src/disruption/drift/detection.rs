@@ -27,10 +27,7 @@ use std::{
 
 use futures_util::{StreamExt, stream};
 use jiff::{SignedDuration, Timestamp};
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-};
+use kube::ResourceExt;
 use nodewright_api::{
     NodeClaim, NodePool, NodeSelectorRequirementWithMinValues, Operator,
     conditions::{self, ConditionSet, Status},
@@ -38,11 +35,10 @@ use nodewright_api::{
 };
 use nodewright_catalog::{CapacityType, InstanceType};
 use nodewright_cloudprovider::DriftReason;
-use serde_json::json;
 
 use crate::{
     context::Context,
-    error::{ControllerError, is_conflict, is_not_found},
+    error::{ControllerError, is_conflict},
 };
 
 /// How long the cloud's drift answer for a NodeClaim is reused.
@@ -380,24 +376,13 @@ async fn write(
     }
     let reason = desired.map_or("none", |d| d.reason.as_str());
     tracing::info!(nodeclaim = %claim.name_any(), drifted = desired.is_some(), reason, "drift changed");
-    let patch = json!({
-        "metadata": { "resourceVersion": claim.resource_version() },
-        "status": { "conditions": status.conditions },
-    });
-    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-    match api
-        .patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(error) if is_not_found(&error) => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    crate::disruption::write::claim_conditions(ctx, claim, &status.conditions).await?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::test_fixtures::arc;
