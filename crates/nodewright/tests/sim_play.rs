@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
+use std::path::Path;
 use std::process::Command;
 
 fn nodewright(args: &[&str]) -> std::process::Output {
@@ -11,6 +12,27 @@ fn nodewright(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// Plays `scenario` with the built binary at `speed`, charting to `chart`; asserts it succeeded
+/// and returns what it printed.
+fn play(scenario: &Path, speed: &str, chart: &Path) -> String {
+    let output = nodewright(&[
+        "sim",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--speed",
+        speed,
+        "--chart",
+        chart.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 #[test]
@@ -29,21 +51,7 @@ fn a_scenario_file_is_played_summarized_and_charted() {
     )
     .unwrap();
     let chart = dir.join("chart.svg");
-    let output = nodewright(&[
-        "sim",
-        "--scenario",
-        scenario.to_str().unwrap(),
-        "--speed",
-        "60",
-        "--chart",
-        chart.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = play(&scenario, "60", &chart);
     assert!(stdout.contains(">> scale Deployment web to 2"), "{stdout}");
     assert!(stdout.contains("scenario scale"), "{stdout}");
     assert!(stdout.contains("billed"), "{stdout}");
@@ -63,21 +71,7 @@ fn variants_are_played_charted_and_compared() {
     )
     .unwrap();
     let chart = dir.join("chart.svg");
-    let output = nodewright(&[
-        "sim",
-        "--scenario",
-        scenario.to_str().unwrap(),
-        "--speed",
-        "120",
-        "--chart",
-        chart.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = play(&scenario, "120", &chart);
     assert!(
         stdout.contains("[more]     0m10s  >> delete ConfigMap c"),
         "{stdout}"

@@ -3,39 +3,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
+mod common;
+
 use std::path::Path;
 
 use nodewright_scenario::{PlayOptions, Progress, Scenario, play, report};
 
-const SCENARIO: &str = r#"
-name: small
-duration: 8m
-sampleEvery: 10s
-steps:
-  - at: 0s
-    apply:
-      inline: |
-        apiVersion: apps/v1
-        kind: Deployment
-        metadata: {name: web}
-        spec:
-          replicas: 0
-          selector: {matchLabels: {app: web}}
-          template:
-            metadata: {labels: {app: web}}
-            spec:
-              terminationGracePeriodSeconds: 0
-              containers:
-              - name: web
-                image: web:1
-                resources: {requests: {cpu: "1"}}
-  - at: 30s
+/// The scenario: its header, [`common::APPLY_WEB_AT_START`], then its own steps.
+fn scenario_text() -> String {
+    let head = "name: small\nduration: 8m\nsampleEvery: 10s\nsteps:\n";
+    let tail = r"  - at: 30s
     scale: {kind: Deployment, name: web, replicas: 3}
-"#;
+";
+    format!("{head}{}{tail}", common::APPLY_WEB_AT_START)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scenario_scales_up_on_new_nodes_and_is_reported() {
-    let scenario = Scenario::parse(SCENARIO, "small.yaml", Path::new(".")).unwrap();
+    let _alone = common::ONE_PLAY_AT_A_TIME.lock().await;
+    let scenario = Scenario::parse(&scenario_text(), "small.yaml", Path::new(".")).unwrap();
     let options = PlayOptions {
         speed: 60.0,
         ..PlayOptions::default()

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
+mod common;
+
 use std::path::Path;
 
 use jiff::SignedDuration;
@@ -18,29 +20,10 @@ use nodewright_scenario::{
 
 const BURST: &str = "scale Deployment web to 3";
 
-const SCENARIO: &str = r#"
-name: pre-scaled
-duration: 4m30s
-sampleEvery: 5s
-steps:
-  - at: 0s
-    apply:
-      inline: |
-        apiVersion: apps/v1
-        kind: Deployment
-        metadata: {name: web}
-        spec:
-          replicas: 0
-          selector: {matchLabels: {app: web}}
-          template:
-            metadata: {labels: {app: web}}
-            spec:
-              terminationGracePeriodSeconds: 0
-              containers:
-              - name: web
-                image: web:1
-                resources: {requests: {cpu: "1"}}
-  - at: 3m
+/// The scenario: its header, [`common::APPLY_WEB_AT_START`], then its own steps.
+fn scenario_text() -> String {
+    let head = "name: pre-scaled\nduration: 4m30s\nsampleEvery: 5s\nsteps:\n";
+    let tail = r"  - at: 3m
     scale: {kind: Deployment, name: web, replicas: 3}
 variants:
   - name: cold
@@ -49,7 +32,9 @@ variants:
     steps:
       - at: 0s
         scale: {kind: Deployment, name: web, replicas: 3}
-"#;
+";
+    format!("{head}{}{tail}", common::APPLY_WEB_AT_START)
+}
 
 fn burst_result(outcome: &Outcome, description: &str) -> StepResult {
     report::step_results(outcome)
@@ -80,7 +65,8 @@ async fn play_all(scenario: &Scenario, speed: f64) -> (Vec<Played>, Vec<String>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variants_play_on_their_own_clusters_and_are_compared() {
-    let scenario = Scenario::parse(SCENARIO, "pre-scaled.yaml", Path::new(".")).unwrap();
+    let _alone = common::ONE_PLAY_AT_A_TIME.lock().await;
+    let scenario = Scenario::parse(&scenario_text(), "pre-scaled.yaml", Path::new(".")).unwrap();
     let (played, started) = play_all(&scenario, 60.0).await;
     assert_eq!(started, ["cold", "warm"], "each variant starts its own cluster");
     let [cold, warm] = played.as_slice() else {
@@ -98,7 +84,8 @@ async fn variants_play_on_their_own_clusters_and_are_compared() {
     let warm_settled = warm_burst
         .settled_after
         .expect("the warm variant settles at once");
-    assert!(warm_settled <= SignedDuration::from_secs(10), "{warm_settled:?}");
+    // A few 5 s samples: at 60x a loaded machine can lag the clock by a sample or two.
+    assert!(warm_settled <= SignedDuration::from_secs(20), "{warm_settled:?}");
 
     let cold_burst = burst_result(&cold.outcome, BURST);
     assert!(
@@ -132,6 +119,7 @@ async fn variants_play_on_their_own_clusters_and_are_compared() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_warm_pool_scenario_plays_with_and_without_a_buffer() {
+    let _alone = common::ONE_PLAY_AT_A_TIME.lock().await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let file = root.join("examples/scenarios/warm-pool.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
@@ -166,7 +154,8 @@ async fn the_warm_pool_scenario_plays_with_and_without_a_buffer() {
         "the buffer's PodTemplate is applied too"
     );
 
-    let (played, started) = play_all(&scenario, 240.0).await;
+    // 60x, not faster: under a loaded machine a faster clock outruns the controllers and no pod starts.
+    let (played, started) = play_all(&scenario, 60.0).await;
     assert_eq!(started, names);
     for run in &played {
         let burst = burst_result(&run.outcome, "scale Deployment web to 20");
