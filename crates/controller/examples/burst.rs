@@ -37,14 +37,12 @@ use nodewright_sim::{
     dataplane::DataPlaneConfig,
     meta::ManualClock,
     store::{EventType, Filter, Store, Subresource, WriteOptions},
-    testing::TestCluster,
+    testing::{DEFAULT_NODE_CLASS, DEFAULT_NODE_POOL, TestCluster},
 };
 use serde_json::{Value, json};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-const NODEPOOL: &str = include_str!("../../../examples/default/nodepool.yaml");
-const NODE_CLASS: &str = include_str!("../../../examples/default/ec2nodeclass.yaml");
 /// Pod sizes of the burst: CPU and memory cycle independently.
 const CPUS: [&str; 4] = ["250m", "500m", "1", "2"];
 const MEMORIES: [&str; 5] = ["256Mi", "512Mi", "1Gi", "2Gi", "4Gi"];
@@ -135,11 +133,11 @@ async fn burst_once(pods: usize) -> Result<Value> {
         DataPlaneConfig::default(),
     )
     .await?;
-    cluster.apply_yaml(NODE_CLASS)?;
+    cluster.apply_yaml(DEFAULT_NODE_CLASS)?;
     // The example's limits (1,000 CPU, 1,000 GiB) are smaller than the burst, and limits count
     // each NodeClaim's largest listed type until it launches: the burst's pool has none.
-    let nodepool = NODEPOOL.replace("  limits:\n    cpu: 1000\n    memory: 1000Gi\n", "");
-    if nodepool == NODEPOOL {
+    let nodepool = DEFAULT_NODE_POOL.replace("  limits:\n    cpu: 1000\n    memory: 1000Gi\n", "");
+    if nodepool == DEFAULT_NODE_POOL {
         return Err("the example NodePool's limits moved: update the burst".into());
     }
     cluster.apply_yaml(&nodepool)?;

@@ -17,7 +17,9 @@ use nodewright_controller::{
     leader::{LeaseConfig, try_acquire_or_renew},
 };
 use nodewright_sim::{
-    cloud::FakeCloudConfig, dataplane::DataPlaneConfig, meta::ManualClock, testing::TestCluster,
+    cloud::FakeCloudConfig,
+    dataplane::DataPlaneConfig,
+    testing::{DEFAULT_NODE_POOL, TestCluster},
 };
 use serde_json::json;
 
@@ -59,20 +61,11 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_acts_and_the_other_replica_takes_over_when_it_stops() {
-    let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
-    let cluster = TestCluster::start_simulated(
-        clock.clock(),
-        FakeCloudConfig::default(),
-        DataPlaneConfig::default(),
-    )
-    .await
-    .unwrap();
-    cluster
-        .apply_yaml(include_str!("../../../examples/default/ec2nodeclass.yaml"))
-        .unwrap();
-    cluster
-        .apply_yaml(include_str!("../../../examples/default/nodepool.yaml"))
-        .unwrap();
+    let (cluster, clock) =
+        TestCluster::start_with_default_node_class(FakeCloudConfig::default(), DataPlaneConfig::default())
+            .await
+            .unwrap();
+    cluster.apply_yaml(DEFAULT_NODE_POOL).unwrap();
     let replica = |identity: &str| {
         let settings = Settings {
             identity: identity.to_owned(),

@@ -70,17 +70,10 @@ async fn put(api: &Api<DynamicObject>, object: Value, status: Value) {
 }
 
 async fn cluster() -> (TestCluster, ManualClock) {
-    let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
-    let cluster = TestCluster::start_simulated(
-        clock.clock(),
-        FakeCloudConfig::default(),
-        DataPlaneConfig::default(),
-    )
-    .await
-    .unwrap();
-    cluster
-        .apply_yaml(include_str!("../../../examples/default/ec2nodeclass.yaml"))
-        .unwrap();
+    let (cluster, clock) =
+        TestCluster::start_with_default_node_class(FakeCloudConfig::default(), DataPlaneConfig::default())
+            .await
+            .unwrap();
     cluster.apply_yaml(SETUP).unwrap();
     let initialized = clock.now().to_string();
     clock.advance(SignedDuration::from_hours(1));

@@ -22,9 +22,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
 };
 use nodewright_controller::{Election, Settings};
-use nodewright_sim::{
-    cloud::FakeCloudConfig, dataplane::DataPlaneConfig, meta::ManualClock, testing::TestCluster,
-};
+use nodewright_sim::{meta::ManualClock, testing::TestCluster};
 use serde_json::{Value, json};
 
 use helm::{NAMESPACE, objects};
@@ -130,25 +128,7 @@ fn apply_chart_permissions(cluster: &TestCluster) -> String {
 }
 
 async fn start() -> Lab {
-    let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
-    let cloud = FakeCloudConfig {
-        launch_latency: SignedDuration::from_secs(30),
-        ..FakeCloudConfig::default()
-    };
-    let data_plane = DataPlaneConfig {
-        poll_interval: Duration::from_millis(10),
-        ..DataPlaneConfig::default()
-    };
-    let cluster = TestCluster::start_simulated(clock.clock(), cloud, data_plane)
-        .await
-        .unwrap();
-    for yaml in [
-        include_str!("../../../examples/default/ec2nodeclass.yaml"),
-        include_str!("../../../examples/default/nodepool.yaml"),
-        include_str!("../../../examples/inflate.yaml"),
-    ] {
-        cluster.apply_yaml(yaml).unwrap();
-    }
+    let (cluster, clock) = TestCluster::start_lab().await.unwrap();
     let account = apply_chart_permissions(&cluster);
     let client = cluster.client_for_service_account(NAMESPACE, &account).unwrap();
     let plane = cluster

@@ -22,9 +22,18 @@ use crate::{
     dataplane::{DataPlane, DataPlaneConfig},
     error::ApiError,
     http::{AppState, Server, ServerConfig},
-    meta::Clock,
+    meta::{Clock, ManualClock},
     store::StoreConfig,
 };
+
+/// The EC2NodeClass shipped in `examples/default`, which simulated tests start with.
+pub const DEFAULT_NODE_CLASS: &str = include_str!("../../../examples/default/ec2nodeclass.yaml");
+
+/// The NodePool shipped in `examples/default`.
+pub const DEFAULT_NODE_POOL: &str = include_str!("../../../examples/default/nodepool.yaml");
+
+/// The `inflate` Deployment of `examples/` (0 replicas), which the lab flow scales.
+pub const INFLATE: &str = include_str!("../../../examples/inflate.yaml");
 
 /// Failures of the test-support helpers.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +123,37 @@ impl TestCluster {
         let plane = DataPlane::new(store, Some(cloud.clone()), data_plane);
         cluster.simulated = Some((cloud, plane));
         Ok(cluster)
+    }
+
+    /// [`TestCluster::start_simulated`] on a manual clock at 2026-01-01T00:00:00Z with
+    /// [`DEFAULT_NODE_CLASS`] applied, which is how most controller tests begin; returns the
+    /// clock too, for the test to advance.
+    pub async fn start_with_default_node_class(
+        cloud: FakeCloudConfig,
+        data_plane: DataPlaneConfig,
+    ) -> Result<(Self, ManualClock), TestError> {
+        let clock = ManualClock::new(jiff::Timestamp::constant(1_767_225_600, 0)); // 2026-01-01T00:00:00Z
+        let cluster = Self::start_simulated(clock.clock(), cloud, data_plane).await?;
+        cluster.apply_yaml(DEFAULT_NODE_CLASS)?;
+        Ok((cluster, clock))
+    }
+
+    /// The lab: [`TestCluster::start_with_default_node_class`] with the default NodePool and the
+    /// inflate Deployment applied, launches taking 30 s and the data plane polling every 10 ms
+    /// (not yet running: spawn it or settle it).
+    pub async fn start_lab() -> Result<(Self, ManualClock), TestError> {
+        let cloud = FakeCloudConfig {
+            launch_latency: jiff::SignedDuration::from_secs(30),
+            ..FakeCloudConfig::default()
+        };
+        let data_plane = DataPlaneConfig {
+            poll_interval: Duration::from_millis(10),
+            ..DataPlaneConfig::default()
+        };
+        let (cluster, clock) = Self::start_with_default_node_class(cloud, data_plane).await?;
+        cluster.apply_yaml(DEFAULT_NODE_POOL)?;
+        cluster.apply_yaml(INFLATE)?;
+        Ok((cluster, clock))
     }
 
     /// The fake cloud of a simulated cluster.

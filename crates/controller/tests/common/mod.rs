@@ -12,9 +12,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
 };
 use nodewright_controller::{Election, Settings};
-use nodewright_sim::{
-    cloud::FakeCloudConfig, dataplane::DataPlaneConfig, meta::ManualClock, testing::TestCluster,
-};
+use nodewright_sim::{meta::ManualClock, testing::TestCluster};
 use serde_json::json;
 
 /// Simulated seconds per step of [`Lab::run_until`], and the wall-clock pause between steps.
@@ -54,27 +52,7 @@ impl Lab {
 
     /// The same, without controllers (start them with [`Lab::start_controllers`]).
     pub(crate) async fn without_controllers() -> Self {
-        let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
-        let cloud = FakeCloudConfig {
-            launch_latency: SignedDuration::from_secs(30),
-            ..FakeCloudConfig::default()
-        };
-        let data_plane = DataPlaneConfig {
-            poll_interval: Duration::from_millis(10),
-            ..DataPlaneConfig::default()
-        };
-        let cluster = TestCluster::start_simulated(clock.clock(), cloud, data_plane)
-            .await
-            .unwrap();
-        cluster
-            .apply_yaml(include_str!("../../../../examples/default/ec2nodeclass.yaml"))
-            .unwrap();
-        cluster
-            .apply_yaml(include_str!("../../../../examples/default/nodepool.yaml"))
-            .unwrap();
-        cluster
-            .apply_yaml(include_str!("../../../../examples/inflate.yaml"))
-            .unwrap();
+        let (cluster, clock) = TestCluster::start_lab().await.unwrap();
         let plane = cluster
             .data_plane()
             .unwrap()
