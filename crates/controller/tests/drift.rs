@@ -2,7 +2,10 @@
 //! replaces its nodes one at a time under a budget of one node, waits out a cron window with a
 //! budget of 0, and a changed NodePool template label drifts its node. A controller killed in
 //! the middle of a drift command (candidate tainted, replacement launched, nothing deleted yet)
-//! and restarted leaves no instance, taint or NodeClaim behind and deletes nothing twice.
+//! and restarted leaves no instance, taint or NodeClaim behind and deletes nothing twice. A
+//! drifted node running a `do-not-disrupt` pod is replaced when its NodeClaim has a
+//! terminationGracePeriod (the pod goes at the deadline) and kept, with the reason shown,
+//! without one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
@@ -12,12 +15,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::Lab;
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api,
     api::{Patch, PatchParams},
 };
 use nodewright_api::{EC2NodeClass, NodeClaim, conditions, labels};
+use nodewright_controller::explain::{
+    Cluster, PoolTypes,
+    node::{self, Action},
+};
 use nodewright_sim::cloud::{CloudEventKind, DEFAULT_AMI};
 use serde_json::json;
 
@@ -288,5 +296,142 @@ async fn a_controller_restarted_mid_drift_command_leaks_nothing_and_deletes_noth
         termination_requests(&lab)
     );
     assert_eq!(termination_requests(&lab).len(), 1);
+    teardown(&lab).await;
+}
+
+/// One inflate pod annotated `karpenter.sh/do-not-disrupt: "true"` on an m5.large node whose
+/// NodeClaim has `terminationGracePeriod: grace` (none with `None`), drifted by a new AMI.
+async fn a_protected_pod_on_a_drifted_node(grace: Option<&str>) -> Lab {
+    let mut lab = Lab::without_controllers().await;
+    let mut template = json!({ "requirements": [
+        { "key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"] },
+        { "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] }
+    ] });
+    if let Some(grace) = grace {
+        template["terminationGracePeriod"] = json!(grace);
+    }
+    lab.patch_nodepool(json!({ "spec": {
+        "template": { "spec": template },
+        "disruption": { "budgets": [{ "nodes": "1" }] }
+    } }))
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(lab.cluster.client(), "default");
+    deployments
+        .patch(
+            "inflate",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "template": { "metadata": {
+                "annotations": { "karpenter.sh/do-not-disrupt": "true" } } } } })),
+        )
+        .await
+        .unwrap();
+    lab.start_controllers();
+    lab.scale(1).await;
+    lab.run_until("one running inflate pod", || lab.running(1)).await;
+    let claims = lab.claims_in_store();
+    assert_eq!(
+        claims[0]
+            .spec
+            .termination_grace_period
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        grace,
+        "the NodeClaim carries the template's grace period"
+    );
+    release_new_ami(&lab).await;
+    lab.run_until("the node to be marked drifted", || async {
+        drifted_reasons(&lab) == ["AMIDrift"]
+    })
+    .await;
+    lab
+}
+
+/// The `Consolidatable` condition's reason on the only NodeClaim.
+fn consolidatable_reason(lab: &Lab) -> Option<String> {
+    lab.claims_in_store()
+        .first()?
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find_map(|c| (c.type_ == conditions::nodeclaim::CONSOLIDATABLE).then(|| c.reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drifted_node_with_a_do_not_disrupt_pod_is_replaced_when_its_node_claim_has_a_grace_period() {
+    let lab = a_protected_pod_on_a_drifted_node(Some("10m")).await;
+    let old_node = lab.node_names();
+    let old_claim = lab.claims_in_store()[0].metadata.name.clone().unwrap();
+    let deleted_at = std::cell::Cell::new(None);
+    let node_gone_at = std::cell::Cell::new(None);
+    lab.run_until("the pod on a new node with the new AMI", || async {
+        let now = lab.clock.now();
+        let claims = lab.claims_in_store();
+        let old = claims
+            .iter()
+            .find(|c| c.metadata.name.as_ref() == Some(&old_claim));
+        if deleted_at.get().is_none() && old.is_some_and(|c| c.metadata.deletion_timestamp.is_some()) {
+            deleted_at.set(Some(now));
+        }
+        if node_gone_at.get().is_none() && !lab.node_names().contains(&old_node[0]) {
+            node_gone_at.set(Some(now));
+        }
+        all_on_the_new_ami(&lab, 1).await
+    })
+    .await;
+    assert_ne!(lab.node_names(), old_node);
+    let (deleted_at, node_gone_at) = (deleted_at.get().unwrap(), node_gone_at.get().unwrap());
+    // Termination never evicts the do-not-disrupt pod: it deletes it at the deadline (the
+    // grace period after the deletion, less the pod's own 0 s grace), and only then does
+    // the node go.
+    assert!(
+        node_gone_at.duration_since(deleted_at) >= SignedDuration::from_mins(9),
+        "the node went {} after its NodeClaim's deletion",
+        node_gone_at.duration_since(deleted_at)
+    );
+    assert_eq!(
+        lab.cluster.cloud().unwrap().all_instances().len(),
+        2,
+        "one replacement: {}",
+        lab.leftovers()
+    );
+    teardown(&lab).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drifted_node_with_a_do_not_disrupt_pod_is_kept_without_a_grace_period() {
+    let lab = a_protected_pod_on_a_drifted_node(None).await;
+    let node = lab.node_names();
+    lab.run_until("the NodeClaim to show why it is kept", || async {
+        consolidatable_reason(&lab).as_deref() == Some("PodDoNotDisrupt")
+    })
+    .await;
+    for _ in 0..120 {
+        lab.step().await;
+        assert_eq!(lab.node_names(), node, "{}", lab.leftovers());
+        assert!(disrupting(&lab).is_empty(), "{}", lab.leftovers());
+    }
+    assert_eq!(lab.cluster.cloud().unwrap().all_instances().len(), 1);
+    assert_eq!(consolidatable_reason(&lab).as_deref(), Some("PodDoNotDisrupt"));
+
+    let cluster = Cluster::read(&lab.cluster.client(), "default").await.unwrap();
+    let types = PoolTypes::from_cloud(&cluster, lab.cluster.cloud().unwrap(), lab.clock.now()).await;
+    let explained = node::explain(
+        &cluster,
+        &types,
+        &node[0],
+        lab.clock.now(),
+        node::Options::default(),
+    )
+    .unwrap();
+    assert_eq!(explained.decision.action, Action::Keep, "{}", explained.to_text());
+    assert_eq!(explained.decision.reason, "PodDoNotDisrupt");
+    assert!(
+        explained.decision.message.contains("drifted (AMIDrift)")
+            && explained.decision.message.contains("terminationGracePeriod"),
+        "{}",
+        explained.decision.message
+    );
     teardown(&lab).await;
 }

@@ -21,6 +21,14 @@
 //! period (twice the 10 s batch maximum) — since a provisioning round that placed pods on it
 //! acts within that time.
 //!
+//! **Drift with a terminationGracePeriod** (Karpenter's exception for the eventual class): when
+//! only pod-level blockers refuse a node (`do-not-disrupt` pods, PDBs that would refuse an
+//! eviction) and its NodeClaim has `spec.terminationGracePeriod`, the node is still a candidate
+//! for drift ([`Evaluation::eventual`]): termination deletes such pods by the deadline anyway
+//! (each at the deadline minus its own grace period). Node-level blockers (the node's
+//! `do-not-disrupt`, nomination, ...) and budgets still hold; consolidation and emptiness keep
+//! every blocker.
+//!
 //! Whether a candidate's pods can be rescheduled anywhere is the simulation's question
 //! ([`super::consolidation`]); its answer is reported the same way.
 
@@ -32,7 +40,7 @@ use k8s_openapi::api::{
     policy::v1::PodDisruptionBudget,
 };
 use kube::ResourceExt;
-use nodewright_api::{NodeClaim, NodePool, conditions, labels};
+use nodewright_api::{NodeClaim, NodePool, conditions, labels, nodepool::DisruptionReason};
 use nodewright_solver::pod::Selector;
 
 use crate::{provisioner::pods::is_daemon_set_pod, termination::drain};
@@ -211,7 +219,23 @@ impl Candidate {
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     pub claim: Arc<NodeClaim>,
+    /// For every method (the graceful class): the candidate, or the first blocker.
     pub outcome: Result<Candidate, Blocker>,
+    /// For drift alone (the eventual class), when `outcome` is refused only by pod-level
+    /// blockers and the NodeClaim has `spec.terminationGracePeriod`: the candidate those
+    /// blockers do not hold back (see the module docs). `None` otherwise.
+    pub eventual: Option<Candidate>,
+}
+
+impl Evaluation {
+    /// The outcome for a method disrupting for `reason`: drift takes [`Evaluation::eventual`]
+    /// when there is one, every other method `outcome`.
+    pub fn for_reason(&self, reason: DisruptionReason) -> Result<&Candidate, &Blocker> {
+        match (reason, &self.eventual) {
+            (DisruptionReason::Drifted, Some(candidate)) => Ok(candidate),
+            _ => self.outcome.as_ref(),
+        }
+    }
 }
 
 /// What candidates are computed from.
@@ -251,14 +275,18 @@ pub fn evaluate(inputs: &Inputs<'_>, now: Timestamp) -> Vec<Evaluation> {
                 .and_then(|n| pods_by_node.get(n.name_any().as_str()))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
+            let (outcome, eventual) = evaluate_one(claim, node, pods, inputs.pools, &pdbs_read, now);
             Evaluation {
                 claim: Arc::clone(claim),
-                outcome: evaluate_one(claim, node, pods, inputs.pools, &pdbs_read, now),
+                outcome,
+                eventual,
             }
         })
         .collect()
 }
 
+/// The outcome for every method and, when only pod-level blockers refuse it and the NodeClaim
+/// has a terminationGracePeriod, the candidate for drift.
 fn evaluate_one(
     claim: &Arc<NodeClaim>,
     node: Option<&Arc<Node>>,
@@ -266,7 +294,56 @@ fn evaluate_one(
     pools: &[Arc<NodePool>],
     pdbs_read: &[PdbSelector<'_>],
     now: Timestamp,
-) -> Result<Candidate, Blocker> {
+) -> (Result<Candidate, Blocker>, Option<Candidate>) {
+    let refused = |blocker| (Err(blocker), None);
+    let (node, pool, initialized_at) = match node_level(claim, node, pools) {
+        Ok(found) => found,
+        Err(blocker) => return refused(blocker),
+    };
+    let moving: Vec<Arc<Pod>> = pods
+        .iter()
+        .filter(|p| must_move(p))
+        .map(|p| Arc::clone(p))
+        .collect();
+    let pods_checked = check_pods(&moving, pdbs_read, now);
+    if let Err(blocker) = &pods_checked
+        && claim.spec.termination_grace_period.is_none()
+    {
+        return refused(blocker.clone());
+    }
+    let last_event = last_pod_event(claim).map_or(initialized_at, |at| at.max(initialized_at));
+    if now < last_event.checked_add(NOMINATION_WINDOW).unwrap_or(last_event) {
+        // A pod-level blocker stays the reason given: it outlasts the nomination.
+        return refused(pods_checked.err().unwrap_or(Blocker::NominatedRecently));
+    }
+    let consolidatable_at = match pool.spec.disruption.consolidate_after.parse() {
+        Ok(Some(after)) => SignedDuration::try_from(after)
+            .ok()
+            .and_then(|after| last_event.checked_add(after).ok()),
+        Ok(None) | Err(_) => None,
+    };
+    let candidate = |pdbs| Candidate {
+        claim: Arc::clone(claim),
+        node: Arc::clone(node),
+        pool: Arc::clone(pool),
+        pods: moving.clone(),
+        consolidatable_at,
+        pdbs,
+    };
+    match pods_checked {
+        Ok(pdbs) => (Ok(candidate(pdbs)), None),
+        // Only a NodeClaim with a terminationGracePeriod gets here with a blocker: its
+        // evictions are not counted against PDBs, since termination deletes what they refuse.
+        Err(blocker) => (Err(blocker), Some(candidate(Vec::new()))),
+    }
+}
+
+/// The node-level checks: the Node, its initialization time and its NodePool, or the blocker.
+fn node_level<'a>(
+    claim: &NodeClaim,
+    node: Option<&'a Arc<Node>>,
+    pools: &'a [Arc<NodePool>],
+) -> Result<(&'a Arc<Node>, &'a Arc<NodePool>, Timestamp), Blocker> {
     if claim.metadata.deletion_timestamp.is_some() {
         return Err(Blocker::Deleting);
     }
@@ -286,13 +363,17 @@ fn evaluate_one(
     if node.annotations().get(labels::DO_NOT_DISRUPT).map(String::as_str) == Some("true") {
         return Err(Blocker::NodeDoNotDisrupt);
     }
-    let moving: Vec<Arc<Pod>> = pods
-        .iter()
-        .filter(|p| must_move(p))
-        .map(|p| Arc::clone(p))
-        .collect();
+    Ok((node, pool, initialized_at))
+}
+
+/// The pod-level checks: the evictions per PDB draining the node takes, or the blocker.
+fn check_pods(
+    moving: &[Arc<Pod>],
+    pdbs_read: &[PdbSelector<'_>],
+    now: Timestamp,
+) -> Result<Vec<PdbEvictions>, Blocker> {
     let mut pdbs: Vec<PdbEvictions> = Vec::new();
-    for pod in &moving {
+    for pod in moving {
         if drain::has_active_do_not_disrupt(pod, now) {
             return Err(Blocker::PodDoNotDisrupt(pod_ref(pod)));
         }
@@ -312,24 +393,7 @@ fn evaluate_one(
             allowed: over.allowed,
         });
     }
-    let last_event = last_pod_event(claim).map_or(initialized_at, |at| at.max(initialized_at));
-    if now < last_event.checked_add(NOMINATION_WINDOW).unwrap_or(last_event) {
-        return Err(Blocker::NominatedRecently);
-    }
-    let consolidatable_at = match pool.spec.disruption.consolidate_after.parse() {
-        Ok(Some(after)) => SignedDuration::try_from(after)
-            .ok()
-            .and_then(|after| last_event.checked_add(after).ok()),
-        Ok(None) | Err(_) => None,
-    };
-    Ok(Candidate {
-        claim: Arc::clone(claim),
-        node: Arc::clone(node),
-        pool: Arc::clone(pool),
-        pods: moving,
-        consolidatable_at,
-        pdbs,
-    })
+    Ok(pdbs)
 }
 
 /// Pods that leave with the node and need a place elsewhere.
@@ -638,6 +702,86 @@ mod tests {
             world.outcome().unwrap_err(),
             Blocker::NodePoolNotFound("default".into())
         );
+    }
+
+    /// `claim("a")` with `spec.terminationGracePeriod`.
+    fn with_grace_period(claim: &Arc<NodeClaim>) -> Arc<NodeClaim> {
+        let mut claim = (**claim).clone();
+        claim.spec.termination_grace_period = Some(nodewright_api::duration::GoDuration::new("1h"));
+        Arc::new(claim)
+    }
+
+    fn evaluation(world: &World) -> Evaluation {
+        let inputs = Inputs {
+            claims: &world.claims,
+            nodes: &world.nodes,
+            pods: &world.pods,
+            pools: &world.pools,
+            pdbs: &world.pdbs,
+        };
+        evaluate(&inputs, now()).remove(0)
+    }
+
+    #[test]
+    fn drift_ignores_pod_level_blockers_only_with_a_termination_grace_period() {
+        let mut world = World::one_node();
+        world.pods = vec![pod(
+            "web-1",
+            "a",
+            &json!({ "karpenter.sh/do-not-disrupt": "true" }),
+        )];
+        let without = evaluation(&world);
+        assert!(without.eventual.is_none());
+        assert_eq!(
+            without.for_reason(DisruptionReason::Drifted).unwrap_err(),
+            &Blocker::PodDoNotDisrupt("default/web-1".into()),
+            "no grace period: drift waits like the other methods"
+        );
+
+        world.claims = vec![with_grace_period(&world.claims[0])];
+        let with = evaluation(&world);
+        assert_eq!(
+            with.outcome.as_ref().unwrap_err(),
+            &Blocker::PodDoNotDisrupt("default/web-1".into()),
+            "consolidation and emptiness keep the blocker"
+        );
+        for reason in [DisruptionReason::Empty, DisruptionReason::Underutilized] {
+            assert!(with.for_reason(reason).is_err());
+        }
+        let drift = with.for_reason(DisruptionReason::Drifted).unwrap();
+        assert_eq!(drift.pods.len(), 1, "the pod still needs room elsewhere");
+
+        // A PDB that refuses the eviction is a pod-level blocker too.
+        world.pods = vec![pod("web-1", "a", &json!({}))];
+        world.pdbs = vec![pdb("web", 0)];
+        let with = evaluation(&world);
+        assert_eq!(
+            with.outcome.as_ref().unwrap_err().reason(),
+            "PodDisruptionBudgetBlocks"
+        );
+        assert!(with.for_reason(DisruptionReason::Drifted).is_ok());
+
+        // The node's own do-not-disrupt still holds, grace period or not.
+        world.nodes = vec![node(
+            "a",
+            &json!({ "karpenter.sh/do-not-disrupt": "true" }),
+            &json!([]),
+        )];
+        let with = evaluation(&world);
+        assert!(with.eventual.is_none());
+        assert_eq!(
+            with.for_reason(DisruptionReason::Drifted).unwrap_err(),
+            &Blocker::NodeDoNotDisrupt
+        );
+
+        // So does nomination: a recent pod event keeps the node for every method.
+        world.nodes = vec![node("a", &json!({}), &json!([]))];
+        let mut claim = (*claim("a", &json!({ "lastPodEventTime": "2026-01-01T00:59:50Z" }))).clone();
+        claim.spec.termination_grace_period = Some(nodewright_api::duration::GoDuration::new("1h"));
+        world.claims = vec![Arc::new(claim)];
+        let with = evaluation(&world);
+        assert!(with.eventual.is_none());
+        assert_eq!(with.outcome.unwrap_err().reason(), "PodDisruptionBudgetBlocks");
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //! see the parent module). Why a drifted node is kept is published as a `DisruptionBlocked` event
 //! on its NodeClaim when that reason changes.
 //!
-//! Not built: Karpenter's exception that ignores pod-level blockers (PDBs, `do-not-disrupt`) for
-//! drift when the NodeClaim has a `terminationGracePeriod`; such nodes wait like any other.
+//! As in Karpenter, a NodeClaim with a `terminationGracePeriod` is a drift candidate even when
+//! pod-level blockers (`do-not-disrupt` pods, PDBs refusing an eviction) hold it back from the
+//! other methods ([`super::candidates::Evaluation::for_reason`]): termination deletes those pods
+//! by the deadline. Its pods are simulated like any other's, so their room is kept.
 
 pub mod detection;
 
@@ -169,7 +171,7 @@ impl Disruption {
     pub(super) async fn drift(&mut self, world: &World) -> Option<Command> {
         let _evaluation = metrics::disruption_evaluating(DisruptionReason::Drifted);
         let drifted: Vec<Candidate> = world
-            .candidates()
+            .drift_candidates()
             .filter(|c| drifted_at(c).is_some())
             .cloned()
             .collect();

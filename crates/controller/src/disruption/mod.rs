@@ -172,6 +172,14 @@ impl World {
         self.evaluations.iter().filter_map(|e| e.outcome.as_ref().ok())
     }
 
+    /// The candidates of drift: pod-level blockers left out for NodeClaims with a
+    /// terminationGracePeriod ([`Evaluation::for_reason`]).
+    fn drift_candidates(&self) -> impl Iterator<Item = &Candidate> {
+        self.evaluations
+            .iter()
+            .filter_map(|e| e.for_reason(DisruptionReason::Drifted).ok())
+    }
+
     /// Budget counts per NodePool. `exclude` are nodes of the command being validated (their
     /// own taint must not count against them).
     fn pool_nodes(&self, exclude: &HashSet<String>) -> HashMap<String, PoolNodes> {
@@ -543,7 +551,7 @@ impl Disruption {
                 .iter()
                 .find(|e| e.claim.name_any() == candidate.claim.name_any())
                 .ok_or(Blocker::Deleting)?;
-            let now = match &evaluation.outcome {
+            let now = match evaluation.for_reason(command.reason) {
                 Ok(now) => now.clone(),
                 // Our own taint makes it look disrupted: evaluate it without.
                 Err(Blocker::Deleting) if candidate.claim.metadata.deletion_timestamp.is_none() => {
@@ -551,7 +559,7 @@ impl Disruption {
                     if let Some(taints) = node.spec.as_mut().and_then(|s| s.taints.as_mut()) {
                         taints.retain(|t| !labels::DISRUPTED_TAINT.matches(t));
                     }
-                    reevaluate(&self.ctx, &evaluation.claim, node, world.now)?
+                    reevaluate(&self.ctx, &evaluation.claim, node, command.reason, world.now)?
                 }
                 Err(blocker) => return Err(blocker.clone()),
             };
@@ -611,11 +619,13 @@ impl Disruption {
     }
 }
 
-/// Evaluates one claim against the current caches with `node` in place of its stored Node.
+/// Evaluates one claim for `reason` against the current caches with `node` in place of its
+/// stored Node.
 fn reevaluate(
     ctx: &Context,
     claim: &Arc<NodeClaim>,
     node: Node,
+    reason: DisruptionReason,
     now: Timestamp,
 ) -> Result<Candidate, Blocker> {
     let claims = [Arc::clone(claim)];
@@ -630,9 +640,10 @@ fn reevaluate(
         pools: &pools,
         pdbs: &pdbs,
     };
-    candidates::evaluate(&inputs, now)
+    let evaluation = candidates::evaluate(&inputs, now)
         .pop()
-        .map_or(Err(Blocker::NodeNotFound), |e| e.outcome)
+        .ok_or(Blocker::NodeNotFound)?;
+    evaluation.for_reason(reason).cloned().map_err(Clone::clone)
 }
 
 /// Budget counts per NodePool: managed, initialized nodes whose instance is not terminating;

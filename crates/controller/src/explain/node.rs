@@ -264,17 +264,51 @@ fn decide(
     let Some(own) = evaluations.iter().find(|e| e.claim.name_any() == name) else {
         return (false, Decision::keep(&Blocker::NodeNotFound, now));
     };
+    // Drift's candidates: pod-level blockers left out for NodeClaims with a
+    // terminationGracePeriod, as the pass takes them.
+    let drift_candidates = || -> Vec<&Candidate> {
+        evaluations
+            .iter()
+            .filter_map(|e| e.for_reason(DisruptionReason::Drifted).ok())
+            .collect()
+    };
     let candidate = match &own.outcome {
         Ok(candidate) => candidate,
-        Err(blocker) => return (false, Decision::keep(blocker, now)),
+        Err(blocker) => {
+            if let Ok(eventual) = own.for_reason(DisruptionReason::Drifted)
+                && drift::drifted_at(eventual).is_some()
+            {
+                let mut decision = drifted(cluster, types, &drift_candidates(), eventual, now);
+                let _ = write!(
+                    decision.message,
+                    " (drift ignores the pod-level blocker, the NodeClaim having spec.terminationGracePeriod: {})",
+                    blocker.message()
+                );
+                return (true, decision);
+            }
+            let mut decision = Decision::keep(blocker, now);
+            if is_drifted(claim)
+                && own.eventual.is_none()
+                && matches!(
+                    blocker,
+                    Blocker::PodDoNotDisrupt(_)
+                        | Blocker::PdbBlocks { .. }
+                        | Blocker::PdbTooFewDisruptions { .. }
+                        | Blocker::MultiplePdbs(_)
+                )
+            {
+                decision.message = format!(
+                    "the NodeClaim drifted ({}), but it is kept: {} (drift would ignore this pod-level blocker if the NodeClaim had spec.terminationGracePeriod)",
+                    drift_reason(claim),
+                    decision.message
+                );
+            }
+            return (false, decision);
+        }
     };
     let empty_and_due = candidate.is_empty() && candidate.is_consolidatable(now);
     if drift::drifted_at(candidate).is_some() && !empty_and_due {
-        let all: Vec<&Candidate> = evaluations
-            .iter()
-            .filter_map(|e| e.outcome.as_ref().ok())
-            .collect();
-        return (true, drifted(cluster, types, &all, candidate, now));
+        return (true, drifted(cluster, types, &drift_candidates(), candidate, now));
     }
     let decision = match candidate.consolidatable_at {
         None => Decision::keep(&Blocker::ConsolidationDisabled, now),
@@ -387,6 +421,15 @@ fn drifted(
         together_with: Vec::new(),
         replacements: Vec::new(),
     }
+}
+
+/// Whether the NodeClaim is `Drifted=True`.
+fn is_drifted(claim: &NodeClaim) -> bool {
+    claim.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == conditions::nodeclaim::DRIFTED && c.status == conditions::TRUE)
+    })
 }
 
 /// The `Drifted` condition's reason (`AMIDrift`, `NodePoolDrifted`, ...).
