@@ -3,7 +3,9 @@
 //! once, with no instance launched for it; a scheduled window grows the buffer when it opens
 //! and shrinks it when it closes, at the right simulated times in the buffer's time zone; empty
 //! nodes holding buffer room outlive consolidateAfter and go once the buffer is deleted; a
-//! buffer on a Deployment follows its replicas, and a missing workload is named in the status.
+//! buffer on a Deployment follows its replicas, and a missing workload is named in the status; a
+//! buffer on a Deployment keeps a copy of its pod template in a PodTemplate it owns, named by
+//! `status.podTemplateRef`, in step with the Deployment and deleted with the buffer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
@@ -13,8 +15,14 @@ use std::collections::BTreeSet;
 
 use common::Lab;
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Node;
-use kube::{Api, api::DeleteParams};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Node, PodTemplate},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
 use nodewright_api::{CapacityBuffer, NodeClaim, conditions, labels};
 
 /// One chunk: the inflate Deployment's pod (1 CPU).
@@ -291,4 +299,84 @@ async fn a_workload_buffer_follows_its_replicas_and_a_missing_one_is_named() {
         "{}",
         ready.message
     );
+}
+
+/// The PodTemplate `name` in the default namespace, from the store.
+fn pod_template(lab: &Lab, name: &str) -> Option<PodTemplate> {
+    lab.stored::<PodTemplate>("", "podtemplates")
+        .into_iter()
+        .find(|t| t.metadata.name.as_deref() == Some(name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_buffer_keeps_its_template_in_a_pod_template_it_owns() {
+    const COPY: &str = "capacitybuffer-warm-pod-template";
+    let lab = Lab::start().await;
+    lab.cluster
+        .apply_yaml(
+            "apiVersion: autoscaling.x-k8s.io/v1beta1\nkind: CapacityBuffer\nmetadata:\n  name: warm\n  namespace: default\nspec:\n  scalableRef:\n    apiGroup: apps\n    kind: Deployment\n    name: inflate\n  replicas: 1\n",
+        )
+        .unwrap();
+    lab.run_until("the status to name the buffer's PodTemplate", || async {
+        buffer(&lab)
+            .and_then(|b| b.status?.pod_template_ref)
+            .is_some_and(|r| r.name == COPY)
+            && pod_template(&lab, COPY).is_some()
+    })
+    .await;
+    let copy = pod_template(&lab, COPY).unwrap();
+    let owner = &copy.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("CapacityBuffer", "warm", Some(true))
+    );
+    assert_eq!(Some(&owner.uid), buffer(&lab).unwrap().metadata.uid.as_ref());
+    let held = copy.template.unwrap();
+    assert_eq!(
+        held.metadata
+            .unwrap()
+            .labels
+            .unwrap()
+            .get("app")
+            .map(String::as_str),
+        Some("inflate")
+    );
+    let container = &held.spec.unwrap().containers[0];
+    assert_eq!(
+        container.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0,
+        "1"
+    );
+
+    // The Deployment's template changes: the copy follows, and the status its generation.
+    let deployments: Api<Deployment> = Api::namespaced(lab.cluster.client(), "default");
+    deployments
+        .patch(
+            "inflate",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "template": { "metadata": {
+                "annotations": { "team": "blue" } } } } })),
+        )
+        .await
+        .unwrap();
+    lab.run_until("the copy to follow the Deployment", || async {
+        let Some(copy) = pod_template(&lab, COPY) else {
+            return false;
+        };
+        let team = copy
+            .template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref()?.annotations.as_ref()?.get("team").cloned());
+        let generation = buffer(&lab).and_then(|b| b.status?.pod_template_generation);
+        team.as_deref() == Some("blue")
+            && copy.metadata.generation.is_some()
+            && generation == copy.metadata.generation
+    })
+    .await;
+
+    let buffers: Api<CapacityBuffer> = Api::namespaced(lab.cluster.client(), "default");
+    buffers.delete("warm", &DeleteParams::default()).await.unwrap();
+    lab.run_until("the copy to go with the buffer", || async {
+        pod_template(&lab, COPY).is_none()
+    })
+    .await;
 }

@@ -14,9 +14,12 @@ use k8s_openapi::{
     api::core::v1::PodTemplateSpec,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
+use kube::ResourceExt;
 use nodewright_api::{
-    CapacityBuffer, CapacityBufferStatus, capacitybuffer::ACTIVE_CAPACITY_STRATEGY,
-    conditions::capacitybuffer as c, quantity,
+    CapacityBuffer, CapacityBufferStatus,
+    capacitybuffer::{ACTIVE_CAPACITY_STRATEGY, LocalObjectRef},
+    conditions::capacitybuffer as c,
+    quantity,
 };
 use nodewright_catalog::Resources;
 
@@ -60,7 +63,13 @@ pub fn decide(buffer: &CapacityBuffer, source: Source, fit: Option<&Fit>, now: T
     let (ready, pods) = match resolved {
         Ok((template, template_generation, replicas)) => {
             status.replicas = Some(replicas);
-            status.pod_template_ref.clone_from(&spec.pod_template_ref);
+            // A scalableRef's template is copied into a PodTemplate of the buffer's
+            // ([`super::template`]), whose generation the write fills in once it is stored.
+            status.pod_template_ref = spec.pod_template_ref.clone().or_else(|| {
+                spec.scalable_ref.as_ref().map(|_| LocalObjectRef {
+                    name: super::template::name_for(&buffer.name_any()),
+                })
+            });
             status.pod_template_generation = template_generation;
             let requests = chunk_requests(&template);
             let message = format!("{replicas} chunks of {}", describe(&requests));
@@ -331,6 +340,11 @@ mod tests {
             now(),
         );
         assert_eq!(decision.status.replicas, Some(2));
+        assert_eq!(
+            decision.status.pod_template_ref.as_ref().map(|r| r.name.as_str()),
+            Some("capacitybuffer-warm-pod-template"),
+            "a scalableRef's template is kept in a PodTemplate of the buffer's"
+        );
         // 4 CPU of 1.5-CPU chunks: 2, although 10 are asked.
         let decision = decide(
             &buffer(&json!({ "scalableRef": scalable, "replicas": 10, "limits": { "cpu": "4" } })),

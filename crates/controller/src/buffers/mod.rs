@@ -8,14 +8,17 @@
 //!   and the time from the injected clock.
 //! - **Decide** ([`decide`], pure): the chunks — `replicas`, or the open window of `schedules`
 //!   ([`schedule`]), against `percentage` of the workload and capped by `limits` — and the status:
-//!   `replicas`, `podTemplateRef` (the spec's; a scalableRef's template is read from the
-//!   workload, not copied into a PodTemplate, so it stays unset), `podTemplateGeneration`,
+//!   `replicas`, `podTemplateRef` (the spec's; for a scalableRef, the PodTemplate this
+//!   controller keeps as a copy of the workload's template, owned by the buffer: [`template`]),
+//!   `podTemplateGeneration`,
 //!   `provisioningStrategy`, and the conditions `ReadyForProvisioning` (Resolved /
 //!   PodTemplateNotFound / ScalableRefNotFound / ResolutionFailed, the message naming the field)
 //!   and `Provisioning` (FitsExistingCapacity / RequiresNewCapacity / NotReadyForProvisioning /
 //!   BufferEmpty).
 //! - **Write**: the chunks to the in-memory [`VirtualPods`] (which the provisioner and
-//!   disruption read, see [`room`]), and one status patch when the status changed.
+//!   disruption read, see [`room`]); for a resolved scalableRef, its PodTemplate created or
+//!   replaced when the workload's template changed (its stored generation goes into the
+//!   status); then one status patch when the status changed.
 //!
 //! Each buffer is reconciled when buffers change, when the provisioner's fit for one changes,
 //! and every [`POLL`] of the clock's time (workload replicas and schedule windows are polled:
@@ -24,6 +27,7 @@
 pub mod decide;
 pub mod room;
 pub mod schedule;
+pub mod template;
 pub mod virtual_pods;
 
 use std::{
@@ -112,9 +116,20 @@ fn key_of(buffer: &CapacityBuffer) -> BufferKey {
 /// Read → decide → write for one buffer.
 async fn reconcile(ctx: &Context, buffer: &CapacityBuffer, key: &BufferKey) -> Result<(), ControllerError> {
     let source = read_source(ctx, buffer, key).await?;
+    let copy = match (&buffer.spec.scalable_ref, &source) {
+        (Some(_), Source::Template { template, .. }) => Some(template::desired(buffer, template)),
+        _ => None,
+    };
     let fit = ctx.state.buffer_pods.fit(key);
-    let decision = decide::decide(buffer, source, fit.as_ref(), ctx.clock.now());
-    ctx.state.buffer_pods.set(key, decision.pods);
+    let mut decision = decide::decide(buffer, source, fit.as_ref(), ctx.clock.now());
+    let pods = decision.pods.take();
+    let resolved = pods.is_some();
+    ctx.state.buffer_pods.set(key, pods);
+    if let Some(copy) = copy
+        && resolved
+    {
+        decision.status.pod_template_generation = template::apply(ctx, copy).await?;
+    }
     if buffer.status.as_ref() != Some(&decision.status) {
         write_status(ctx, key, &decision.status).await?;
     }
