@@ -81,6 +81,20 @@ impl Setup {
         extra: &Value,
         initialized_ago: i64,
     ) {
+        self.node_with_claim_spec(name, instance_type, pool, extra, initialized_ago, &json!({}))
+            .await;
+    }
+
+    /// [`Setup::node`], with `claim_spec` merged into its NodeClaim's spec.
+    async fn node_with_claim_spec(
+        &self,
+        name: &str,
+        instance_type: &str,
+        pool: Option<&str>,
+        extra: &Value,
+        initialized_ago: i64,
+        claim_spec: &Value,
+    ) {
         let provider_id = format!("aws:///us-east-1a/i-{name}");
         let mut labels = json!({
             "kubernetes.io/hostname": name,
@@ -120,18 +134,16 @@ impl Setup {
             return;
         };
         let claim = format!("{pool}-{name}");
-        create(
-            &self.claims(),
-            json!({
-                "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
-                "metadata": { "name": claim, "labels": { "karpenter.sh/nodepool": pool } },
-                "spec": {
-                    "requirements": [],
-                    "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" }
-                }
-            }),
-        )
-        .await;
+        let mut claim_object = json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": { "name": claim, "labels": { "karpenter.sh/nodepool": pool } },
+            "spec": {
+                "requirements": [],
+                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default" }
+            }
+        });
+        merge(&mut claim_object["spec"], claim_spec);
+        create(&self.claims(), claim_object).await;
         let initialized = self
             .clock
             .now()
@@ -469,6 +481,122 @@ async fn drifted_nodes_are_replaced_oldest_drift_first_one_command_at_a_time() {
 
     // A node that did not drift is answered by the other methods.
     assert_ne!(explain("spare").decision.action, Action::ReplaceDrifted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drifted_node_with_a_do_not_disrupt_pod_is_replaced_only_with_a_termination_grace_period() {
+    let setup = Setup::start(NODE_POOL).await;
+    setup.clock.advance(SignedDuration::from_hours(1));
+    let none = json!({});
+    setup
+        .node_with_claim_spec(
+            "graceful",
+            "m5.xlarge",
+            Some("default"),
+            &none,
+            3600,
+            &json!({ "terminationGracePeriod": "1h" }),
+        )
+        .await;
+    setup
+        .node("stubborn", "m5.xlarge", Some("default"), &none, 3600)
+        .await;
+    setup
+        .node("spare", "m5.2xlarge", Some("default"), &none, 3600)
+        .await;
+    let protected = json!({ "metadata": { "annotations": { "karpenter.sh/do-not-disrupt": "true" } } });
+    setup.pod("kept-1", Some("graceful"), "500m", &protected).await;
+    setup.pod("kept-2", Some("stubborn"), "500m", &protected).await;
+    mark_drifted(&setup, "default-graceful", 1800).await;
+    mark_drifted(&setup, "default-stubborn", 600).await;
+    let (cluster, types, now) = setup.read("default").await;
+    let explain = |name: &str| node::explain(&cluster, &types, name, now, node::Options::default()).unwrap();
+
+    let graceful = explain("graceful");
+    assert!(graceful.candidate);
+    assert_eq!(
+        graceful.decision.action,
+        Action::ReplaceDrifted,
+        "{}",
+        graceful.to_text()
+    );
+    assert!(
+        graceful.decision.message.contains("terminationGracePeriod")
+            && graceful.decision.message.contains("default/kept-1"),
+        "{}",
+        graceful.decision.message
+    );
+
+    let stubborn = explain("stubborn");
+    assert!(!stubborn.candidate);
+    assert_eq!(stubborn.decision.action, Action::Keep);
+    assert_eq!(
+        stubborn.decision.reason,
+        "PodDoNotDisrupt",
+        "{}",
+        stubborn.to_text()
+    );
+    assert!(
+        stubborn.decision.message.contains("drifted (AMIDrift)"),
+        "{}",
+        stubborn.decision.message
+    );
+}
+
+/// A CapacityBuffer of `chunks` 1-CPU chunks as the buffers reconciler leaves it: its
+/// PodTemplate, and a status `ReadyForProvisioning=True` naming it.
+async fn ready_buffer(setup: &Setup, chunks: i32) {
+    setup
+        .cluster
+        .apply_yaml(
+            "apiVersion: v1\nkind: PodTemplate\nmetadata:\n  name: chunk\n  namespace: default\ntemplate:\n  metadata:\n    labels: { app: warm }\n  spec:\n    containers:\n    - name: c\n      image: pause\n      resources: { requests: { cpu: \"1\" } }\n---\napiVersion: autoscaling.x-k8s.io/v1beta1\nkind: CapacityBuffer\nmetadata:\n  name: warm\n  namespace: default\nspec:\n  podTemplateRef: { name: chunk }\n  replicas: 3\n",
+        )
+        .unwrap();
+    patch_status(
+        &Api::<nodewright_api::CapacityBuffer>::namespaced(setup.client(), "default"),
+        "warm",
+        json!({ "status": {
+            "replicas": chunks,
+            "podTemplateRef": { "name": "chunk" },
+            "conditions": [{ "type": "ReadyForProvisioning", "status": "True", "reason": "Resolved",
+                "message": "", "lastTransitionTime": setup.clock.now().to_string() }]
+        } }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_node_holding_buffer_room_is_kept_as_the_pass_keeps_it() {
+    let setup = Setup::start(NODE_POOL).await;
+    setup.clock.advance(SignedDuration::from_hours(1));
+    for name in ["empty-a", "empty-b"] {
+        setup
+            .node(name, "m5.xlarge", Some("default"), &json!({}), 3600)
+            .await;
+    }
+    let actions = |cluster: &Cluster, types: &PoolTypes, now| {
+        ["empty-a", "empty-b"].map(|name| {
+            let explained = node::explain(cluster, types, name, now, node::Options::default()).unwrap();
+            (explained.decision.action, explained.decision.reason)
+        })
+    };
+    let (cluster, types, now) = setup.read("default").await;
+    for (action, _) in actions(&cluster, &types, now) {
+        assert_eq!(action, Action::RemoveEmpty, "no buffer: both go");
+    }
+
+    // Three 1-CPU chunks fill one node's room: that node stays, the other still goes.
+    ready_buffer(&setup, 3).await;
+    let (cluster, types, now) = setup.read("default").await;
+    let mut answers = actions(&cluster, &types, now).to_vec();
+    answers.sort_by_key(|(action, _)| *action != Action::Keep);
+    assert_eq!(
+        answers,
+        [
+            (Action::Keep, "CapacityBufferRoom".to_owned()),
+            (Action::RemoveEmpty, "Empty".to_owned())
+        ]
+    );
 }
 
 const POD_POOLS: &str = r#"

@@ -12,9 +12,11 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{Pod, PodTemplateSpec},
+    api::core::v1::{Pod, PodTemplate, PodTemplateSpec},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
+use kube::ResourceExt;
+use nodewright_api::{CapacityBuffer, conditions};
 use tokio::sync::watch;
 
 /// Annotations a virtual pod carries (Karpenter's names), so logs and reports can tell them.
@@ -121,13 +123,7 @@ impl VirtualPods {
     /// Every virtual pod, with its buffer, in a stable order.
     pub fn pods(&self) -> Vec<(BufferKey, Pod)> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner
-            .buffers
-            .iter()
-            .flat_map(|(key, buffer)| {
-                (0..buffer.replicas).map(move |i| (key.clone(), virtual_pod(key, &buffer.chunk, i)))
-            })
-            .collect()
+        expand(&inner.buffers)
     }
 
     /// Records the provisioner's round: the fit of every buffer it placed.
@@ -162,6 +158,53 @@ impl VirtualPods {
     pub fn fit_changes(&self) -> watch::Receiver<u64> {
         self.fits_changed.subscribe()
     }
+}
+
+/// Every buffer's virtual pods, with their buffer, in the buffers' order.
+pub fn expand(buffers: &BTreeMap<BufferKey, BufferPods>) -> Vec<(BufferKey, Pod)> {
+    buffers
+        .iter()
+        .flat_map(|(key, buffer)| {
+            (0..buffer.replicas).map(move |i| (key.clone(), virtual_pod(key, &buffer.chunk, i)))
+        })
+        .collect()
+}
+
+/// What the buffers reconciler published, read back from the API server for a process
+/// without its memory (`nodewright explain`): each buffer whose status is
+/// `ReadyForProvisioning=True` with `replicas` chunks shaped like the PodTemplate its
+/// `status.podTemplateRef` names (the spec's, or the copy of a scalableRef's workload
+/// template). The reconciler writes that status and its in-memory chunks from one decision.
+pub fn from_statuses(
+    buffers: &[Arc<CapacityBuffer>],
+    templates: &[Arc<PodTemplate>],
+) -> BTreeMap<BufferKey, BufferPods> {
+    let mut published = BTreeMap::new();
+    for buffer in buffers {
+        let Some(status) = &buffer.status else {
+            continue;
+        };
+        let ready = status.conditions.iter().any(|c| {
+            c.type_ == conditions::capacitybuffer::READY_FOR_PROVISIONING && c.status == conditions::TRUE
+        });
+        let (Some(replicas), Some(reference)) = (status.replicas, &status.pod_template_ref) else {
+            continue;
+        };
+        let namespace = buffer.namespace().unwrap_or_default();
+        let chunk = templates
+            .iter()
+            .find(|t| t.namespace().as_deref() == Some(namespace.as_str()) && t.name_any() == reference.name)
+            .and_then(|t| t.template.clone());
+        if let (true, Some(chunk)) = (ready, chunk) {
+            let key = BufferKey {
+                namespace,
+                name: buffer.name_any(),
+            };
+            let replicas = u32::try_from(replicas).unwrap_or(0);
+            published.insert(key, BufferPods { chunk, replicas });
+        }
+    }
+    published
 }
 
 /// The `index`th virtual pod of a buffer: the chunk's labels and spec, at the lowest priority,

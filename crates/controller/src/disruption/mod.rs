@@ -280,16 +280,9 @@ impl Disruption {
     ) -> Option<Command> {
         let _evaluation = metrics::disruption_evaluating(DisruptionReason::Empty);
         let counts = world.pool_nodes(&HashSet::new());
-        let candidates: Vec<&Candidate> = world
-            .candidates()
-            .filter(|c| {
-                let holds_room = c.is_empty() && buffer_room.contains(&c.name());
-                if holds_room {
-                    refused.insert(c.name(), Blocker::HoldsBufferRoom);
-                }
-                !holds_room
-            })
-            .collect();
+        let all: Vec<&Candidate> = world.candidates().collect();
+        let (candidates, holding) = without_buffer_room(&all, buffer_room);
+        refused.extend(holding);
         metrics::disruption_eligible(
             DisruptionReason::Empty,
             candidates
@@ -617,6 +610,23 @@ impl Disruption {
             }
         }
     }
+}
+
+/// Emptiness's candidates: all but the empty ones whose free room holds CapacityBuffer chunks
+/// (`buffer_room`, from [`crate::buffers::room::hosting_nodes`]), which are returned apart with
+/// [`Blocker::HoldsBufferRoom`]. Pure; `nodewright explain` calls it too.
+pub fn without_buffer_room<'a>(
+    candidates: &[&'a Candidate],
+    buffer_room: &BTreeSet<String>,
+) -> (Vec<&'a Candidate>, Vec<(String, Blocker)>) {
+    let (holding, rest): (Vec<&Candidate>, Vec<&Candidate>) = candidates
+        .iter()
+        .partition(|c| c.is_empty() && buffer_room.contains(&c.name()));
+    let refused = holding
+        .into_iter()
+        .map(|c| (c.name(), Blocker::HoldsBufferRoom))
+        .collect();
+    (rest, refused)
 }
 
 /// Evaluates one claim for `reason` against the current caches with `node` in place of its

@@ -9,6 +9,12 @@
 //! and [`crate::disruption::consolidation::search`] for nodes; the provisioner's snapshot and
 //! limits and the solver for pods. Nothing is written.
 //!
+//! CapacityBuffers count as in a pass: an empty node whose free room holds the buffers' chunks
+//! is kept (`CapacityBufferRoom`), and consolidation simulates the chunks as pods that need
+//! room. The chunks are read from what the buffers reconciler published (each buffer's
+//! `status.replicas` of the PodTemplate its `status.podTemplateRef` names), the same decision
+//! it holds in memory for the pass.
+//!
 //! What differs from a controller pass, and why:
 //! - The offerings the controller saw out of capacity recently live in its memory only, so
 //!   offerings look available here unless the cloud itself says otherwise.
@@ -23,14 +29,14 @@ use std::{fmt::Write as _, sync::Arc, time::Duration};
 use jiff::Timestamp;
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
-    core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod},
+    core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, PodTemplate},
     events::v1::Event,
     policy::v1::PodDisruptionBudget,
     storage::v1::StorageClass,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, Client, Resource, ResourceExt, api::ListParams};
-use nodewright_api::{EC2NodeClass, NodeClaim, NodeOverlay, NodePool};
+use nodewright_api::{CapacityBuffer, EC2NodeClass, NodeClaim, NodeOverlay, NodePool};
 use nodewright_catalog::{Catalog, InstanceType, NodeSettings};
 use nodewright_cloudprovider::CloudProvider;
 use serde::{Serialize, de::DeserializeOwned};
@@ -73,6 +79,10 @@ pub struct Cluster {
     pub pvcs: Vec<Arc<PersistentVolumeClaim>>,
     pub pvs: Vec<Arc<PersistentVolume>>,
     pub storage_classes: Vec<Arc<StorageClass>>,
+    /// CapacityBuffers and the PodTemplates their status names: the room disruption keeps for
+    /// them ([`Cluster::buffer_pods`]).
+    pub buffers: Vec<Arc<CapacityBuffer>>,
+    pub pod_templates: Vec<Arc<PodTemplate>>,
     /// `events.k8s.io/v1` events of one namespace (see [`Cluster::read`]).
     pub events: Vec<Event>,
 }
@@ -94,6 +104,8 @@ impl Cluster {
             pvcs: list(client, "persistentvolumeclaims").await?,
             pvs: list(client, "persistentvolumes").await?,
             storage_classes: list(client, "storageclasses").await?,
+            buffers: list_if_served(client, "capacitybuffers").await?,
+            pod_templates: list(client, "podtemplates").await?,
             events: Api::<Event>::namespaced(client.clone(), events_namespace)
                 .list(&ListParams::default())
                 .await
@@ -117,6 +129,16 @@ impl Cluster {
             storage_classes: self.storage_classes.clone(),
             gone: std::collections::HashSet::new(),
         }
+    }
+
+    /// The buffers' virtual pods as the disruption pass holds them: what the buffers reconciler
+    /// published in their status ([`crate::buffers::virtual_pods::from_statuses`]).
+    fn buffer_pods(&self) -> Vec<Pod> {
+        let published = crate::buffers::virtual_pods::from_statuses(&self.buffers, &self.pod_templates);
+        crate::buffers::virtual_pods::expand(&published)
+            .into_iter()
+            .map(|(_, pod)| pod)
+            .collect()
     }
 
     /// The events about `object` (matched by kind and name, and by uid when both carry one),
@@ -161,6 +183,17 @@ where
             Arc::new(object)
         })
         .collect())
+}
+
+/// [`list`], with none when the API server does not serve the kind (a CRD not installed).
+async fn list_if_served<K>(client: &Client, what: &'static str) -> Result<Vec<Arc<K>>, ExplainError>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match list(client, what).await {
+        Err(ExplainError::List { source, .. }) if crate::error::is_not_found(&source) => Ok(Vec::new()),
+        listed => listed,
+    }
 }
 
 /// The NodePools that may launch nodes with their instance types, and the ones left out with

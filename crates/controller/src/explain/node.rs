@@ -5,11 +5,17 @@
 //! within each NodePool's `Empty` budget) or, for a node with pods, the consolidation search over
 //! every candidate of `WhenEmptyOrUnderutilized` and `Balanced` NodePools ([`consolidation::plan`]) within the
 //! `Underutilized` budgets. A drifted node (not empty and due) is answered by the drift method
-//! instead ([`drift::empty`], [`drift::search`] within the `Drifted` budgets). A pass runs
+//! instead ([`drift::empty`], [`drift::search`] within the `Drifted` budgets), with pod-level
+//! blockers left out for NodeClaims with a terminationGracePeriod as drift leaves them out.
+//! CapacityBuffer chunks count as in the pass: emptiness keeps empty nodes holding their room
+//! and consolidation simulates them as pods that need room. A pass runs
 //! emptiness, then drift, then consolidation, each only when the one before found nothing;
 //! explain answers each node by the method that applies to it.
 
-use std::{collections::HashSet, fmt::Write as _};
+use std::{
+    collections::{BTreeSet, HashSet},
+    fmt::Write as _,
+};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -319,7 +325,7 @@ fn decide(
                 .filter_map(|e| e.outcome.as_ref().ok())
                 .collect();
             if candidate.is_empty() {
-                emptiness(cluster, &all, candidate, now)
+                emptiness(cluster, types, &all, candidate, now)
             } else {
                 consolidation(cluster, types, &all, candidate, now, options)
             }
@@ -329,11 +335,33 @@ fn decide(
 }
 
 /// The emptiness method, as the pass runs it ([`consolidation::emptiness`]): empty
-/// consolidatable candidates in name order, each NodePool's `Empty` budget spent on the first ones.
-fn emptiness(cluster: &Cluster, all: &[&Candidate], candidate: &Candidate, now: Timestamp) -> Decision {
-    let counts = disruption::pool_nodes(&cluster.claims, &cluster.nodes, &HashSet::new());
-    let (chosen, held) = consolidation::emptiness(all, &counts, now);
+/// consolidatable candidates in name order, each NodePool's `Empty` budget spent on the first
+/// ones, except empty ones whose free room holds CapacityBuffer chunks.
+fn emptiness(
+    cluster: &Cluster,
+    types: &PoolTypes,
+    all: &[&Candidate],
+    candidate: &Candidate,
+    now: Timestamp,
+) -> Decision {
     let own = candidate.name();
+    let virtual_pods = cluster.buffer_pods();
+    let buffer_room = if virtual_pods.is_empty() {
+        BTreeSet::new()
+    } else {
+        let snapshot = snapshot::assemble(
+            &cluster.snapshot_world(),
+            types.usable.clone(),
+            types.skipped.clone(),
+        );
+        crate::buffers::room::hosting_nodes(&snapshot.problem, virtual_pods)
+    };
+    let (all, holding) = disruption::without_buffer_room(all, &buffer_room);
+    if let Some((_, blocker)) = holding.iter().find(|(name, _)| *name == own) {
+        return Decision::keep(blocker, now);
+    }
+    let counts = disruption::pool_nodes(&cluster.claims, &cluster.nodes, &HashSet::new());
+    let (chosen, held) = consolidation::emptiness(&all, &counts, now);
     if chosen.iter().any(|c| c.name() == own) {
         return Decision::act(
             Action::RemoveEmpty,
@@ -473,10 +501,12 @@ fn consolidation(
         types.usable.clone(),
         types.skipped.clone(),
     );
+    // Buffer chunks need room like pending pods, as in the pass.
+    let problem = crate::buffers::room::with_virtual_pods(snapshot.problem, cluster.buffer_pods());
     let counts = disruption::pool_nodes(&cluster.claims, &cluster.nodes, &HashSet::new());
     let planned = consolidation::plan(&consolidation::Request {
         candidates: all,
-        problem: &snapshot.problem,
+        problem: &problem,
         budgets: consolidation::underutilized_budgets(&cluster.pools, &counts, now),
         now,
         allow_spot_to_spot: options.spot_to_spot_consolidation,
