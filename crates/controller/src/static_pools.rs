@@ -51,7 +51,7 @@ use crate::{
     },
     error::{Backoff, ControllerError, is_not_found},
     events::reasons::DISRUPTION_TERMINATING,
-    overlay,
+    metrics, overlay,
     provisioner::{claims, pools, snapshot},
 };
 
@@ -206,6 +206,16 @@ pub fn decide(target: Target, members: &[Member]) -> Decision {
     }
 }
 
+/// Of `create` new NodeClaims, how many replace drifted ones: those beyond what the NodePool's
+/// `live` NodeClaims (drifted ones included) lack to make `replicas`. Karpenter counts those
+/// under the disruption reason `drifted`, the others as `provisioned`. Pure.
+pub fn drift_replacements(create: usize, replicas: i64, live: usize) -> usize {
+    let lacking = replicas
+        .saturating_sub(i64::try_from(live).unwrap_or(i64::MAX))
+        .max(0);
+    create.saturating_sub(usize::try_from(lacking).unwrap_or(usize::MAX))
+}
+
 /// Reads, decides and writes one static NodePool.
 async fn reconcile(ctx: &Context, pool: &Arc<NodePool>) -> Result<(), ControllerError> {
     if pool.metadata.deletion_timestamp.is_some() {
@@ -253,12 +263,20 @@ async fn reconcile(ctx: &Context, pool: &Arc<NodePool>) -> Result<(), Controller
             .await;
     }
     let created = if decision.create > 0 {
-        create(ctx, pool, decision.create, replicas).await?
+        let replacing = drift_replacements(decision.create, replicas, members.len());
+        create(ctx, pool, decision.create, replacing, replicas).await?
     } else {
         Vec::new()
     };
-    let mut deleted = delete(ctx, pool, &decision.delete, Why::Overprovisioned(replicas)).await?;
-    deleted.extend(delete(ctx, pool, &decision.replace_drifted, Why::Drifted).await?);
+    let mut deleted = delete(
+        ctx,
+        pool,
+        &members,
+        &decision.delete,
+        Why::Overprovisioned(replicas),
+    )
+    .await?;
+    deleted.extend(delete(ctx, pool, &members, &decision.replace_drifted, Why::Drifted).await?);
     await_cache(ctx, &created, &deleted).await;
     Ok(())
 }
@@ -337,12 +355,15 @@ fn is_drifted(claim: &NodeClaim) -> bool {
     })
 }
 
-/// Creates `count` NodeClaims for `pool`; returns their names. When the pool cannot launch now,
-/// says so on the NodePool and creates nothing (a NodePool or node class change wakes the loop).
+/// Creates `count` NodeClaims for `pool`, the last `replacing` of them replacing drifted ones
+/// (counted as created for `drifted`, the others as `provisioned`); returns their names. When
+/// the pool cannot launch now, says so on the NodePool and creates nothing (a NodePool or node
+/// class change wakes the loop).
 async fn create(
     ctx: &Context,
     pool: &Arc<NodePool>,
     count: usize,
+    replacing: usize,
     replicas: i64,
 ) -> Result<Vec<String>, ControllerError> {
     let blocked = |note: String| async move {
@@ -382,9 +403,15 @@ async fn create(
     };
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     let mut created = Vec::with_capacity(count);
-    for _ in 0..count {
+    for index in 0..count {
         let claim = claims::node_claim(&plan, pool)?;
         let claim = api.create(&PostParams::default(), &claim).await?;
+        let reason = if index + replacing >= count {
+            metrics::reason_label(DisruptionReason::Drifted)
+        } else {
+            "provisioned"
+        };
+        metrics::nodeclaim_created(&claim, reason);
         created.push(claim.name_any());
     }
     let note = format!(
@@ -462,10 +489,12 @@ enum Why {
     Drifted,
 }
 
-/// Deletes the NodeClaims `names` of `pool` (termination drains their nodes); returns them.
+/// Deletes the NodeClaims `names` of `pool` (termination drains their nodes), counting each in
+/// `karpenter_nodeclaims_disrupted_total` with the pods `members` says it runs; returns them.
 async fn delete(
     ctx: &Context,
     pool: &Arc<NodePool>,
+    members: &[Member],
     names: &[String],
     why: Why,
 ) -> Result<Vec<String>, ControllerError> {
@@ -477,6 +506,12 @@ async fn delete(
         match api.delete(name, &DeleteParams::default()).await {
             Ok(either) => {
                 if let Some(claim) = either.left() {
+                    let pods = members.iter().find(|m| m.name == *name).map_or(0, |m| m.pods);
+                    let reason = match why {
+                        Why::Overprovisioned(_) => metrics::StaticDisruption::Overprovisioned,
+                        Why::Drifted => metrics::StaticDisruption::Drifted,
+                    };
+                    metrics::static_nodeclaim_disrupted(&claim, reason, pods);
                     let note = match why {
                         Why::Overprovisioned(replicas) => format!(
                             "Disrupting NodeClaim: Overprovisioned (static NodePool {} scaled to {replicas})",
@@ -718,6 +753,21 @@ mod tests {
                 ..Decision::default()
             }
         );
+    }
+
+    #[test]
+    fn creations_beyond_what_the_replicas_lack_replace_drifted_node_claims() {
+        // Scaling up with nothing drifted: all provisioned.
+        assert_eq!(drift_replacements(2, 3, 1), 0);
+        // Three drifted at replicas 3: the one created is a replacement.
+        let all_drifted = [drifted("d1"), drifted("d2"), drifted("d3")];
+        let create = decide(to(3), &all_drifted).create;
+        assert_eq!(drift_replacements(create, 3, all_drifted.len()), 1);
+        // One short and one drifted, budget 1: one to make up the count, one replacement.
+        let members = [ready("a", 0, 0), drifted("d1")];
+        let create = decide(to(3), &members).create;
+        assert_eq!(create, 2);
+        assert_eq!(drift_replacements(create, 3, members.len()), 1);
     }
 
     #[test]

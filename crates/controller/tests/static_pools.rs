@@ -4,6 +4,8 @@
 //! scale subresource (`status.nodes` follows), takes a pod on one of its nodes without another
 //! launch, and back down to 2 keeping the busy node; a template change replaces a
 //! static pool's drifted nodes one at a time, never below its replica count of initialized nodes.
+//! Both count their NodeClaims in Karpenter's metrics (created `provisioned` or `drifted`,
+//! disrupted `overprovisioned` or `drifted`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
@@ -13,9 +15,12 @@ use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration
 
 use common::Lab;
 use nodewright_api::{NodeClaim, NodePool, conditions, labels};
-use nodewright_controller::explain::{
-    Cluster, PoolTypes,
-    node::{self, Action},
+use nodewright_controller::{
+    explain::{
+        Cluster, PoolTypes,
+        node::{self, Action},
+    },
+    metrics,
 };
 
 const STATIC_POOL: &str = r#"
@@ -90,11 +95,11 @@ impl Drop for Kubectl {
     }
 }
 
-/// The static pool's NodeClaims in the store: (name, deleting, initialized).
-fn fixed_claims(lab: &Lab) -> Vec<(String, bool, bool)> {
+/// NodePool `pool`'s NodeClaims in the store: (name, deleting, initialized).
+fn claims_of(lab: &Lab, pool: &str) -> Vec<(String, bool, bool)> {
     lab.claims_in_store()
         .iter()
-        .filter(|c: &&NodeClaim| c.nodepool_name() == Some("fixed"))
+        .filter(|c: &&NodeClaim| c.nodepool_name() == Some(pool))
         .map(|c| {
             let initialized = c.status.as_ref().is_some_and(|s| {
                 s.conditions
@@ -112,7 +117,12 @@ fn fixed_claims(lab: &Lab) -> Vec<(String, bool, bool)> {
 
 /// Names of the static pool's NodeClaims when exactly `n` exist, none deleting, all initialized.
 fn settled_at(lab: &Lab, n: usize) -> Option<BTreeSet<String>> {
-    let claims = fixed_claims(lab);
+    settled_of(lab, "fixed", n)
+}
+
+/// [`settled_at`] for NodePool `pool`.
+fn settled_of(lab: &Lab, pool: &str, n: usize) -> Option<BTreeSet<String>> {
+    let claims = claims_of(lab, pool);
     (claims.len() == n
         && claims
             .iter()
@@ -214,6 +224,22 @@ async fn a_pod_on_a_static_node(lab: &Lab) -> String {
     busy_claim
 }
 
+/// The value of the counter sample `name` whose labels include every one of `labels`, from the
+/// process's metrics (this file's tests use NodePools of their own, so their series are theirs).
+fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
+    let scrape = metrics::global().encode_openmetrics();
+    scrape
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kubectl() {
     let lab = Lab::start().await;
@@ -303,25 +329,42 @@ async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kub
         5,
         "5 launches in all"
     );
+    // Counted as Karpenter counts static NodePools: created as `provisioned`, the surplus
+    // disrupted as `overprovisioned` (forceful: not budgeted).
+    let created = [("reason", "provisioned"), ("nodepool", "fixed")];
+    assert_eq!(counter("karpenter_nodeclaims_created_total", &created), 5.0);
+    let surplus = [
+        ("reason", "overprovisioned"),
+        ("nodepool", "fixed"),
+        ("termination_mode", "forceful"),
+    ];
+    assert_eq!(counter("karpenter_nodeclaims_disrupted_total", &surplus), 3.0);
+    let drifted = [("reason", "drifted"), ("nodepool", "fixed")];
+    assert_eq!(counter("karpenter_nodeclaims_disrupted_total", &drifted), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drifted_static_pool_is_replaced_one_for_one_without_losing_a_node() {
+    const POOL: &str = "drifting";
     let lab = Lab::start().await;
     lab.cluster
-        .apply_yaml(&STATIC_POOL.replace("replicas: 3", "replicas: 2"))
+        .apply_yaml(
+            &STATIC_POOL
+                .replace("replicas: 3", "replicas: 2")
+                .replace("name: fixed", &format!("name: {POOL}")),
+        )
         .unwrap();
     lab.run_until("2 initialized static NodeClaims", || async {
-        settled_at(&lab, 2).is_some()
+        settled_of(&lab, POOL, 2).is_some()
     })
     .await;
-    let first = settled_at(&lab, 2).unwrap();
+    let first = settled_of(&lab, POOL, 2).unwrap();
 
     // A template change drifts both nodes (the NodePool hash).
     let pools: kube::Api<NodePool> = kube::Api::all(lab.cluster.client());
     pools
         .patch(
-            "fixed",
+            POOL,
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(serde_json::json!({
                 "spec": { "template": { "metadata": { "labels": { "team": "blue" } } } }
@@ -332,7 +375,7 @@ async fn a_drifted_static_pool_is_replaced_one_for_one_without_losing_a_node() {
     let fewest_initialized = std::cell::Cell::new(usize::MAX);
     let most_live = std::cell::Cell::new(0);
     lab.run_until("both nodes replaced", || async {
-        let claims = fixed_claims(&lab);
+        let claims = claims_of(&lab, POOL);
         let initialized = claims
             .iter()
             .filter(|(_, deleting, ready)| !deleting && *ready)
@@ -340,7 +383,7 @@ async fn a_drifted_static_pool_is_replaced_one_for_one_without_losing_a_node() {
         fewest_initialized.set(fewest_initialized.get().min(initialized));
         let live = claims.iter().filter(|(_, deleting, _)| !deleting).count();
         most_live.set(most_live.get().max(live));
-        settled_at(&lab, 2).is_some_and(|now| now.is_disjoint(&first))
+        settled_of(&lab, POOL, 2).is_some_and(|now| now.is_disjoint(&first))
     })
     .await;
     assert!(
@@ -355,4 +398,22 @@ async fn a_drifted_static_pool_is_replaced_one_for_one_without_losing_a_node() {
     );
     let launches = lab.cluster.cloud().unwrap().ledger().entries.len();
     assert_eq!(launches, 4, "one replacement per drifted node");
+    // Counted as Karpenter's static drift: replacements created and the drifted NodeClaims
+    // disrupted for reason `drifted`; nothing was overprovisioned.
+    let created = |reason| {
+        counter(
+            "karpenter_nodeclaims_created_total",
+            &[("reason", reason), ("nodepool", POOL)],
+        )
+    };
+    assert_eq!(created("provisioned"), 2.0);
+    assert_eq!(created("drifted"), 2.0);
+    let disrupted = |reason| {
+        counter(
+            "karpenter_nodeclaims_disrupted_total",
+            &[("reason", reason), ("nodepool", POOL)],
+        )
+    };
+    assert_eq!(disrupted("drifted"), 2.0);
+    assert_eq!(disrupted("overprovisioned"), 0.0);
 }

@@ -453,6 +453,51 @@ pub fn nodeclaim_disrupted(candidate: &Candidate, reason: DisruptionReason) {
         .inc_by(u64::try_from(candidate.pods.len()).unwrap_or(u64::MAX));
 }
 
+/// The static NodePool controller deleted a NodeClaim with `pods` to move: reason
+/// `overprovisioned` (above the replicas; forceful and not budgeted, as Karpenter's static
+/// deprovisioning) or `drifted` (static drift, replaced one for one; eventual with a
+/// terminationGracePeriod). A static NodePool's consolidation policy is ignored: its label is
+/// empty.
+pub fn static_nodeclaim_disrupted(claim: &NodeClaim, reason: StaticDisruption, pods: usize) {
+    let metrics = global();
+    let termination_mode = match reason {
+        StaticDisruption::Overprovisioned => "forceful",
+        StaticDisruption::Drifted if claim.spec.termination_grace_period.is_some() => "eventual",
+        StaticDisruption::Drifted => "graceful",
+    };
+    let labels = DisruptedLabels {
+        reason: reason.label().to_owned(),
+        nodepool: label(claim.labels().get(labels::NODE_POOL)),
+        capacity_type: label(claim.labels().get(labels::CAPACITY_TYPE)),
+        consolidation_policy: String::new(),
+        termination_mode: termination_mode.to_owned(),
+    };
+    metrics.nodeclaims_disrupted.get_or_create(&labels).inc();
+    metrics
+        .pods_disruption_initiated
+        .get_or_create(&labels)
+        .inc_by(u64::try_from(pods).unwrap_or(u64::MAX));
+}
+
+/// Why the static NodePool controller deletes a NodeClaim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaticDisruption {
+    /// Above the NodePool's replicas.
+    Overprovisioned,
+    /// Drifted, its replacement initialized.
+    Drifted,
+}
+
+impl StaticDisruption {
+    /// Karpenter's `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Overprovisioned => "overprovisioned",
+            Self::Drifted => "drifted",
+        }
+    }
+}
+
 /// A command was abandoned because re-validation found the cluster changed.
 pub fn disruption_validation_failed(reason: DisruptionReason, candidates: usize) {
     let consolidation_type = decision_labels(reason, candidates, 0).consolidation_type;
