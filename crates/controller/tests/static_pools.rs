@@ -226,7 +226,7 @@ async fn a_pod_on_a_static_node(lab: &Lab) -> String {
 
 /// The value of the counter sample `name` whose labels include every one of `labels`, from the
 /// process's metrics (this file's tests use NodePools of their own, so their series are theirs).
-fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
+fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
     let scrape = metrics::global().encode_openmetrics();
     scrape
         .lines()
@@ -236,7 +236,7 @@ fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
                 .iter()
                 .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
         })
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }
 
@@ -332,15 +332,15 @@ async fn a_static_pool_keeps_its_count_through_consolidation_and_scales_with_kub
     // Counted as Karpenter counts static NodePools: created as `provisioned`, the surplus
     // disrupted as `overprovisioned` (forceful: not budgeted).
     let created = [("reason", "provisioned"), ("nodepool", "fixed")];
-    assert_eq!(counter("karpenter_nodeclaims_created_total", &created), 5.0);
+    assert_eq!(counter("karpenter_nodeclaims_created_total", &created), 5);
     let surplus = [
         ("reason", "overprovisioned"),
         ("nodepool", "fixed"),
         ("termination_mode", "forceful"),
     ];
-    assert_eq!(counter("karpenter_nodeclaims_disrupted_total", &surplus), 3.0);
+    assert_eq!(counter("karpenter_nodeclaims_disrupted_total", &surplus), 3);
     let drifted = [("reason", "drifted"), ("nodepool", "fixed")];
-    assert_eq!(counter("karpenter_nodeclaims_disrupted_total", &drifted), 0.0);
+    assert_eq!(counter("karpenter_nodeclaims_disrupted_total", &drifted), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,14 +406,14 @@ async fn a_drifted_static_pool_is_replaced_one_for_one_without_losing_a_node() {
             &[("reason", reason), ("nodepool", POOL)],
         )
     };
-    assert_eq!(created("provisioned"), 2.0);
-    assert_eq!(created("drifted"), 2.0);
+    assert_eq!(created("provisioned"), 2);
+    assert_eq!(created("drifted"), 2);
     let disrupted = |reason| {
         counter(
             "karpenter_nodeclaims_disrupted_total",
             &[("reason", reason), ("nodepool", POOL)],
         )
     };
-    assert_eq!(disrupted("drifted"), 2.0);
-    assert_eq!(disrupted("overprovisioned"), 0.0);
+    assert_eq!(disrupted("drifted"), 2);
+    assert_eq!(disrupted("overprovisioned"), 0);
 }

@@ -128,7 +128,8 @@ async fn reconcile(ctx: &Context, buffer: &CapacityBuffer, key: &BufferKey) -> R
     if let Some(copy) = copy
         && resolved
     {
-        decision.status.pod_template_generation = template::apply(ctx, copy).await?;
+        // Boxed: the API calls make a large future, kept off the reconcile loop's stack.
+        decision.status.pod_template_generation = Box::pin(template::apply(ctx, copy)).await?;
     }
     if buffer.status.as_ref() != Some(&decision.status) {
         write_status(ctx, key, &decision.status).await?;
