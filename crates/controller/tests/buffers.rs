@@ -373,6 +373,16 @@ async fn a_workload_buffer_keeps_its_template_in_a_pod_template_it_owns() {
     })
     .await;
 
+    // In step, it is left alone: no write on every reconcile (a poll is 30 s).
+    let version = pod_template(&lab, COPY).unwrap().metadata.resource_version;
+    for _ in 0..24 {
+        lab.step().await;
+    }
+    assert_eq!(
+        pod_template(&lab, COPY).unwrap().metadata.resource_version,
+        version
+    );
+
     let buffers: Api<CapacityBuffer> = Api::namespaced(lab.cluster.client(), "default");
     buffers.delete("warm", &DeleteParams::default()).await.unwrap();
     lab.run_until("the copy to go with the buffer", || async {
