@@ -286,6 +286,42 @@ mod tests {
     }
 
     #[test]
+    fn published_buffers_are_read_back_from_their_status_and_template() {
+        let buffer = |name: &str, ready: &str, replicas: i32| -> Arc<CapacityBuffer> {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "apiVersion": "autoscaling.x-k8s.io/v1beta1", "kind": "CapacityBuffer",
+                    "metadata": { "name": name, "namespace": "default" },
+                    "spec": { "podTemplateRef": { "name": "chunk" } },
+                    "status": { "replicas": replicas, "podTemplateRef": { "name": "chunk" },
+                        "conditions": [{ "type": "ReadyForProvisioning", "status": ready, "reason": "R",
+                            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z" }] }
+                }))
+                .unwrap_or_else(|e| panic!("{e}")),
+            )
+        };
+        let template = |namespace: &str| -> Arc<PodTemplate> {
+            Arc::new(PodTemplate {
+                metadata: ObjectMeta {
+                    name: Some("chunk".into()),
+                    namespace: Some(namespace.into()),
+                    ..ObjectMeta::default()
+                },
+                template: Some(chunk()),
+            })
+        };
+        let buffers = [buffer("warm", "True", 2), buffer("broken", "False", 5)];
+        let published = from_statuses(&buffers, &[template("default")]);
+        assert_eq!(published.len(), 1, "only the ready buffer: {published:?}");
+        assert_eq!(published[&key()].replicas, 2);
+        assert_eq!(expand(&published).len(), 2);
+        assert!(
+            from_statuses(&buffers, &[template("elsewhere")]).is_empty(),
+            "the template is looked up in the buffer's namespace"
+        );
+    }
+
+    #[test]
     fn changes_wake_only_when_something_changed_and_deleted_buffers_go() {
         let cache = VirtualPods::default();
         let mut changes = cache.buffer_changes();
