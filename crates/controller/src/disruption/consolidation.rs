@@ -666,6 +666,67 @@ mod tests {
         assert_eq!(outcome.refused.len(), 1);
     }
 
+    /// Two half-empty nodes as in two_half_empty_nodes_become_one, but b in us-east-1b, and b's
+    /// pod mounting a disk in `disk_zone` (None: a volume that can attach anywhere).
+    fn outcome_with_b_disk_in(disk_zone: Option<&str>) -> Outcome {
+        let mut b_pod = pod("b1", "b", "1");
+        b_pod.spec.as_mut().unwrap().volumes = Some(vec![
+            serde_json::from_value(
+                json!({ "name": "data", "persistentVolumeClaim": { "claimName": "data" } }),
+            )
+            .unwrap(),
+        ]);
+        let a = vec![pod("a1", "a", "1"), pod("a2", "a", "1")];
+        let b = vec![b_pod];
+        let mut node_b = existing("b", 4000, b.clone());
+        node_b
+            .labels
+            .insert(labels::ZONE.to_owned(), "us-east-1b".to_owned());
+        let mut base = problem(vec![existing("a", 4000, a.clone()), node_b]);
+        let affinity = disk_zone.map(|zone| {
+            json!({ "required": { "nodeSelectorTerms": [{ "matchExpressions": [
+                { "key": "topology.kubernetes.io/zone", "operator": "In", "values": [zone] }
+            ] }] } })
+        });
+        base.volumes = nodewright_solver::volumes::Volumes {
+            claims: vec![
+                serde_json::from_value(json!({
+                    "metadata": { "name": "data", "namespace": "default" }, "spec": { "volumeName": "pv-data" }
+                }))
+                .unwrap(),
+            ],
+            volumes: vec![
+                serde_json::from_value(json!({ "metadata": { "name": "pv-data" }, "spec": { "nodeAffinity": affinity } }))
+                    .unwrap(),
+            ],
+            storage_classes: Vec::new(),
+        };
+        let candidates = [candidate("a", &a, 0.2), candidate("b", &b, 0.2)];
+        search(&base, &candidates, &mut budgets(10), &BTreeMap::new(), false)
+    }
+
+    #[test]
+    fn pods_are_moved_only_where_their_disks_can_follow() {
+        let anywhere = outcome_with_b_disk_in(None);
+        assert_eq!(
+            anywhere.decision.map(|d| d.remove),
+            Some(vec![1]),
+            "a takes b's pod"
+        );
+        let zonal = outcome_with_b_disk_in(Some("us-east-1b"));
+        assert!(
+            zonal.decision.is_none(),
+            "the disk stays in us-east-1b: {:?}",
+            zonal.decision
+        );
+        let elsewhere = outcome_with_b_disk_in(Some("us-east-1a"));
+        assert_eq!(
+            elsewhere.decision.map(|d| d.remove),
+            Some(vec![1]),
+            "the disk is in a's zone"
+        );
+    }
+
     #[test]
     fn buffer_chunks_needing_the_room_keep_both_half_empty_nodes() {
         // Only 4-CPU nodes exist. Without the buffer, b's pod moves to a (see above); with 3 CPU

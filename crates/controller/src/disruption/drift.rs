@@ -184,7 +184,9 @@ impl Disruption {
         let mut budgets = drifted_budgets(&world.pools, &counts, world.now);
         let mut outcome = empty(&drifted, &mut budgets);
         if outcome.decision.is_none() && drifted.iter().any(|c| !c.is_empty()) {
-            let problem = snapshot::take(&self.ctx, &[]).await.problem;
+            let problem = snapshot::take_moving(&self.ctx, drifted.iter().flat_map(|c| &c.pods))
+                .await
+                .problem;
             let candidates = drifted.clone();
             // The simulation is CPU-bound: off the async workers.
             match tokio::task::spawn_blocking(move || search(&problem, &candidates, &budgets)).await {

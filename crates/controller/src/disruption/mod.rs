@@ -27,8 +27,8 @@
 //! is not removed as empty, and consolidation simulates the chunks as pods that need room, so
 //! a node whose room they need stays unless a cheaper arrangement holds them too.
 //!
-//! Simplifications (see the module docs of each part): pods moved by consolidation are simulated
-//! without their volumes' topology; spot-to-spot replacement follows
+//! Pods moved off candidates keep their volumes' topology in the simulations (a pod whose
+//! zonal disk is in one zone is only moved within it). Spot-to-spot replacement follows
 //! [`crate::Settings::spot_to_spot_consolidation`] (off by default, as Karpenter's feature gate).
 
 pub mod budgets;
@@ -312,7 +312,7 @@ impl Disruption {
         if eligible == 0 {
             return None;
         }
-        let snapshot = snapshot::take(&self.ctx, &[]).await;
+        let snapshot = snapshot::take_moving(&self.ctx, world.candidates().flat_map(|c| &c.pods)).await;
         // Buffer chunks need room like pending pods: removing a node they need costs a new one.
         let virtual_pods = self
             .ctx

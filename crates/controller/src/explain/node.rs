@@ -395,10 +395,11 @@ fn drifted(
     let mut budgets = drift::drifted_budgets(&cluster.pools, &counts, now);
     let mut outcome = drift::empty(&drifted, &mut budgets);
     if outcome.decision.is_none() && drifted.iter().any(|c| !c.is_empty()) {
-        let snapshot = snapshot::assemble(
+        let snapshot = snapshot::assemble_moving(
             &cluster.snapshot_world(),
             types.usable.clone(),
             types.skipped.clone(),
+            drifted.iter().flat_map(|c| &c.pods),
         );
         let searched = drift::search(&snapshot.problem, &drifted, &budgets);
         outcome.decision = searched.decision;
@@ -496,10 +497,11 @@ fn consolidation(
     if candidate.pool.spec.disruption.consolidation_policy == ConsolidationPolicy::WhenEmpty {
         return Decision::keep(&Blocker::PolicyWhenEmpty, now);
     }
-    let snapshot = snapshot::assemble(
+    let snapshot = snapshot::assemble_moving(
         &cluster.snapshot_world(),
         types.usable.clone(),
         types.skipped.clone(),
+        all.iter().flat_map(|c| &c.pods),
     );
     // Buffer chunks need room like pending pods, as in the pass.
     let problem = crate::buffers::room::with_virtual_pods(snapshot.problem, cluster.buffer_pods());

@@ -125,6 +125,36 @@ pub(crate) async fn take_leaving_out(
     assemble(&world, with_types, skipped)
 }
 
+/// [`take`] for a disruption simulation, which moves the `moving` pods (the candidates') as well
+/// as placing the waiting ones: see [`assemble_moving`].
+pub(crate) async fn take_moving<'a>(
+    ctx: &Context,
+    moving: impl IntoIterator<Item = &'a Arc<Pod>>,
+) -> Snapshot {
+    let world = World::read(&ctx.state, &[]);
+    let (with_types, skipped, _) = crate::overlay::instance_types(ctx).await;
+    assemble_moving(&world, with_types, skipped, moving)
+}
+
+/// [`assemble`], with the volumes of the `moving` pods too: a pod moved off a removed node
+/// keeps its volume's topology (a zonal disk stays in its zone), as a waiting pod does.
+pub(crate) fn assemble_moving<'a>(
+    world: &World,
+    pools: Vec<(Arc<NodePool>, Vec<InstanceType>)>,
+    skipped: Vec<Skipped>,
+    moving: impl IntoIterator<Item = &'a Arc<Pod>>,
+) -> Snapshot {
+    let mut snapshot = assemble(world, pools, skipped);
+    let pods: Vec<Arc<Pod>> = snapshot
+        .pods
+        .iter()
+        .cloned()
+        .chain(moving.into_iter().cloned())
+        .collect();
+    snapshot.problem.volumes = volumes_of(world, &pods);
+    snapshot
+}
+
 /// The usable NodePools (in order) with the cloud's instance types for each (offerings in
 /// `unavailable` marked so), and the NodePools left out with why.
 pub(crate) async fn pools_with_types(
@@ -649,6 +679,54 @@ mod tests {
         assert_eq!(volumes.claims.len(), 1);
         assert_eq!(volumes.volumes.len(), 1);
         assert_eq!(volumes.storage_classes.len(), 1);
+    }
+
+    #[test]
+    fn pods_disruption_moves_bring_their_volumes() {
+        let mounting = |name: &str, claim: &str| {
+            let mut pod = (*pending(name, "1")).clone();
+            pod.spec.as_mut().unwrap().node_name = Some("node-1".to_owned());
+            pod.spec.as_mut().unwrap().volumes = Some(vec![
+                serde_json::from_value(
+                    json!({ "name": "data", "persistentVolumeClaim": { "claimName": claim } }),
+                )
+                .unwrap(),
+            ]);
+            Arc::new(pod)
+        };
+        let (moved, staying) = (mounting("db", "data"), mounting("cache", "other"));
+        let world = World {
+            pods: vec![moved.clone(), staying],
+            pvcs: ["data", "other"]
+                .into_iter()
+                .map(|name| {
+                    arc(json!({ "metadata": { "name": name, "namespace": "default" }, "spec": { "volumeName": format!("pv-{name}") } }))
+                })
+                .collect(),
+            pvs: ["data", "other"]
+                .into_iter()
+                .map(|name| arc(json!({ "metadata": { "name": format!("pv-{name}") }, "spec": {} })))
+                .collect(),
+            ..World::default()
+        };
+        let placing_only = assemble(&world, vec![(pool(), types())], Vec::new());
+        assert!(
+            placing_only.problem.volumes.claims.is_empty(),
+            "no waiting pod mounts a claim"
+        );
+        let moving = assemble_moving(&world, vec![(pool(), types())], Vec::new(), [&moved]);
+        let volumes = &moving.problem.volumes;
+        let names = |metas: Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| -> Vec<String> {
+            metas.into_iter().filter_map(|m| m.name.clone()).collect()
+        };
+        assert_eq!(
+            names(volumes.claims.iter().map(|c| &c.metadata).collect()),
+            ["data"]
+        );
+        assert_eq!(
+            names(volumes.volumes.iter().map(|v| &v.metadata).collect()),
+            ["pv-data"]
+        );
     }
 
     #[test]
