@@ -121,8 +121,8 @@ const CAPACITY_TYPE_PRECEDENCE: [CapacityType; 3] =
 /// with the cheapest offering (ties: default, capacity block, interruptible); of capacity blocks
 /// only the single cheapest offering; and per zone only the reservation with the most left.
 /// Offerings of reservations the node class does not list are dropped.
-fn reserved_filters<'a>(
-    candidates: &mut Vec<LaunchCandidate<'a>>,
+fn reserved_filters(
+    candidates: &mut Vec<LaunchCandidate<'_>>,
     kinds: &HashMap<&str, ReservationKind>,
 ) -> Option<ReservationKind> {
     let kind_of = |o: &Offering| {

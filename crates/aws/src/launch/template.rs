@@ -1,5 +1,5 @@
 //! Launch templates: one per distinct launch configuration (AMI, user data, block devices,
-//! metadata options, security groups, instance profile, tags), named after a hash of that
+//! metadata options, security groups, instance profile, tags, capacity reservation), named after a hash of that
 //! configuration so identical launches reuse one template and a changed configuration gets a new
 //! one. [`ensure`] creates a template only when EC2 does not have it yet.
 
@@ -14,6 +14,7 @@ use aws_sdk_ec2::types::{
     LaunchTemplateInstanceMetadataTagsState, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
     LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest, MarketType,
     RequestLaunchTemplateData, ResourceType, Tag, TagSpecification, VolumeType as Ec2VolumeType,
+    builders::RequestLaunchTemplateDataBuilder,
 };
 use nodewright_api::ec2nodeclass::{
     AmiFamily, BlockDeviceMapping, HttpTokens, MetadataOptions, Toggle, VolumeType,
@@ -129,6 +130,48 @@ fn clamp_i32(value: i64) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
+/// `data` with the capacity-reservation preference, target and market type of `reservation`.
+fn with_reservation_use(
+    mut data: RequestLaunchTemplateDataBuilder,
+    reservation: Option<&ReservationUse>,
+) -> RequestLaunchTemplateDataBuilder {
+    match reservation {
+        None => {}
+        Some(ReservationUse::None) => {
+            data = data.capacity_reservation_specification(
+                LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                    .capacity_reservation_preference(CapacityReservationPreference::None)
+                    .build(),
+            );
+        }
+        Some(ReservationUse::Only { id, kind }) => {
+            data = data.capacity_reservation_specification(
+                LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                    .capacity_reservation_preference(CapacityReservationPreference::CapacityReservationsOnly)
+                    .capacity_reservation_target(
+                        CapacityReservationTarget::builder()
+                            .capacity_reservation_id(id)
+                            .build(),
+                    )
+                    .build(),
+            );
+            let market = match kind {
+                ReservationKind::Default => None,
+                ReservationKind::CapacityBlock => Some(MarketType::CapacityBlock),
+                ReservationKind::Interruptible => Some(MarketType::InterruptibleCapacityReservation),
+            };
+            if let Some(market) = market {
+                data = data.instance_market_options(
+                    LaunchTemplateInstanceMarketOptionsRequest::builder()
+                        .market_type(market)
+                        .build(),
+                );
+            }
+        }
+    }
+    data
+}
+
 /// The `CreateLaunchTemplate` data for `spec`.
 pub fn template_data(spec: &TemplateSpec) -> Result<RequestLaunchTemplateData, AwsError> {
     let metadata = &spec.metadata_options;
@@ -185,40 +228,7 @@ pub fn template_data(spec: &TemplateSpec) -> Result<RequestLaunchTemplateData, A
     } else {
         data = data.set_security_group_ids(Some(spec.security_group_ids.clone()));
     }
-    match &spec.capacity_reservation {
-        None => {}
-        Some(ReservationUse::None) => {
-            data = data.capacity_reservation_specification(
-                LaunchTemplateCapacityReservationSpecificationRequest::builder()
-                    .capacity_reservation_preference(CapacityReservationPreference::None)
-                    .build(),
-            );
-        }
-        Some(ReservationUse::Only { id, kind }) => {
-            data = data.capacity_reservation_specification(
-                LaunchTemplateCapacityReservationSpecificationRequest::builder()
-                    .capacity_reservation_preference(CapacityReservationPreference::CapacityReservationsOnly)
-                    .capacity_reservation_target(
-                        CapacityReservationTarget::builder()
-                            .capacity_reservation_id(id)
-                            .build(),
-                    )
-                    .build(),
-            );
-            let market = match kind {
-                ReservationKind::Default => None,
-                ReservationKind::CapacityBlock => Some(MarketType::CapacityBlock),
-                ReservationKind::Interruptible => Some(MarketType::InterruptibleCapacityReservation),
-            };
-            if let Some(market) = market {
-                data = data.instance_market_options(
-                    LaunchTemplateInstanceMarketOptionsRequest::builder()
-                        .market_type(market)
-                        .build(),
-                );
-            }
-        }
-    }
+    data = with_reservation_use(data, spec.capacity_reservation.as_ref());
     for mapping in &spec.block_devices {
         let mut request =
             LaunchTemplateBlockDeviceMappingRequest::builder().set_device_name(mapping.device_name.clone());

@@ -67,10 +67,10 @@ pub fn reservation_labels(reservation: &CapacityReservation) -> BTreeMap<String,
 /// the zones the node class can launch in. Reservations that ended are left out; expiring ones
 /// and ones with nothing left are kept unavailable, as Karpenter keeps them. A type with no
 /// on-demand price gets none (its reserved price derives from it).
-pub fn reserved_offerings(
+pub fn reserved_offerings<S: std::hash::BuildHasher>(
     instance_type: &InstanceType,
     reservations: &[CapacityReservation],
-    available: &HashMap<String, u32>,
+    available: &HashMap<String, u32, S>,
     subnet_zones: &[&str],
     now: Timestamp,
 ) -> Vec<Offering> {
