@@ -100,6 +100,16 @@ impl Drop for Harness {
     }
 }
 
+/// What nodes need to join `name`.
+fn cluster_info(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        endpoint: "https://api.example".to_owned(),
+        ca_bundle: "Q0E=".to_owned(),
+        service_cidr: "10.100.0.0/16".to_owned(),
+    }
+}
+
 fn reservation() -> serde_json::Value {
     json!({"id": RESERVATION, "instance_type": "m5.large", "availability_zone": "us-west-2a",
         "owner_id": "123456789012", "instance_match_criteria": "targeted", "count": 2})
@@ -152,12 +162,7 @@ impl Harness {
         let provider = AwsProvider::new(
             clients,
             settings,
-            Some(Cluster {
-                name: CLUSTER.to_owned(),
-                endpoint: "https://api.example".to_owned(),
-                ca_bundle: "Q0E=".to_owned(),
-                service_cidr: "10.100.0.0/16".to_owned(),
-            }),
+            Some(cluster_info(CLUSTER)),
             Arc::new(classes),
             Clock::system(),
         );
@@ -353,4 +358,130 @@ async fn reserved_capacity_is_used_first_never_oversubscribed_and_demoted_when_t
         },
     )
     .await;
+}
+
+fn node_claim(name: &str, requirements: &serde_json::Value) -> NodeClaim {
+    serde_json::from_value(json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+        "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": "default"}},
+        "spec": {
+            "requirements": requirements,
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "refusals"},
+        },
+    }))
+    .unwrap()
+}
+
+/// The reserved offering of m5.large in us-west-2b: (what is left, available).
+async fn reserved_offering(provider: &AwsProvider, pool: &NodePool) -> (u32, bool) {
+    use nodewright_cloudprovider::CloudProvider;
+    let types = provider.get_instance_types(pool).await.unwrap();
+    let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+    let offering = m5
+        .offerings
+        .iter()
+        .find(|o| o.capacity_type == nodewright_catalog::CapacityType::Reserved)
+        .unwrap();
+    assert_eq!(offering.zone, "us-west-2b");
+    (
+        offering.reservation.as_ref().unwrap().capacity,
+        offering.available,
+    )
+}
+
+#[tokio::test]
+async fn a_refused_reservation_is_marked_unavailable_and_a_gone_instance_gives_its_capacity_back() {
+    use nodewright_api::clock::ManualClock;
+    use nodewright_aws::{StaticNodeClasses, nodeclass};
+    use nodewright_catalog::CapacityType;
+    use nodewright_cloudprovider::{CloudProvider, OfferingKey};
+
+    let moto = Moto::start();
+    let clients = AwsClients::new(&moto.sdk_config().await).unwrap();
+    support::network(&clients.ec2, "refusals", 42).await;
+    support::seed_al2023_alias(&moto, &clients.ssm, K8S).await;
+    let seed = |available: u32| {
+        moto.seed_capacity_reservations(&json!([{"id": "cr-0refused", "instance_type": "m5.large",
+            "availability_zone": "us-west-2b", "owner_id": "123456789012", "count": 1, "available": available}]));
+    };
+    seed(1);
+    let clock = ManualClock::new("2026-11-01T00:00:00Z".parse().unwrap());
+    let settings = AwsSettings::new("refusals", K8S);
+    let mut class = support::node_class("refusals", "refusals");
+    class.metadata.generation = Some(1);
+    class.spec.capacity_reservation_selector_terms =
+        vec![nodewright_api::ec2nodeclass::CapacityReservationSelectorTerm {
+            id: Some("cr-0refused".to_owned()),
+            ..Default::default()
+        }];
+    let resolved = nodeclass::resolve(&clients, &settings, &class, clock.clock().now())
+        .await
+        .unwrap();
+    class.status = Some(nodeclass::status(&class, &resolved, clock.clock().now()));
+    let classes = StaticNodeClasses::new();
+    classes.insert(class);
+    let provider = AwsProvider::new(
+        clients,
+        settings,
+        Some(cluster_info("refusals")),
+        Arc::new(classes),
+        clock.clock(),
+    );
+    let pool: NodePool = serde_json::from_value(json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "default"},
+        "spec": {"template": {"spec": {"requirements": [],
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "refusals"}}}},
+    }))
+    .unwrap();
+    assert_eq!(reserved_offering(&provider, &pool).await, (1, true));
+
+    // Someone else takes the instance: EC2 refuses the launch the provider still counts room for.
+    seed(0);
+    let pinned = json!([
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["reserved"]},
+        {"key": "karpenter.k8s.aws/capacity-reservation-id", "operator": "In", "values": ["cr-0refused"]},
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
+    ]);
+    let error = provider
+        .create(&node_claim("refused", &pinned))
+        .await
+        .unwrap_err();
+    let nodewright_cloudprovider::CloudProviderError::InsufficientCapacity { offerings, .. } = &error else {
+        panic!("{error}")
+    };
+    assert_eq!(
+        offerings,
+        &[OfferingKey::new("m5.large", "us-west-2b", CapacityType::Reserved)]
+    );
+    assert_eq!(
+        reserved_offering(&provider, &pool).await,
+        (0, false),
+        "marked unavailable"
+    );
+    // Only the reservation: on-demand in that zone is still offered, and the next launch uses it.
+    let either = json!([
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["reserved", "on-demand"]},
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-west-2b"]},
+    ]);
+    let fallback = provider.create(&node_claim("fallback", &either)).await.unwrap();
+    assert_eq!(label(&fallback, labels::CAPACITY_TYPE), Some("on-demand"));
+
+    // The instance is back; after the refresh the provider sees it and launches into it.
+    seed(1);
+    clock.advance(jiff::SignedDuration::from_mins(2));
+    assert_eq!(reserved_offering(&provider, &pool).await, (1, true));
+    let reserved = provider.create(&node_claim("reserved", &either)).await.unwrap();
+    assert_eq!(label(&reserved, labels::CAPACITY_TYPE), Some("reserved"));
+    assert_eq!(
+        label(&reserved, labels::AWS_CAPACITY_RESERVATION_ID),
+        Some("cr-0refused")
+    );
+    assert_eq!(reserved_offering(&provider, &pool).await, (0, false), "taken");
+    // Deleted: once the instance is gone, its capacity is counted back without waiting for EC2.
+    provider.delete(&reserved).await.unwrap();
+    let gone = provider.delete(&reserved).await.unwrap_err();
+    assert!(gone.is_node_claim_not_found(), "{gone}");
+    assert_eq!(reserved_offering(&provider, &pool).await, (1, true), "given back");
 }
