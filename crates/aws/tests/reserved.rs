@@ -17,15 +17,19 @@ use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
+use nodewright_api::clock::ManualClock;
 use nodewright_api::{EC2NodeClass, NodeClaim, NodePool, clock::Clock, conditions, labels};
 use nodewright_aws::{
-    AwsClients, AwsProvider, AwsSettings,
+    AwsClients, AwsProvider, AwsSettings, StaticNodeClasses,
     controllers::{
         node_class_status::{self, StatusLoopConfig},
         watched::WatchedNodeClasses,
     },
     launch::userdata::Cluster,
+    nodeclass,
 };
+use nodewright_catalog::CapacityType;
+use nodewright_cloudprovider::{CloudProvider, CloudProviderError, OfferingKey};
 use nodewright_controller::{Election, Settings};
 use nodewright_sim::testing::TestCluster;
 use serde_json::json;
@@ -375,13 +379,12 @@ fn node_claim(name: &str, requirements: &serde_json::Value) -> NodeClaim {
 
 /// The reserved offering of m5.large in us-west-2b: (what is left, available).
 async fn reserved_offering(provider: &AwsProvider, pool: &NodePool) -> (u32, bool) {
-    use nodewright_cloudprovider::CloudProvider;
     let types = provider.get_instance_types(pool).await.unwrap();
     let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
     let offering = m5
         .offerings
         .iter()
-        .find(|o| o.capacity_type == nodewright_catalog::CapacityType::Reserved)
+        .find(|o| o.capacity_type == CapacityType::Reserved)
         .unwrap();
     assert_eq!(offering.zone, "us-west-2b");
     (
@@ -390,22 +393,20 @@ async fn reserved_offering(provider: &AwsProvider, pool: &NodePool) -> (u32, boo
     )
 }
 
-#[tokio::test]
-async fn a_refused_reservation_is_marked_unavailable_and_a_gone_instance_gives_its_capacity_back() {
-    use nodewright_api::clock::ManualClock;
-    use nodewright_aws::{StaticNodeClasses, nodeclass};
-    use nodewright_catalog::CapacityType;
-    use nodewright_cloudprovider::{CloudProvider, OfferingKey};
+/// The reservation `cr-0refused` of m5.large in us-west-2b as the launcher serves it.
+fn seed_refusable(moto: &Moto, count: u32, available: u32) {
+    moto.seed_capacity_reservations(&json!([{"id": "cr-0refused", "instance_type": "m5.large",
+        "availability_zone": "us-west-2b", "owner_id": "123456789012", "count": count, "available": available}]));
+}
 
+/// Moto with `cr-0refused` (one instance), a provider on a manual clock for a node class
+/// selecting it, and a NodePool of that class.
+async fn provider_with_reservation(octet: u8) -> (Moto, AwsProvider, ManualClock, NodePool) {
     let moto = Moto::start();
     let clients = AwsClients::new(&moto.sdk_config().await).unwrap();
-    support::network(&clients.ec2, "refusals", 42).await;
+    support::network(&clients.ec2, "refusals", octet).await;
     support::seed_al2023_alias(&moto, &clients.ssm, K8S).await;
-    let seed = |available: u32| {
-        moto.seed_capacity_reservations(&json!([{"id": "cr-0refused", "instance_type": "m5.large",
-            "availability_zone": "us-west-2b", "owner_id": "123456789012", "count": 1, "available": available}]));
-    };
-    seed(1);
+    seed_refusable(&moto, 1, 1);
     let clock = ManualClock::new("2026-11-01T00:00:00Z".parse().unwrap());
     let settings = AwsSettings::new("refusals", K8S);
     let mut class = support::node_class("refusals", "refusals");
@@ -434,10 +435,25 @@ async fn a_refused_reservation_is_marked_unavailable_and_a_gone_instance_gives_i
             "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "refusals"}}}},
     }))
     .unwrap();
+    (moto, provider, clock, pool)
+}
+
+/// m5.large in us-west-2b, reserved or on-demand.
+fn reserved_or_on_demand() -> serde_json::Value {
+    json!([
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["reserved", "on-demand"]},
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-west-2b"]},
+    ])
+}
+
+#[tokio::test]
+async fn a_refused_reservation_is_marked_unavailable_and_a_gone_instance_gives_its_capacity_back() {
+    let (moto, provider, clock, pool) = provider_with_reservation(42).await;
     assert_eq!(reserved_offering(&provider, &pool).await, (1, true));
 
     // Someone else takes the instance: EC2 refuses the launch the provider still counts room for.
-    seed(0);
+    seed_refusable(&moto, 1, 0);
     let pinned = json!([
         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["reserved"]},
         {"key": "karpenter.k8s.aws/capacity-reservation-id", "operator": "In", "values": ["cr-0refused"]},
@@ -447,7 +463,7 @@ async fn a_refused_reservation_is_marked_unavailable_and_a_gone_instance_gives_i
         .create(&node_claim("refused", &pinned))
         .await
         .unwrap_err();
-    let nodewright_cloudprovider::CloudProviderError::InsufficientCapacity { offerings, .. } = &error else {
+    let CloudProviderError::InsufficientCapacity { offerings, .. } = &error else {
         panic!("{error}")
     };
     assert_eq!(
@@ -460,16 +476,12 @@ async fn a_refused_reservation_is_marked_unavailable_and_a_gone_instance_gives_i
         "marked unavailable"
     );
     // Only the reservation: on-demand in that zone is still offered, and the next launch uses it.
-    let either = json!([
-        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["reserved", "on-demand"]},
-        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
-        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-west-2b"]},
-    ]);
+    let either = reserved_or_on_demand();
     let fallback = provider.create(&node_claim("fallback", &either)).await.unwrap();
     assert_eq!(label(&fallback, labels::CAPACITY_TYPE), Some("on-demand"));
 
     // The instance is back; after the refresh the provider sees it and launches into it.
-    seed(1);
+    seed_refusable(&moto, 1, 1);
     clock.advance(jiff::SignedDuration::from_mins(2));
     assert_eq!(reserved_offering(&provider, &pool).await, (1, true));
     let reserved = provider.create(&node_claim("reserved", &either)).await.unwrap();
@@ -484,4 +496,40 @@ async fn a_refused_reservation_is_marked_unavailable_and_a_gone_instance_gives_i
     let gone = provider.delete(&reserved).await.unwrap_err();
     assert!(gone.is_node_claim_not_found(), "{gone}");
     assert_eq!(reserved_offering(&provider, &pool).await, (1, true), "given back");
+}
+
+#[tokio::test]
+async fn concurrent_launches_never_count_one_reserved_instance_twice() {
+    // Three concurrent launches for a reservation of two: two hold an instance each (and share
+    // one CreateFleet), the third goes on-demand without asking EC2 for the reservation.
+    let (moto, provider, clock, pool) = provider_with_reservation(43).await;
+    seed_refusable(&moto, 2, 2);
+    clock.advance(jiff::SignedDuration::from_mins(2));
+    assert_eq!(reserved_offering(&provider, &pool).await, (2, true));
+    let before = moto.launches().len();
+    let provider = Arc::new(provider);
+    let mut launches = tokio::task::JoinSet::new();
+    for index in 0..3 {
+        let provider = Arc::clone(&provider);
+        let claim = node_claim(&format!("concurrent-{index}"), &reserved_or_on_demand());
+        launches.spawn(async move { provider.create(&claim).await.unwrap() });
+    }
+    let mut capacity_types: Vec<String> = launches
+        .join_all()
+        .await
+        .iter()
+        .map(|c| label(c, labels::CAPACITY_TYPE).unwrap().to_owned())
+        .collect();
+    capacity_types.sort();
+    assert_eq!(capacity_types, ["on-demand", "reserved", "reserved"]);
+    let fleets = moto.launches();
+    for fleet in &fleets[before..] {
+        if fleet["reservations"] == json!(["cr-0refused"]) {
+            assert!(
+                !fleet["instances"].as_array().unwrap().is_empty(),
+                "refused: {fleets:#?}"
+            );
+        }
+    }
+    assert_eq!(reserved_offering(&provider, &pool).await, (0, false));
 }

@@ -240,17 +240,48 @@ impl AwsProvider {
         let name = node_claim.name_any();
         let node_class = self.ready_node_class(&node_claim.spec.node_class_ref.name)?;
         let now = self.clock.now();
-        let types = self.node_class_types(&node_class, now).await?;
+        let mut types = self.node_class_types(&node_class, now).await?;
         let requests = claims::requests(node_claim).map_err(|message| CloudProviderError::CreateError {
             reason: INVALID_RESOURCE_REQUEST.to_owned(),
             message: format!("nodeclaim {name}: {message}"),
         })?;
-        let selection = selection::select(
-            &types,
+        let held = self.hold_reservations(
+            &mut types,
             node_claim,
             &requests,
-            self.settings.max_instance_types_per_launch,
             self.reservations_of(&node_class),
+        );
+        let launched = self
+            .launch_selected(node_claim, &node_class, &types, &requests, now)
+            .await;
+        // The reservation launched into keeps its hold; the others get theirs back.
+        let used = launched
+            .as_ref()
+            .ok()
+            .and_then(|(_, reservation)| reservation.clone());
+        let unused: Vec<String> = held.into_iter().filter(|id| Some(id) != used.as_ref()).collect();
+        self.reservations.release(&unused);
+        let (claim, _) = launched?;
+        self.tag_with_node_claim(&claim).await;
+        Ok(claim)
+    }
+
+    /// Selects among `types` and launches; the NodeClaim and the reservation it launched into.
+    async fn launch_selected(
+        &self,
+        node_claim: &NodeClaim,
+        node_class: &EC2NodeClass,
+        types: &[InstanceType],
+        requests: &nodewright_catalog::Resources,
+        now: jiff::Timestamp,
+    ) -> Result<(NodeClaim, Option<String>)> {
+        let name = node_claim.name_any();
+        let selection = selection::select(
+            types,
+            node_claim,
+            requests,
+            self.settings.max_instance_types_per_launch,
+            self.reservations_of(node_class),
         )
         .map_err(|why| match why {
             NoSelection::Incompatible(message) => CloudProviderError::CreateError {
@@ -266,13 +297,13 @@ impl AwsProvider {
                 message: format!("nodeclaim {name}: {message}"),
             },
         })?;
-        let plan = self.fleet_plan(&node_class, node_claim, &selection)?;
+        let plan = self.fleet_plan(node_class, node_claim, &selection)?;
         let mut request = FleetRequest {
             capacity_type: selection.capacity_type,
             reservation_kind: selection.reservation_kind,
             configs: Vec::with_capacity(plan.len()),
             tags: {
-                let mut fleet_tags = self.tags(&node_class, Some(node_claim));
+                let mut fleet_tags = self.tags(node_class, Some(node_claim));
                 fleet_tags.remove(tags::NODE_CLAIM);
                 fleet_tags
             },
@@ -306,9 +337,7 @@ impl AwsProvider {
                 }
             }
         };
-        let claim = self.launched_claim(node_claim, &node_class, &selection, &plan, answer, now)?;
-        self.tag_with_node_claim(&claim).await;
-        Ok(claim)
+        self.launched_claim(node_claim, node_class, &selection, &plan, answer, now)
     }
 
     /// Tags the launched instance with its NodeClaim's name. The fleet request leaves the name out
@@ -344,7 +373,7 @@ impl AwsProvider {
     }
 
     /// Reads the fleet's answer: marks pools out of capacity, and returns the launched
-    /// NodeClaim or the launch's error.
+    /// NodeClaim and the reservation it launched into, or the launch's error.
     fn launched_claim(
         &self,
         node_claim: &NodeClaim,
@@ -353,7 +382,7 @@ impl AwsProvider {
         plan: &[(TemplateSpec, Vec<FleetOverride>)],
         answer: FleetAnswer,
         now: Timestamp,
-    ) -> Result<NodeClaim> {
+    ) -> Result<(NodeClaim, Option<String>)> {
         let name = node_claim.name_any();
         let FleetAnswer { launched, failures } = answer;
         let reservations = self.reservations_of(node_class);
@@ -404,11 +433,10 @@ impl AwsProvider {
                 image_id,
             },
         );
-        if selection.capacity_type == CapacityType::Reserved
-            && let Some(reservation) =
-                Self::reservation_of(selection, reservations, &launched.instance_type, &zone)
-        {
-            self.reservations.mark_launched(&reservation.id);
+        let reservation = (selection.capacity_type == CapacityType::Reserved)
+            .then(|| Self::reservation_of(selection, reservations, &launched.instance_type, &zone))
+            .flatten();
+        if let Some(reservation) = reservation {
             claim
                 .labels_mut()
                 .extend(reservations::reservation_labels(reservation));
@@ -419,6 +447,6 @@ impl AwsProvider {
             labels::EC2_NODE_CLASS_HASH_VERSION.to_owned(),
             HASH_VERSION.to_owned(),
         );
-        Ok(claim)
+        Ok((claim, reservation.map(|r| r.id.clone())))
     }
 }

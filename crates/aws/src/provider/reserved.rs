@@ -3,12 +3,15 @@
 //! launch's outcome (an instance taken, or a reservation EC2 refused).
 
 use jiff::Timestamp;
-use nodewright_api::{EC2NodeClass, ec2nodeclass::CapacityReservation};
-use nodewright_catalog::InstanceType;
+use nodewright_api::{EC2NodeClass, NodeClaim, ec2nodeclass::CapacityReservation};
+use nodewright_catalog::{CapacityType, InstanceType, Resources};
 use nodewright_cloudprovider::{OfferingKey, Result};
 
 use super::AwsProvider;
-use crate::{launch::selection::Selection, reservations};
+use crate::{
+    launch::selection::{self, Selection},
+    reservations,
+};
 
 impl AwsProvider {
     /// The capacity reservations `node_class` resolved, when the gate is on.
@@ -56,6 +59,64 @@ impl AwsProvider {
             instance_type.offerings.extend(reserved);
         }
         Ok(types)
+    }
+
+    /// Holds one instance of each reservation the launch of `node_claim` would draw on (see
+    /// [`reservations::ReservationAvailability::hold`]). Reservations concurrent launches emptied
+    /// since `types` was read are made unavailable in `types` and the choice is made again, until
+    /// every reservation chosen is held or the choice is not `reserved`. Returns the held IDs;
+    /// choosing again among `types` then gives the same choice.
+    pub(super) fn hold_reservations(
+        &self,
+        types: &mut [InstanceType],
+        node_claim: &NodeClaim,
+        requests: &Resources,
+        reservations: &[CapacityReservation],
+    ) -> Vec<String> {
+        let mut held: Vec<String> = Vec::new();
+        loop {
+            let wanted: Vec<String> = {
+                let Ok(selection) = selection::select(
+                    types,
+                    node_claim,
+                    requests,
+                    self.settings.max_instance_types_per_launch,
+                    reservations,
+                ) else {
+                    return held;
+                };
+                if selection.capacity_type != CapacityType::Reserved {
+                    return held;
+                }
+                let mut ids: Vec<String> = selection
+                    .candidates
+                    .iter()
+                    .flat_map(|c| &c.offerings)
+                    .filter_map(|o| o.reservation.as_ref().map(|r| r.id.clone()))
+                    .filter(|id| !held.contains(id))
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                ids
+            };
+            if wanted.is_empty() {
+                return held;
+            }
+            let taken = self.reservations.hold(&wanted);
+            let emptied: Vec<&String> = wanted.iter().filter(|id| !taken.contains(id)).collect();
+            held.extend(taken.iter().cloned());
+            if emptied.is_empty() {
+                return held;
+            }
+            for offering in types.iter_mut().flat_map(|t| t.offerings.iter_mut()) {
+                if let Some(reservation) = &mut offering.reservation
+                    && emptied.contains(&&reservation.id)
+                {
+                    reservation.capacity = 0;
+                    offering.available = false;
+                }
+            }
+        }
     }
 
     /// The reservation the offering of `selection` in (`instance_type`, `zone`) draws on.

@@ -1,8 +1,10 @@
 //! How many instances each capacity reservation still holds, as Karpenter's reservation provider
 //! keeps it: EC2's `AvailableInstanceCount` (DescribeCapacityReservations by ID, at most once per
-//! [`ReservationAvailability::refresh`] per reservation), counted down in memory when a launch
-//! takes an instance, set to zero when EC2 refuses a launch into it, and counted up when an
-//! instance of it is found gone. EC2 is the truth: the next describe replaces the local count.
+//! refresh interval per reservation), set to zero when EC2 refuses a launch into it, and counted
+//! up when an instance of it is found gone. A launch holds one instance of each reservation it
+//! may use before it calls EC2 and gives back the ones it did not use, so concurrent launches
+//! never count the same instance twice. EC2 is the truth: the next describe replaces the local
+//! count.
 
 use std::{
     collections::HashMap,
@@ -24,6 +26,8 @@ struct Count {
     /// The reservation's size, which no local count-up exceeds.
     total: Option<u32>,
     synced_at: Timestamp,
+    /// EC2 refused a launch into it since the last describe: holds given back do not count.
+    refused: bool,
 }
 
 /// The counts of the reservations node classes resolved, shared by all launches of a provider.
@@ -101,15 +105,41 @@ impl ReservationAvailability {
                     available,
                     total,
                     synced_at: now,
+                    refused: false,
                 },
             );
         }
     }
 
-    /// A launch took one instance of `id`.
-    pub fn mark_launched(&self, id: &str) {
-        if let Some(count) = self.lock().get_mut(id) {
-            count.available = count.available.saturating_sub(1);
+    /// Holds one instance of each of `ids` that has one left, for a launch about to start;
+    /// returns the ones held. The launch keeps the one it launched into and gives the others
+    /// back ([`Self::release`]).
+    pub fn hold(&self, ids: &[String]) -> Vec<String> {
+        let mut counts = self.lock();
+        ids.iter()
+            .filter(|id| match counts.get_mut(*id) {
+                Some(count) if count.available > 0 => {
+                    count.available -= 1;
+                    true
+                }
+                _ => false,
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Gives back held instances a launch did not use (not to a reservation EC2 refused since).
+    pub fn release(&self, ids: &[String]) {
+        let mut counts = self.lock();
+        for id in ids {
+            if let Some(count) = counts.get_mut(id)
+                && !count.refused
+            {
+                count.available = count
+                    .available
+                    .saturating_add(1)
+                    .min(count.total.unwrap_or(u32::MAX));
+            }
         }
     }
 
@@ -117,6 +147,7 @@ impl ReservationAvailability {
     pub fn mark_unavailable(&self, id: &str) {
         if let Some(count) = self.lock().get_mut(id) {
             count.available = 0;
+            count.refused = true;
         }
     }
 
@@ -138,6 +169,7 @@ impl ReservationAvailability {
                 available,
                 total,
                 synced_at: now,
+                refused: false,
             },
         );
     }
@@ -195,21 +227,28 @@ mod tests {
     }
 
     #[test]
-    fn launches_count_down_refusals_zero_and_terminations_count_up_to_the_total() {
+    fn launches_hold_and_give_back_refusals_zero_and_terminations_count_up_to_the_total() {
         let now: Timestamp = "2026-11-24T00:00:00Z".parse().unwrap();
         let a = availability();
         a.set("cr-1", 2, Some(2), now);
-        a.mark_launched("cr-1");
-        assert_eq!(count(&a, "cr-1"), Some(1));
-        a.mark_launched("cr-1");
-        a.mark_launched("cr-1");
-        assert_eq!(count(&a, "cr-1"), Some(0), "never below zero");
+        a.set("cr-2", 1, Some(1), now);
+        let both = ["cr-1".to_owned(), "cr-2".to_owned()];
+        assert_eq!(a.hold(&both), both);
+        assert_eq!((count(&a, "cr-1"), count(&a, "cr-2")), (Some(1), Some(0)));
+        // A concurrent launch finds only what is left.
+        assert_eq!(a.hold(&both), ["cr-1"]);
+        assert_eq!(a.hold(&both), Vec::<String>::new(), "never below zero");
+        // The first launch used cr-1 and gives cr-2 back.
+        a.release(&["cr-2".to_owned()]);
+        assert_eq!(count(&a, "cr-2"), Some(1));
+        // The second was refused by EC2: its hold does not come back.
+        a.mark_unavailable("cr-1");
+        a.release(&["cr-1".to_owned()]);
+        assert_eq!(count(&a, "cr-1"), Some(0));
         a.mark_terminated("cr-1");
         a.mark_terminated("cr-1");
         a.mark_terminated("cr-1");
         assert_eq!(count(&a, "cr-1"), Some(2), "never above the reservation's size");
-        a.mark_unavailable("cr-1");
-        assert_eq!(count(&a, "cr-1"), Some(0));
         // Unknown reservations stay unknown (the next describe brings them).
         a.mark_terminated("cr-unknown");
         assert_eq!(count(&a, "cr-unknown"), None);

@@ -25,7 +25,8 @@
 7. Launches into reservations, which moto ignores: a CreateFleet whose launch template targets a
    reservation (CapacityReservationSpecification with preference capacity-reservations-only)
    takes instances from it, or fails those overrides with ReservationCapacityExceeded when none
-   is left; TerminateInstances gives them back. `GET /_launches` lists every CreateFleet as
+   is left (a fleet asking for more than is left gets what is left and that error for the rest);
+   TerminateInstances gives them back. `GET /_launches` lists every CreateFleet as
    {"default_target_capacity_type", "reservations": [targeted id per config], "preferences",
    "market_types", "instances"}.
 
@@ -277,6 +278,34 @@ def reservation_refusals(targets):
     return pools
 
 
+def cap_to_reservation(params, targets):
+    """A fleet asking one reservation for more instances than it has left gets what is left and
+    a ReservationCapacityExceeded error for the rest, as EC2 answers; returns the new params and
+    the error items."""
+    reserved = [t for _, t, p, _ in targets if t and p == "capacity-reservations-only"]
+    if len(reserved) != 1 or reserved[0] not in RESERVATIONS:
+        return params, ""
+    with LOCK:
+        reservation = RESERVATIONS[reserved[0]]
+        left = reservation.get("available", reservation.get("count", 1))
+    asked = int(dict(params).get("TargetCapacitySpecification.TotalTargetCapacity", "1"))
+    if left <= 0 or asked <= left:
+        return params, ""
+    params = [(k, str(left) if k == "TargetCapacitySpecification.TotalTargetCapacity" else v) for k, v in params]
+    first = dict(params)
+    override = "".join(
+        f"<{tag}>{escape(first[f'LaunchTemplateConfigs.1.Overrides.1.{field}'])}</{tag}>"
+        for field, tag in (("InstanceType", "instanceType"), ("AvailabilityZone", "availabilityZone"), ("SubnetId", "subnetId"))
+        if f"LaunchTemplateConfigs.1.Overrides.1.{field}" in first
+    )
+    item = (
+        f"<item><launchTemplateAndOverrides><overrides>{override}</overrides></launchTemplateAndOverrides>"
+        "<lifecycle>on-demand</lifecycle><errorCode>ReservationCapacityExceeded</errorCode>"
+        f"<errorMessage>{escape(reserved[0])} has {left} instances left (emulated)</errorMessage></item>"
+    )
+    return params, item * (asked - left)
+
+
 def record_launch(params, targets, answer):
     """Takes launched instances from their reservations and records the call."""
     instances = re.findall(r"i-[0-9a-f]{8,17}", b"".join(re.findall(rb"<instanceIds>.*?</instanceIds>", answer, re.S)).decode())
@@ -365,6 +394,10 @@ class Launcher:
                     ).encode()
                     start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
                     return [body]
+                body = urlencode(params).encode()
+            params, capped = cap_to_reservation(params, targets)
+            if capped:
+                errors += capped
                 body = urlencode(params).encode()
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
