@@ -1,13 +1,14 @@
 //! Which instance types and offerings one launch offers EC2 Fleet, as Karpenter's AWS provider
-//! chooses them: the offerings that satisfy every NodeClaim requirement and whose type's
-//! allocatable holds the requests; one capacity type (the first of reserved, spot, on-demand the
-//! NodeClaim allows that has an available offering); then, unless the NodeClaim has `minValues`,
-//! for `reserved`, Karpenter's reservation filters (the cheapest kind of reservation — default,
-//! capacity block, interruptible — only; a capacity block alone; one reservation per zone, the
-//! one with the most left); Karpenter's two filters (exotic types — metal, GPU, accelerators — only when nothing else is
-//! left; spot only where cheaper than the cheapest on-demand offering); then the cheapest types,
-//! at most [`AwsSettings::max_instance_types_per_launch`](crate::AwsSettings) of them, which must
-//! still meet every `minValues`.
+//! chooses them: the offerings that satisfy every NodeClaim requirement (the reservation labels
+//! of a `reserved` offering are its reservation's) and whose type's allocatable holds the
+//! requests; one capacity type (the first of reserved, spot, on-demand the NodeClaim allows that
+//! has an available offering); for `reserved`, Karpenter's reservation filters (only the kind of
+//! reservation — default, capacity block, interruptible — with the cheapest offering; a single
+//! capacity block; per zone the reservation with the most left); then, unless the NodeClaim has
+//! `minValues`, Karpenter's two filters (exotic types — metal, GPU, accelerators — only when
+//! nothing else is left; spot only where cheaper than the cheapest on-demand offering); then the
+//! cheapest types, at most [`AwsSettings::max_instance_types_per_launch`](crate::AwsSettings) of
+//! them, which must still meet every `minValues`.
 
 use std::collections::{BTreeMap, HashMap};
 
