@@ -402,13 +402,24 @@ fn seed_refusable(moto: &Moto, count: u32, available: u32) {
 /// Moto with `cr-0refused` (one instance), a provider on a manual clock for a node class
 /// selecting it, and a NodePool of that class.
 async fn provider_with_reservation(octet: u8) -> (Moto, AwsProvider, ManualClock, NodePool) {
+    provider_with_reservation_gated(octet, true).await
+}
+
+/// The same, with Karpenter's `ReservedCapacity` gate as given.
+async fn provider_with_reservation_gated(
+    octet: u8,
+    reserved_capacity: bool,
+) -> (Moto, AwsProvider, ManualClock, NodePool) {
     let moto = Moto::start();
     let clients = AwsClients::new(&moto.sdk_config().await).unwrap();
     support::network(&clients.ec2, "refusals", octet).await;
     support::seed_al2023_alias(&moto, &clients.ssm, K8S).await;
     seed_refusable(&moto, 1, 1);
     let clock = ManualClock::new("2026-11-01T00:00:00Z".parse().unwrap());
-    let settings = AwsSettings::new("refusals", K8S);
+    let settings = AwsSettings {
+        reserved_capacity,
+        ..AwsSettings::new("refusals", K8S)
+    };
     let mut class = support::node_class("refusals", "refusals");
     class.metadata.generation = Some(1);
     class.spec.capacity_reservation_selector_terms =
@@ -532,4 +543,26 @@ async fn concurrent_launches_never_count_one_reserved_instance_twice() {
         }
     }
     assert_eq!(reserved_offering(&provider, &pool).await, (0, false));
+}
+
+#[tokio::test]
+async fn with_the_reserved_capacity_gate_off_reservations_are_neither_offered_nor_targeted() {
+    let (moto, provider, _clock, pool) = provider_with_reservation_gated(44, false).await;
+    let types = provider.get_instance_types(&pool).await.unwrap();
+    assert!(
+        types
+            .iter()
+            .flat_map(|t| &t.offerings)
+            .all(|o| o.capacity_type != CapacityType::Reserved)
+    );
+    let launched = provider
+        .create(&node_claim("ungated", &reserved_or_on_demand()))
+        .await
+        .unwrap();
+    assert_eq!(label(&launched, labels::CAPACITY_TYPE), Some("on-demand"));
+    assert_eq!(label(&launched, labels::AWS_CAPACITY_RESERVATION_ID), None);
+    // The template says nothing about reservations, as before the gate existed.
+    let fleets = moto.launches();
+    assert_eq!(fleets.len(), 1, "{fleets:#?}");
+    assert_eq!(fleets[0]["preferences"], json!([null]), "{fleets:#?}");
 }
