@@ -58,11 +58,14 @@ pub fn launched(node_claim: &NodeClaim, placement: Placement<'_>) -> NodeClaim {
 }
 
 /// A NodeClaim describing a live instance: named after its `karpenter.sh/nodeclaim` tag, labelled
-/// with its NodePool, type, zone and capacity type, created at its launch time. `instance_type`
+/// with its NodePool, type, zone and capacity type (`reserved` with the reservation's ID for an
+/// instance in a capacity reservation), created at its launch time. `instance_type`
 /// is the catalogue's entry for the type, when known, for capacity and labels.
 pub fn from_instance(instance: &InstanceInfo, instance_type: Option<&InstanceType>) -> NodeClaim {
     let capacity_type = if instance.spot {
         CapacityType::Spot
+    } else if instance.capacity_reservation_id.is_some() {
+        CapacityType::Reserved
     } else {
         CapacityType::OnDemand
     };
@@ -93,6 +96,12 @@ pub fn from_instance(instance: &InstanceInfo, instance_type: Option<&InstanceTyp
     node_labels.insert(labels::INSTANCE_TYPE.to_owned(), instance.instance_type.clone());
     node_labels.insert(labels::ZONE.to_owned(), instance.zone.clone());
     node_labels.insert(labels::CAPACITY_TYPE.to_owned(), capacity_type.label().to_owned());
+    if let Some(reservation) = &instance.capacity_reservation_id {
+        node_labels.insert(
+            labels::AWS_CAPACITY_RESERVATION_ID.to_owned(),
+            reservation.clone(),
+        );
+    }
     let status = node_claim.status.get_or_insert_with(Default::default);
     status.provider_id = Some(instance.provider_id());
     status.image_id.clone_from(&instance.image_id);
@@ -101,4 +110,39 @@ pub fn from_instance(instance: &InstanceInfo, instance_type: Option<&InstanceTyp
         status.allocatable = nodewright_cloudprovider::resources::quantities(&instance_type.allocatable());
     }
     node_claim
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn instance(spot: bool, reservation: Option<&str>) -> InstanceInfo {
+        InstanceInfo {
+            id: "i-1".into(),
+            instance_type: "m5.large".into(),
+            zone: "us-west-2a".into(),
+            state: "running".into(),
+            spot,
+            capacity_reservation_id: reservation.map(str::to_owned),
+            image_id: None,
+            subnet_id: None,
+            security_group_ids: Vec::new(),
+            tags: BTreeMap::new(),
+            launch_time: None,
+        }
+    }
+
+    #[test]
+    fn an_instance_in_a_reservation_is_reserved_capacity_with_its_reservation() {
+        let claim = from_instance(&instance(false, Some("cr-1")), None);
+        assert_eq!(claim.labels()[labels::CAPACITY_TYPE], "reserved");
+        assert_eq!(claim.labels()[labels::AWS_CAPACITY_RESERVATION_ID], "cr-1");
+        let claim = from_instance(&instance(false, None), None);
+        assert_eq!(claim.labels()[labels::CAPACITY_TYPE], "on-demand");
+        assert!(!claim.labels().contains_key(labels::AWS_CAPACITY_RESERVATION_ID));
+        let claim = from_instance(&instance(true, None), None);
+        assert_eq!(claim.labels()[labels::CAPACITY_TYPE], "spot");
+    }
 }

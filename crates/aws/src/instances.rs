@@ -31,6 +31,8 @@ pub struct InstanceInfo {
     /// `pending`, `running`, `shutting-down`, `terminated`, ...
     pub state: String,
     pub spot: bool,
+    /// The capacity reservation the instance runs in, if any.
+    pub capacity_reservation_id: Option<String>,
     pub image_id: Option<String>,
     pub subnet_id: Option<String>,
     pub security_group_ids: Vec<String>,
@@ -75,6 +77,7 @@ fn info(instance: &aws_sdk_ec2::types::Instance) -> Option<InstanceInfo> {
             .and_then(|s| s.name())
             .map_or_else(|| "unknown".to_owned(), |n| n.as_str().to_owned()),
         spot: instance.instance_lifecycle() == Some(&InstanceLifecycleType::Spot),
+        capacity_reservation_id: instance.capacity_reservation_id().map(str::to_owned),
         image_id: instance.image_id().map(str::to_owned),
         subnet_id: instance.subnet_id().map(str::to_owned),
         security_group_ids: instance

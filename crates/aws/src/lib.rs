@@ -9,6 +9,7 @@
 //! - [`instances`], [`instance_batcher`], [`claims`]: instances found, terminated and described
 //!   as NodeClaims.
 //! - [`interruption`]: the SQS interruption queue and its EventBridge messages.
+//! - [`reservations`]: capacity reservations offered and launched as `reserved` capacity.
 //! - [`AwsProvider`]: [`nodewright_cloudprovider::CloudProvider`] on all of the above.
 //!
 //! No SDK type crosses the `CloudProvider` trait: controllers see the provider-neutral model only
@@ -26,6 +27,7 @@ pub mod launch;
 pub mod node_classes;
 pub mod nodeclass;
 pub mod provider;
+pub mod reservations;
 pub mod settings;
 pub mod unavailable;
 

@@ -30,6 +30,10 @@ pub struct AwsSettings {
     pub vm_memory_overhead_percent: f64,
     /// ENIs kept away from pod networking (`RESERVED_ENIS`, 0), for every node class.
     pub reserved_enis: u32,
+    /// Karpenter's `ReservedCapacity` feature gate (on by default): capacity reservations in the
+    /// node classes' status are offered as `reserved` capacity and launched into; templates of
+    /// other launches stay out of open reservations.
+    pub reserved_capacity: bool,
 }
 
 impl AwsSettings {
@@ -46,6 +50,7 @@ impl AwsSettings {
             instance_batch: IdBatchWindow::default(),
             vm_memory_overhead_percent: NodeSettings::default().vm_memory_overhead_percent,
             reserved_enis: NodeSettings::default().reserved_enis,
+            reserved_capacity: true,
         }
     }
 

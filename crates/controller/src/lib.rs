@@ -22,6 +22,7 @@ pub mod nodepool_status;
 pub mod overlay;
 pub mod provisioner;
 pub mod repair;
+pub mod reservations;
 pub mod settings;
 pub mod state;
 pub mod static_pools;
@@ -128,4 +129,12 @@ fn spawn_loops(ctx: &Context, loops: &mut JoinSet<()>) {
     loops.spawn(repair::run(metered("node.health")));
     loops.spawn(static_pools::run(metered("static.provisioning")));
     loops.spawn(buffers::run(metered("capacitybuffer")));
+    if ctx.settings.reserved_capacity {
+        loops.spawn(reservations::capacity_type::run(metered(
+            "capacityreservation.capacitytype",
+        )));
+        loops.spawn(reservations::expiration::run(metered(
+            "capacityreservation.expiration",
+        )));
+    }
 }

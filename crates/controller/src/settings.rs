@@ -44,6 +44,11 @@ pub struct Settings {
     /// controller that starts deleting nodes nobody asked it to touch would surprise a user who
     /// kept Karpenter's settings.
     pub node_repair: bool,
+    /// Karpenter's `ReservedCapacity` feature gate (on by default): the capacity-reservation
+    /// controllers run ([`crate::reservations`]).
+    pub reserved_capacity: bool,
+    /// How often the capacity-reservation controllers look (Karpenter: every minute).
+    pub reservation_check_interval: Duration,
 }
 
 impl Settings {
@@ -76,6 +81,8 @@ impl Default for Settings {
             wall_clock_speedup: 1.0,
             spot_to_spot_consolidation: false,
             node_repair: false,
+            reserved_capacity: true,
+            reservation_check_interval: Duration::from_mins(1),
         }
     }
 }

@@ -75,8 +75,8 @@ pub(crate) struct ControllerArgs {
     #[arg(long, env = "BATCH_MAX_DURATION", default_value = "10s", value_parser = duration)]
     batch_max_duration: Duration,
     /// Karpenter's feature gates, `Name=true,Name=false`. Nodewright acts on
-    /// SpotToSpotConsolidation and NodeRepair; Karpenter's other gates are accepted and have no
-    /// effect.
+    /// SpotToSpotConsolidation, NodeRepair and ReservedCapacity (on unless set false);
+    /// Karpenter's other gates are accepted and have no effect.
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = FeatureGates::from_str)]
     feature_gates: FeatureGates,
     /// Act without holding the leader Lease (a single replica only).
@@ -122,14 +122,26 @@ pub(crate) struct ControllerArgs {
 }
 
 /// Karpenter's feature gates, as far as Nodewright reads them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FeatureGates {
     spot_to_spot_consolidation: bool,
     node_repair: bool,
+    reserved_capacity: bool,
+}
+
+impl Default for FeatureGates {
+    /// Karpenter's defaults: only ReservedCapacity is on.
+    fn default() -> Self {
+        Self {
+            spot_to_spot_consolidation: false,
+            node_repair: false,
+            reserved_capacity: true,
+        }
+    }
 }
 
 /// Gates Karpenter defines that Nodewright accepts without acting on them.
-const OTHER_KARPENTER_GATES: [&str; 3] = ["ReservedCapacity", "NodeOverlay", "StaticCapacity"];
+const OTHER_KARPENTER_GATES: [&str; 2] = ["NodeOverlay", "StaticCapacity"];
 
 impl FromStr for FeatureGates {
     type Err = String;
@@ -147,6 +159,7 @@ impl FromStr for FeatureGates {
             match name.trim() {
                 "SpotToSpotConsolidation" => gates.spot_to_spot_consolidation = enabled,
                 "NodeRepair" => gates.node_repair = enabled,
+                "ReservedCapacity" => gates.reserved_capacity = enabled,
                 other if OTHER_KARPENTER_GATES.contains(&other) => {}
                 other => return Err(format!("unknown feature gate {other:?}")),
             }
@@ -199,6 +212,7 @@ impl ControllerConfig {
         AwsSettings {
             vm_memory_overhead_percent: self.vm_memory_overhead_percent,
             reserved_enis: self.reserved_enis,
+            reserved_capacity: self.settings.reserved_capacity,
             ..AwsSettings::new(self.settings.cluster_name.clone(), kubernetes_version)
         }
     }
@@ -248,6 +262,7 @@ impl ControllerArgs {
             identity,
             spot_to_spot_consolidation: self.feature_gates.spot_to_spot_consolidation,
             node_repair: self.feature_gates.node_repair,
+            reserved_capacity: self.feature_gates.reserved_capacity,
             ..Settings::default()
         };
         Ok(ControllerConfig {
@@ -588,12 +603,17 @@ mod tests {
         assert_eq!(config.settings.batch_max, Duration::from_secs(10));
         assert!(!config.settings.spot_to_spot_consolidation);
         assert!(!config.settings.node_repair);
+        assert!(config.settings.reserved_capacity);
         assert_eq!(config.settings.identity, "pod-a");
         assert_eq!(config.settings.lease_name, "karpenter-leader-election");
         assert_eq!(config.cluster, None);
         let aws = config.aws_settings("1.33".to_owned());
         assert!((aws.vm_memory_overhead_percent - 0.075).abs() < 1e-9);
         assert_eq!(aws.reserved_enis, 0);
+        assert!(aws.reserved_capacity);
+        let off = parse(&["--cluster-name", "demo", "--feature-gates=ReservedCapacity=false"]).unwrap();
+        assert!(!off.settings.reserved_capacity);
+        assert!(!off.aws_settings("1.33".to_owned()).reserved_capacity);
     }
 
     #[test]

@@ -12,14 +12,16 @@ use aws_sdk_ec2::{
     operation::create_fleet::{CreateFleetOutput, builders::CreateFleetFluentBuilder},
     types::{
         DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest, FleetLaunchTemplateOverridesRequest,
-        FleetLaunchTemplateSpecificationRequest, FleetOnDemandAllocationStrategy, FleetType,
-        InstanceLifecycle, InstanceType as Ec2InstanceType, OnDemandOptionsRequest, ResourceType,
-        SpotAllocationStrategy, SpotOptionsRequest, Tag, TagSpecification,
-        TargetCapacitySpecificationRequest,
+        FleetLaunchTemplateSpecificationRequest, FleetOnDemandAllocationStrategy, FleetReservationType,
+        FleetType, InstanceLifecycle, InstanceType as Ec2InstanceType, OnDemandOptionsRequest,
+        ReservedCapacityOptionsRequest, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag,
+        TagSpecification, TargetCapacitySpecificationRequest,
     },
 };
 use nodewright_catalog::{CapacityType, Price};
 use nodewright_cloudprovider::{CloudProviderError, OfferingKey};
+
+use crate::reservations::ReservationKind;
 
 /// Fleet error codes that mean "this pool cannot give an instance now" (Karpenter's
 /// unfulfillable-capacity codes): the offering is marked unavailable and the launch is an
@@ -60,6 +62,9 @@ pub struct FleetConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FleetRequest {
     pub capacity_type: CapacityType,
+    /// The kind of the reservations a `reserved` launch targets (through its templates): it
+    /// decides the fleet's default capacity type and options.
+    pub reservation_kind: Option<ReservationKind>,
     pub configs: Vec<FleetConfig>,
     /// Tags of the instance, its volumes and the fleet.
     pub tags: BTreeMap<String, String>,
@@ -78,8 +83,30 @@ impl FleetRequest {
     }
 }
 
+/// How the fleet buys: Karpenter's table of default target capacity type and options. A default
+/// reservation is bought as on-demand (its template targets the reservation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Market {
+    Spot,
+    OnDemand,
+    CapacityBlock,
+    Interruptible,
+}
+
+impl Market {
+    fn of(request: &FleetRequest) -> Self {
+        match (request.capacity_type, request.reservation_kind) {
+            (CapacityType::Spot, _) => Self::Spot,
+            (CapacityType::Reserved, Some(ReservationKind::CapacityBlock)) => Self::CapacityBlock,
+            (CapacityType::Reserved, Some(ReservationKind::Interruptible)) => Self::Interruptible,
+            (CapacityType::OnDemand | CapacityType::Reserved, _) => Self::OnDemand,
+        }
+    }
+}
+
 /// The request as an SDK call for `count` instances, ready to send.
 pub fn build(ec2: &aws_sdk_ec2::Client, request: &FleetRequest, count: i32) -> CreateFleetFluentBuilder {
+    let market = Market::of(request);
     let tags: Vec<Tag> = request
         .tags
         .iter()
@@ -92,21 +119,30 @@ pub fn build(ec2: &aws_sdk_ec2::Client, request: &FleetRequest, count: i32) -> C
         .target_capacity_specification(
             TargetCapacitySpecificationRequest::builder()
                 .total_target_capacity(count)
-                .default_target_capacity_type(match request.capacity_type {
-                    CapacityType::Spot => DefaultTargetCapacityType::Spot,
-                    CapacityType::OnDemand | CapacityType::Reserved => DefaultTargetCapacityType::OnDemand,
+                .default_target_capacity_type(match market {
+                    Market::Spot => DefaultTargetCapacityType::Spot,
+                    Market::OnDemand => DefaultTargetCapacityType::OnDemand,
+                    Market::CapacityBlock => DefaultTargetCapacityType::CapacityBlock,
+                    Market::Interruptible => DefaultTargetCapacityType::ReservedCapacity,
                 })
                 .build(),
         );
-    call = match request.capacity_type {
-        CapacityType::Spot => call.spot_options(
+    call = match market {
+        Market::Spot => call.spot_options(
             SpotOptionsRequest::builder()
                 .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
                 .build(),
         ),
-        CapacityType::OnDemand | CapacityType::Reserved => call.on_demand_options(
+        Market::OnDemand => call.on_demand_options(
             OnDemandOptionsRequest::builder()
                 .allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice)
+                .build(),
+        ),
+        // Capacity blocks take no options.
+        Market::CapacityBlock => call,
+        Market::Interruptible => call.reserved_capacity_options(
+            ReservedCapacityOptionsRequest::builder()
+                .reservation_types(FleetReservationType::InterruptibleCapacityReservation)
                 .build(),
         ),
     };
@@ -203,7 +239,9 @@ pub fn read_output(
                     .map(str::to_owned)
                     .or_else(|| o.subnet_id().and_then(zone_of_subnet))
             });
+            // EC2 reports a reserved launch's pools as on-demand; they are the reserved offerings.
             let lifecycle = match error.lifecycle() {
+                _ if capacity_type == CapacityType::Reserved => CapacityType::Reserved,
                 Some(InstanceLifecycle::Spot) => CapacityType::Spot,
                 Some(InstanceLifecycle::OnDemand) => CapacityType::OnDemand,
                 _ => capacity_type,
@@ -288,6 +326,7 @@ mod tests {
     fn request(capacity_type: CapacityType) -> FleetRequest {
         FleetRequest {
             capacity_type,
+            reservation_kind: None,
             configs: vec![FleetConfig {
                 template_name: "nodewright/abc".into(),
                 overrides: vec![
@@ -375,6 +414,67 @@ mod tests {
             Some(&FleetOnDemandAllocationStrategy::LowestPrice)
         );
         assert!(input.get_spot_options().is_none());
+    }
+
+    #[test]
+    fn reserved_requests_buy_by_the_kind_of_their_reservations() {
+        let mut reserved = request(CapacityType::Reserved);
+        reserved.reservation_kind = Some(ReservationKind::Default);
+        let call = build(&client(), &reserved, 1);
+        let input = call.as_input();
+        let target_type =
+            |input: &aws_sdk_ec2::operation::create_fleet::builders::CreateFleetInputBuilder| {
+                input
+                    .get_target_capacity_specification()
+                    .as_ref()
+                    .and_then(|t| t.default_target_capacity_type().cloned())
+            };
+        assert_eq!(target_type(input), Some(DefaultTargetCapacityType::OnDemand));
+        assert!(input.get_on_demand_options().is_some());
+        reserved.reservation_kind = Some(ReservationKind::CapacityBlock);
+        let call = build(&client(), &reserved, 1);
+        let input = call.as_input();
+        assert_eq!(target_type(input), Some(DefaultTargetCapacityType::CapacityBlock));
+        assert!(input.get_on_demand_options().is_none() && input.get_spot_options().is_none());
+        reserved.reservation_kind = Some(ReservationKind::Interruptible);
+        let call = build(&client(), &reserved, 1);
+        let input = call.as_input();
+        assert_eq!(
+            target_type(input),
+            Some(DefaultTargetCapacityType::ReservedCapacity)
+        );
+        assert_eq!(
+            input
+                .get_reserved_capacity_options()
+                .as_ref()
+                .unwrap()
+                .reservation_types(),
+            [FleetReservationType::InterruptibleCapacityReservation]
+        );
+        // A refused reserved pool is the reserved offering, not the on-demand one.
+        let output = CreateFleetOutput::builder()
+            .errors(
+                CreateFleetError::builder()
+                    .launch_template_and_overrides(
+                        LaunchTemplateAndOverridesResponse::builder()
+                            .overrides(
+                                FleetLaunchTemplateOverrides::builder()
+                                    .instance_type(Ec2InstanceType::M5Large)
+                                    .subnet_id("subnet-a")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .lifecycle(InstanceLifecycle::OnDemand)
+                    .error_code("ReservationCapacityExceeded")
+                    .build(),
+            )
+            .build();
+        let (_, failures) = read_output(&output, CapacityType::Reserved, &zone_of);
+        assert_eq!(
+            unavailable_offerings(&failures),
+            [OfferingKey::new("m5.large", "us-west-2a", CapacityType::Reserved)]
+        );
     }
 
     fn error(instance_type: &str, subnet: &str, code: &str) -> CreateFleetError {

@@ -1,18 +1,20 @@
 //! Launch templates: one per distinct launch configuration (AMI, user data, block devices,
-//! metadata options, security groups, instance profile, tags), named after a hash of that
+//! metadata options, security groups, instance profile, tags, capacity reservation), named after a hash of that
 //! configuration so identical launches reuse one template and a changed configuration gets a new
 //! one. [`ensure`] creates a template only when EC2 does not have it yet.
 
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
-    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    CapacityReservationPreference, CapacityReservationTarget, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateCapacityReservationSpecificationRequest, LaunchTemplateEbsBlockDeviceRequest,
     LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
-    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
-    LaunchTemplateInstanceMetadataProtocolIpv6, LaunchTemplateInstanceMetadataTagsState,
-    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplateTagSpecificationRequest,
-    LaunchTemplatesMonitoringRequest, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
-    VolumeType as Ec2VolumeType,
+    LaunchTemplateInstanceMarketOptionsRequest, LaunchTemplateInstanceMetadataEndpointState,
+    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateInstanceMetadataProtocolIpv6,
+    LaunchTemplateInstanceMetadataTagsState, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
+    LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest, MarketType,
+    RequestLaunchTemplateData, ResourceType, Tag, TagSpecification, VolumeType as Ec2VolumeType,
+    builders::RequestLaunchTemplateDataBuilder,
 };
 use nodewright_api::ec2nodeclass::{
     AmiFamily, BlockDeviceMapping, HttpTokens, MetadataOptions, Toggle, VolumeType,
@@ -20,7 +22,7 @@ use nodewright_api::ec2nodeclass::{
 use nodewright_catalog::spot::fnv1a_64;
 use serde::Serialize;
 
-use crate::error::AwsError;
+use crate::{error::AwsError, reservations::ReservationKind};
 
 /// The prefix of every launch template Nodewright creates.
 pub const NAME_PREFIX: &str = "nodewright/";
@@ -39,6 +41,21 @@ pub struct TemplateSpec {
     pub associate_public_ip_address: Option<bool>,
     /// Tags of the template and of the network interfaces it creates.
     pub tags: BTreeMap<String, String>,
+    /// How instances use capacity reservations; `None` (the gate off) leaves EC2's default
+    /// (`open`) and the template name as it was before reservations were launched into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_reservation: Option<ReservationUse>,
+}
+
+/// A template's capacity-reservation setting, as Karpenter's "targeted" mode sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ReservationUse {
+    /// Preference `none`: an on-demand or spot launch never draws on an open reservation, whose
+    /// count the provider would otherwise not know to take down.
+    None,
+    /// Preference `capacity-reservations-only` with the reservation as target; capacity blocks
+    /// and interruptible reservations also need their market type.
+    Only { id: String, kind: ReservationKind },
 }
 
 impl TemplateSpec {
@@ -113,6 +130,48 @@ fn clamp_i32(value: i64) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
+/// `data` with the capacity-reservation preference, target and market type of `reservation`.
+fn with_reservation_use(
+    mut data: RequestLaunchTemplateDataBuilder,
+    reservation: Option<&ReservationUse>,
+) -> RequestLaunchTemplateDataBuilder {
+    match reservation {
+        None => {}
+        Some(ReservationUse::None) => {
+            data = data.capacity_reservation_specification(
+                LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                    .capacity_reservation_preference(CapacityReservationPreference::None)
+                    .build(),
+            );
+        }
+        Some(ReservationUse::Only { id, kind }) => {
+            data = data.capacity_reservation_specification(
+                LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                    .capacity_reservation_preference(CapacityReservationPreference::CapacityReservationsOnly)
+                    .capacity_reservation_target(
+                        CapacityReservationTarget::builder()
+                            .capacity_reservation_id(id)
+                            .build(),
+                    )
+                    .build(),
+            );
+            let market = match kind {
+                ReservationKind::Default => None,
+                ReservationKind::CapacityBlock => Some(MarketType::CapacityBlock),
+                ReservationKind::Interruptible => Some(MarketType::InterruptibleCapacityReservation),
+            };
+            if let Some(market) = market {
+                data = data.instance_market_options(
+                    LaunchTemplateInstanceMarketOptionsRequest::builder()
+                        .market_type(market)
+                        .build(),
+                );
+            }
+        }
+    }
+    data
+}
+
 /// The `CreateLaunchTemplate` data for `spec`.
 pub fn template_data(spec: &TemplateSpec) -> Result<RequestLaunchTemplateData, AwsError> {
     let metadata = &spec.metadata_options;
@@ -169,6 +228,7 @@ pub fn template_data(spec: &TemplateSpec) -> Result<RequestLaunchTemplateData, A
     } else {
         data = data.set_security_group_ids(Some(spec.security_group_ids.clone()));
     }
+    data = with_reservation_use(data, spec.capacity_reservation.as_ref());
     for mapping in &spec.block_devices {
         let mut request =
             LaunchTemplateBlockDeviceMappingRequest::builder().set_device_name(mapping.device_name.clone());
@@ -318,7 +378,65 @@ mod tests {
             detailed_monitoring: false,
             associate_public_ip_address: None,
             tags: BTreeMap::from([("eks:eks-cluster-name".to_owned(), "demo".to_owned())]),
+            capacity_reservation: None,
         }
+    }
+
+    #[test]
+    fn reserved_templates_target_their_reservation_and_others_use_none() {
+        assert!(
+            template_data(&spec())
+                .unwrap()
+                .capacity_reservation_specification()
+                .is_none()
+        );
+        let mut none = spec();
+        none.capacity_reservation = Some(ReservationUse::None);
+        let data = template_data(&none).unwrap();
+        let reservation = data.capacity_reservation_specification().unwrap();
+        assert_eq!(
+            reservation.capacity_reservation_preference(),
+            Some(&CapacityReservationPreference::None)
+        );
+        assert!(reservation.capacity_reservation_target().is_none());
+        assert!(data.instance_market_options().is_none());
+        let targeted = |kind| {
+            let mut spec = spec();
+            spec.capacity_reservation = Some(ReservationUse::Only {
+                id: "cr-1".into(),
+                kind,
+            });
+            spec
+        };
+        let data = template_data(&targeted(ReservationKind::Default)).unwrap();
+        let reservation = data.capacity_reservation_specification().unwrap();
+        assert_eq!(
+            reservation.capacity_reservation_preference(),
+            Some(&CapacityReservationPreference::CapacityReservationsOnly)
+        );
+        assert_eq!(
+            reservation
+                .capacity_reservation_target()
+                .and_then(CapacityReservationTarget::capacity_reservation_id),
+            Some("cr-1")
+        );
+        assert!(data.instance_market_options().is_none());
+        for (kind, market) in [
+            (ReservationKind::CapacityBlock, MarketType::CapacityBlock),
+            (
+                ReservationKind::Interruptible,
+                MarketType::InterruptibleCapacityReservation,
+            ),
+        ] {
+            let data = template_data(&targeted(kind)).unwrap();
+            assert_eq!(
+                data.instance_market_options().unwrap().market_type(),
+                Some(&market)
+            );
+        }
+        // Each reservation has its own template; no setting keeps the name it always had.
+        assert_ne!(targeted(ReservationKind::Default).name(), none.name());
+        assert_ne!(none.name(), spec().name());
     }
 
     #[test]

@@ -90,6 +90,7 @@ mod tests {
             zone: "us-west-2a".into(),
             state: "running".into(),
             spot: false,
+            capacity_reservation_id: None,
             image_id: Some("ami-1".into()),
             subnet_id: Some("subnet-1".into()),
             security_group_ids: vec!["sg-2".into(), "sg-1".into()],

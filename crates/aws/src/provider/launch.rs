@@ -10,8 +10,12 @@ use std::{
 use aws_smithy_types::base64;
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use nodewright_api::{EC2NodeClass, NodeClaim, ec2nodeclass::AmiFamily, labels};
-use nodewright_catalog::InstanceType;
+use nodewright_api::{
+    EC2NodeClass, NodeClaim,
+    ec2nodeclass::{AmiFamily, CapacityReservation},
+    labels,
+};
+use nodewright_catalog::{CapacityType, InstanceType, Offering};
 use nodewright_cloudprovider::{CloudProviderError, Result};
 
 use super::{
@@ -26,15 +30,17 @@ use crate::{
         batcher::FleetAnswer,
         fleet::{self, FleetConfig, FleetOverride, FleetRequest},
         selection::{self, NoSelection, Selection},
-        template::{self, TemplateSpec},
+        template::{self, ReservationUse, TemplateSpec},
         userdata::{self, Bootstrap, Cluster},
     },
     nodeclass::hash::{HASH_VERSION, spec_hash},
+    reservations::{self, ReservationKind},
 };
 
 impl AwsProvider {
     /// The launch templates and fleet overrides for `selection`: one template per (AMI, max
-    /// pods), and per type one override for each offered zone's best subnet.
+    /// pods, capacity reservation), and per type one override for each offered zone's best
+    /// subnet.
     fn fleet_plan(
         &self,
         node_class: &EC2NodeClass,
@@ -42,6 +48,7 @@ impl AwsProvider {
         selection: &Selection<'_>,
     ) -> Result<Vec<(TemplateSpec, Vec<FleetOverride>)>> {
         let name = node_claim.name_any();
+        let reservations = self.reservations_of(node_class);
         let status = node_class.status.clone().unwrap_or_default();
         // Status subnets are ordered most free IPs first: the first per zone is the one to use.
         let mut subnet_of_zone: BTreeMap<&str, &str> = BTreeMap::new();
@@ -82,19 +89,26 @@ impl AwsProvider {
                 detailed_monitoring: node_class.spec.detailed_monitoring.unwrap_or(false),
                 associate_public_ip_address: node_class.spec.associate_public_ip_address,
                 tags: template_tags.clone(),
+                capacity_reservation: None,
             };
-            let overrides = candidate.offerings.iter().filter_map(|offering| {
-                let subnet = subnet_of_zone.get(offering.zone.as_str())?;
-                Some(FleetOverride {
+            for offering in &candidate.offerings {
+                let Some(subnet) = subnet_of_zone.get(offering.zone.as_str()) else {
+                    continue;
+                };
+                let over = FleetOverride {
                     instance_type: candidate.instance_type.name.clone(),
                     subnet_id: (*subnet).to_owned(),
                     zone: offering.zone.clone(),
                     price: offering.price,
-                })
-            });
-            match plan.iter_mut().find(|(existing, _)| *existing == spec) {
-                Some((_, existing)) => existing.extend(overrides),
-                None => plan.push((spec, overrides.collect())),
+                };
+                let spec = TemplateSpec {
+                    capacity_reservation: self.reservation_use(offering, reservations),
+                    ..spec.clone()
+                };
+                match plan.iter_mut().find(|(existing, _)| *existing == spec) {
+                    Some((_, existing)) => existing.push(over),
+                    None => plan.push((spec, vec![over])),
+                }
             }
         }
         plan.retain(|(_, overrides)| !overrides.is_empty());
@@ -109,6 +123,29 @@ impl AwsProvider {
             });
         }
         Ok(plan)
+    }
+
+    /// The template setting of a launch through `offering`: its reservation as the only target,
+    /// or (gate on, not reserved) no reservation at all.
+    fn reservation_use(
+        &self,
+        offering: &Offering,
+        reservations: &[CapacityReservation],
+    ) -> Option<ReservationUse> {
+        if !self.settings.reserved_capacity {
+            return None;
+        }
+        let Some(reservation) = &offering.reservation else {
+            return Some(ReservationUse::None);
+        };
+        let kind = reservations
+            .iter()
+            .find(|r| r.id == reservation.id)
+            .map_or(ReservationKind::Default, ReservationKind::of);
+        Some(ReservationUse::Only {
+            id: reservation.id.clone(),
+            kind,
+        })
     }
 
     fn user_data(
@@ -203,24 +240,48 @@ impl AwsProvider {
         let name = node_claim.name_any();
         let node_class = self.ready_node_class(&node_claim.spec.node_class_ref.name)?;
         let now = self.clock.now();
-        let types = self
-            .instance_types
-            .for_node_class(
-                &node_class,
-                &self.settings.node_settings(Some(&node_class)),
-                &self.unavailable,
-                now,
-            )
-            .await?;
+        let mut types = self.node_class_types(&node_class, now).await?;
         let requests = claims::requests(node_claim).map_err(|message| CloudProviderError::CreateError {
             reason: INVALID_RESOURCE_REQUEST.to_owned(),
             message: format!("nodeclaim {name}: {message}"),
         })?;
-        let selection = selection::select(
-            &types,
+        let held = self.hold_reservations(
+            &mut types,
             node_claim,
             &requests,
+            self.reservations_of(&node_class),
+        );
+        let launched = self
+            .launch_selected(node_claim, &node_class, &types, &requests, now)
+            .await;
+        // The reservation launched into keeps its hold; the others get theirs back.
+        let used = launched
+            .as_ref()
+            .ok()
+            .and_then(|(_, reservation)| reservation.clone());
+        let unused: Vec<String> = held.into_iter().filter(|id| Some(id) != used.as_ref()).collect();
+        self.reservations.release(&unused);
+        let (claim, _) = launched?;
+        self.tag_with_node_claim(&claim).await;
+        Ok(claim)
+    }
+
+    /// Selects among `types` and launches; the NodeClaim and the reservation it launched into.
+    async fn launch_selected(
+        &self,
+        node_claim: &NodeClaim,
+        node_class: &EC2NodeClass,
+        types: &[InstanceType],
+        requests: &nodewright_catalog::Resources,
+        now: jiff::Timestamp,
+    ) -> Result<(NodeClaim, Option<String>)> {
+        let name = node_claim.name_any();
+        let selection = selection::select(
+            types,
+            node_claim,
+            requests,
             self.settings.max_instance_types_per_launch,
+            self.reservations_of(node_class),
         )
         .map_err(|why| match why {
             NoSelection::Incompatible(message) => CloudProviderError::CreateError {
@@ -236,12 +297,13 @@ impl AwsProvider {
                 message: format!("nodeclaim {name}: {message}"),
             },
         })?;
-        let plan = self.fleet_plan(&node_class, node_claim, &selection)?;
+        let plan = self.fleet_plan(node_class, node_claim, &selection)?;
         let mut request = FleetRequest {
             capacity_type: selection.capacity_type,
+            reservation_kind: selection.reservation_kind,
             configs: Vec::with_capacity(plan.len()),
             tags: {
-                let mut fleet_tags = self.tags(&node_class, Some(node_claim));
+                let mut fleet_tags = self.tags(node_class, Some(node_claim));
                 fleet_tags.remove(tags::NODE_CLAIM);
                 fleet_tags
             },
@@ -275,9 +337,7 @@ impl AwsProvider {
                 }
             }
         };
-        let claim = self.launched_claim(node_claim, &node_class, &selection, &plan, answer, now)?;
-        self.tag_with_node_claim(&claim).await;
-        Ok(claim)
+        self.launched_claim(node_claim, node_class, &selection, &plan, answer, now)
     }
 
     /// Tags the launched instance with its NodeClaim's name. The fleet request leaves the name out
@@ -313,7 +373,7 @@ impl AwsProvider {
     }
 
     /// Reads the fleet's answer: marks pools out of capacity, and returns the launched
-    /// NodeClaim or the launch's error.
+    /// NodeClaim and the reservation it launched into, or the launch's error.
     fn launched_claim(
         &self,
         node_claim: &NodeClaim,
@@ -322,11 +382,14 @@ impl AwsProvider {
         plan: &[(TemplateSpec, Vec<FleetOverride>)],
         answer: FleetAnswer,
         now: Timestamp,
-    ) -> Result<NodeClaim> {
+    ) -> Result<(NodeClaim, Option<String>)> {
         let name = node_claim.name_any();
         let FleetAnswer { launched, failures } = answer;
+        let reservations = self.reservations_of(node_class);
         let unavailable = fleet::unavailable_offerings(&failures);
-        if !unavailable.is_empty() {
+        if selection.capacity_type == CapacityType::Reserved {
+            self.mark_refused_reservations(selection, reservations, &unavailable);
+        } else if !unavailable.is_empty() {
             tracing::info!(nodeclaim = %name, offerings = ?unavailable, "offerings out of capacity");
             self.unavailable.mark(&unavailable, now);
         }
@@ -370,12 +433,20 @@ impl AwsProvider {
                 image_id,
             },
         );
+        let reservation = (selection.capacity_type == CapacityType::Reserved)
+            .then(|| Self::reservation_of(selection, reservations, &launched.instance_type, &zone))
+            .flatten();
+        if let Some(reservation) = reservation {
+            claim
+                .labels_mut()
+                .extend(reservations::reservation_labels(reservation));
+        }
         let annotations = claim.annotations_mut();
         annotations.insert(labels::EC2_NODE_CLASS_HASH.to_owned(), spec_hash(node_class));
         annotations.insert(
             labels::EC2_NODE_CLASS_HASH_VERSION.to_owned(),
             HASH_VERSION.to_owned(),
         );
-        Ok(claim)
+        Ok((claim, reservation.map(|r| r.id.clone())))
     }
 }

@@ -9,6 +9,7 @@
 
 mod drift;
 mod launch;
+mod reserved;
 
 pub use drift::drift_reason;
 
@@ -24,6 +25,7 @@ use nodewright_api::{
     clock::Clock,
     conditions,
     ec2nodeclass::{RESTRICTED_TAG_KEYS, RESTRICTED_TAG_PREFIX},
+    labels,
 };
 use nodewright_catalog::InstanceType;
 use nodewright_cloudprovider::{
@@ -37,6 +39,7 @@ use crate::{
     instances::{self, tags},
     launch::{batcher::FleetBatcher, userdata::Cluster},
     node_classes::NodeClassSource,
+    reservations::{ReservationAvailability, availability::DEFAULT_REFRESH},
     unavailable::UnavailableOfferings,
 };
 
@@ -66,6 +69,8 @@ pub struct AwsProvider {
     fleets: FleetBatcher,
     /// Single-instance DescribeInstances and TerminateInstances, merged.
     instance_calls: InstanceBatcher,
+    /// What the node classes' capacity reservations have left.
+    reservations: ReservationAvailability,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -98,6 +103,7 @@ impl AwsProvider {
         let started = clock.now();
         let fleets = FleetBatcher::new(clients.ec2.clone(), settings.launch_batch);
         let instance_calls = InstanceBatcher::new(clients.ec2.clone(), settings.instance_batch);
+        let reservations = ReservationAvailability::new(clients.ec2.clone(), DEFAULT_REFRESH);
         Self {
             clients,
             settings,
@@ -110,7 +116,13 @@ impl AwsProvider {
             started,
             fleets,
             instance_calls,
+            reservations,
         }
+    }
+
+    /// What the capacity reservations have left, as launches count them.
+    pub fn reservation_availability(&self) -> &ReservationAvailability {
+        &self.reservations
     }
 
     /// The offerings EC2 recently reported out of capacity.
@@ -218,6 +230,13 @@ impl AwsProvider {
         };
         let id = instances::instance_id(&provider_id)?;
         let gone = || CloudProviderError::NodeClaimNotFound(provider_id.clone());
+        let gone = || {
+            // A reserved instance found gone gave its reservation an instance back.
+            if let Some(reservation) = node_claim.labels().get(labels::AWS_CAPACITY_RESERVATION_ID) {
+                self.reservations.mark_terminated(reservation);
+            }
+            gone()
+        };
         match self.instance_calls.get(id).await? {
             None => Err(gone()),
             Some(instance) if !instance.is_live() => Err(gone()),
@@ -235,15 +254,7 @@ impl AwsProvider {
 
     async fn instance_types_for(&self, node_pool: &NodePool) -> Result<Vec<InstanceType>> {
         let node_class = self.ready_node_class(&node_pool.spec.template.spec.node_class_ref.name)?;
-        Ok(self
-            .instance_types
-            .for_node_class(
-                &node_class,
-                &self.settings.node_settings(Some(&node_class)),
-                &self.unavailable,
-                self.clock.now(),
-            )
-            .await?)
+        self.node_class_types(&node_class, self.clock.now()).await
     }
 }
 

@@ -206,6 +206,16 @@ impl Moto {
         );
     }
 
+    /// Every CreateFleet the server answered, with the reservations its templates targeted (see
+    /// `moto_launcher.py`).
+    pub(crate) fn launches(&self) -> Vec<serde_json::Value> {
+        let (status, body) = self
+            .try_request("GET", "/_launches", "")
+            .unwrap_or_else(|e| panic!("GET /_launches: {e}"));
+        assert_eq!(status, 200, "GET /_launches: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET /_launches: {e}: {body}"))
+    }
+
     /// Replaces the fault rules (see `moto_launcher.py`).
     pub(crate) fn set_faults(&self, rules: &serde_json::Value) {
         self.control("POST", "/_faults", &serde_json::json!({ "rules": rules }));

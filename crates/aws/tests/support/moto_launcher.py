@@ -20,7 +20,15 @@
    "reservation_type"?, "end_date"?, "interruptible"?, "tags"?}]}` adds reservations (replacing
    those of the same id) that DescribeCapacityReservations answers, honouring
    `CapacityReservationId.N` and the filters state, owner-id, instance-match-criteria, tag:K and
-   tag-key.
+   tag-key. A reservation's `count` (default 1) is its size; DescribeCapacityReservations reports
+   it as totalInstanceCount with what is left as availableInstanceCount.
+7. Launches into reservations, which moto ignores: a CreateFleet whose launch template targets a
+   reservation (CapacityReservationSpecification with preference capacity-reservations-only)
+   takes instances from it, or fails those overrides with ReservationCapacityExceeded when none
+   is left (a fleet asking for more than is left gets what is left and that error for the rest);
+   TerminateInstances gives them back. `GET /_launches` lists every CreateFleet as
+   {"default_target_capacity_type", "reservations": [targeted id per config], "preferences",
+   "market_types", "instances"}.
 
 Everything else is moto's own app. Usage: python moto_launcher.py --host 127.0.0.1 --port PORT
 """
@@ -29,6 +37,7 @@ import argparse
 import io
 import json
 import os
+import re
 import sys
 import threading
 from urllib.parse import parse_qsl, urlencode
@@ -43,6 +52,9 @@ from werkzeug.serving import run_simple
 RULES = []
 LOCK = threading.Lock()
 RESERVATIONS = {}
+# Launches into reservations: instance ID -> reservation ID, and every CreateFleet seen.
+RESERVED_INSTANCES = {}
+LAUNCHES = []
 
 
 def seed_ssm(request):
@@ -104,6 +116,8 @@ def split_overrides(params, pools):
     removed = []
     for key, override in overrides.items():
         for pool in pools:
+            if "config" in pool and pool["config"] != key[0]:
+                continue
             if all(override.get(field) == pool[name] for name, field in (
                 ("instance_type", "InstanceType"), ("availability_zone", "AvailabilityZone"), ("subnet_id", "SubnetId"),
             ) if name in pool):
@@ -211,6 +225,8 @@ def describe_capacity_reservations(params):
             ("reservationType", r.get("reservation_type", "default")),
             ("endDate", r.get("end_date")),
             ("interruptible", None if "interruptible" not in r else str(r["interruptible"]).lower()),
+            ("totalInstanceCount", str(r.get("count", 1))),
+            ("availableInstanceCount", str(r.get("available", r.get("count", 1)))),
         ]
         text = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields if value is not None)
         tags = "".join(
@@ -222,6 +238,101 @@ def describe_capacity_reservations(params):
         f"<requestId>emulated</requestId><capacityReservationSet>{''.join(items)}</capacityReservationSet>"
         "</DescribeCapacityReservationsResponse>"
     ).encode()
+
+
+def region_of(environ):
+    match = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return match.group(1) if match else "us-east-1"
+
+
+def fleet_reservations(params, region):
+    """Per launch template config of a CreateFleet: (config index, targeted reservation or None,
+    preference, market type), from the templates' latest versions in moto."""
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    found = []
+    for key, name in params:
+        parts = key.split(".")
+        if len(parts) == 4 and parts[0] == "LaunchTemplateConfigs" and parts[3] == "LaunchTemplateName":
+            try:
+                data = backend.get_launch_template_by_name(name).latest_version().data
+            except Exception:  # moto answers the fleet's own error for a missing template
+                data = {}
+            spec = data.get("CapacityReservationSpecification") or {}
+            target = (spec.get("CapacityReservationTarget") or {}).get("CapacityReservationId")
+            market = (data.get("InstanceMarketOptions") or {}).get("MarketType")
+            found.append((int(parts[1]), target, spec.get("CapacityReservationPreference"), market))
+    return sorted(found)
+
+
+def reservation_refusals(targets):
+    """`ice` pools for configs whose reservation has nothing left."""
+    pools = []
+    with LOCK:
+        for config, target, preference, _ in targets:
+            if target and preference == "capacity-reservations-only":
+                reservation = RESERVATIONS.get(target)
+                if reservation is None or reservation.get("available", reservation.get("count", 1)) <= 0:
+                    pools.append({"config": config, "code": "ReservationCapacityExceeded"})
+    return pools
+
+
+def cap_to_reservation(params, targets):
+    """A fleet asking one reservation for more instances than it has left gets what is left and
+    a ReservationCapacityExceeded error for the rest, as EC2 answers; returns the new params and
+    the error items."""
+    reserved = [t for _, t, p, _ in targets if t and p == "capacity-reservations-only"]
+    if len(reserved) != 1 or reserved[0] not in RESERVATIONS:
+        return params, ""
+    with LOCK:
+        reservation = RESERVATIONS[reserved[0]]
+        left = reservation.get("available", reservation.get("count", 1))
+    asked = int(dict(params).get("TargetCapacitySpecification.TotalTargetCapacity", "1"))
+    if left <= 0 or asked <= left:
+        return params, ""
+    params = [(k, str(left) if k == "TargetCapacitySpecification.TotalTargetCapacity" else v) for k, v in params]
+    first = dict(params)
+    override = "".join(
+        f"<{tag}>{escape(first[f'LaunchTemplateConfigs.1.Overrides.1.{field}'])}</{tag}>"
+        for field, tag in (("InstanceType", "instanceType"), ("AvailabilityZone", "availabilityZone"), ("SubnetId", "subnetId"))
+        if f"LaunchTemplateConfigs.1.Overrides.1.{field}" in first
+    )
+    item = (
+        f"<item><launchTemplateAndOverrides><overrides>{override}</overrides></launchTemplateAndOverrides>"
+        "<lifecycle>on-demand</lifecycle><errorCode>ReservationCapacityExceeded</errorCode>"
+        f"<errorMessage>{escape(reserved[0])} has {left} instances left (emulated)</errorMessage></item>"
+    )
+    return params, item * (asked - left)
+
+
+def record_launch(params, targets, answer):
+    """Takes launched instances from their reservations and records the call."""
+    instances = re.findall(r"i-[0-9a-f]{8,17}", b"".join(re.findall(rb"<instanceIds>.*?</instanceIds>", answer, re.S)).decode())
+    reserved = [t for _, t, p, _ in targets if t and p == "capacity-reservations-only"]
+    with LOCK:
+        if len(reserved) == 1 and reserved[0] in RESERVATIONS:
+            reservation = RESERVATIONS[reserved[0]]
+            left = reservation.get("available", reservation.get("count", 1))
+            reservation["available"] = max(0, left - len(instances))
+            for instance in instances:
+                RESERVED_INSTANCES[instance] = reserved[0]
+        LAUNCHES.append({
+            "default_target_capacity_type": dict(params).get("TargetCapacitySpecification.DefaultTargetCapacityType"),
+            "reservations": [t for _, t, _, _ in targets],
+            "preferences": [p for _, _, p, _ in targets],
+            "market_types": [m for _, _, _, m in targets],
+            "instances": instances,
+        })
+
+
+def release_reservations(params):
+    with LOCK:
+        for instance in indexed(params, "InstanceId"):
+            reservation = RESERVATIONS.get(RESERVED_INSTANCES.pop(instance, None))
+            if reservation is not None:
+                left = reservation.get("available", reservation.get("count", 1))
+                reservation["available"] = min(reservation.get("count", 1), left + 1)
 
 
 class Launcher:
@@ -242,6 +353,9 @@ class Launcher:
                 if method == "POST":
                     RULES.extend(json.loads(body)["rules"])
             return self.ok(start_response)
+        if path == "/_launches" and method == "GET":
+            with LOCK:
+                return self.json_answer(start_response, LAUNCHES)
         if path == "/_capacity_reservations" and method == "POST":
             with LOCK:
                 for reservation in json.loads(body)["reservations"]:
@@ -262,11 +376,17 @@ class Launcher:
             start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(answer)))])
             return [answer]
         errors = ""
+        targets = []
+        if action == "TerminateInstances":
+            release_reservations(params)
         if action == "CreateFleet":
+            targets = fleet_reservations(params, region_of(environ))
             rule = take_rule(action, "ice")
-            if rule:
-                params, errors, has_remaining = split_overrides(params, rule["ice"])
+            pools = (rule["ice"] if rule else []) + reservation_refusals(targets)
+            if pools:
+                params, errors, has_remaining = split_overrides(params, pools)
                 if not has_remaining:
+                    record_launch(params, targets, b"")
                     body = (
                         '<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
                         f"<requestId>injected</requestId><fleetId>fleet-injected</fleetId><errorSet>{errors}</errorSet>"
@@ -275,9 +395,13 @@ class Launcher:
                     start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
                     return [body]
                 body = urlencode(params).encode()
+            params, capped = cap_to_reservation(params, targets)
+            if capped:
+                errors += capped
+                body = urlencode(params).encode()
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        if not errors:
+        if action != "CreateFleet":
             return self.moto(environ, start_response)
         captured = {}
 
@@ -285,8 +409,9 @@ class Launcher:
             captured["status"], captured["headers"] = status, headers
 
         answer = b"".join(self.moto(environ, capture))
+        record_launch(params, targets, answer)
         closing = b"</CreateFleetResponse>"
-        if closing in answer:
+        if errors and closing in answer:
             answer = answer.replace(closing, f"<errorSet>{errors}</errorSet>".encode() + closing)
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         start_response(captured["status"], headers + [("Content-Length", str(len(answer)))])
