@@ -87,11 +87,23 @@ async fn setup(moto: &Moto, cluster: &str, octet: u8) -> Setup {
 }
 
 async fn setup_with_clock(moto: &Moto, cluster: &str, octet: u8, clock: Clock) -> Setup {
+    setup_with(moto, cluster, octet, clock, |_| {}).await
+}
+
+/// [`setup_with_clock`], with the provider's settings changed by `tweak`.
+async fn setup_with(
+    moto: &Moto,
+    cluster: &str,
+    octet: u8,
+    clock: Clock,
+    tweak: impl FnOnce(&mut AwsSettings),
+) -> Setup {
     let config = moto.sdk_config().await;
     let clients = AwsClients::new(&config).unwrap();
     let network = support::network(&clients.ec2, cluster, octet).await;
     let amis = support::seed_al2023_alias(moto, &clients.ssm, K8S).await;
-    let settings = AwsSettings::new(cluster, K8S);
+    let mut settings = AwsSettings::new(cluster, K8S);
+    tweak(&mut settings);
     let mut class = node_class(cluster, cluster);
     let resolved = nodeclass::resolve(&clients, &settings, &class, now())
         .await
@@ -763,7 +775,12 @@ async fn concurrent_identical_launches_share_one_create_fleet_call() {
     // Counting fleets needs a server no other test launches on.
     let moto = Moto::start();
     let cluster = "batch";
-    let setup = setup(&moto, cluster, 17).await;
+    // What is tested is that identical launches merge, not the 35 ms window: a wider one keeps
+    // a loaded machine from starting the five launches in two windows.
+    let setup = setup_with(&moto, cluster, 17, Clock::from_fn(now), |settings| {
+        settings.launch_batch.idle = std::time::Duration::from_millis(500);
+    })
+    .await;
     let provider = Arc::new(setup.provider);
     let requirements = serde_json::json!([
         {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
