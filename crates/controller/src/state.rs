@@ -90,6 +90,8 @@ pub struct ClusterState {
     pub buffer_pods: crate::buffers::VirtualPods,
     /// The NodePools' instance types as last evaluated, for launches (memory only).
     pub instance_types: crate::overlay::shared::SharedEvaluation,
+    /// Recent launch and registration outcomes per NodePool (memory only).
+    pub registration_health: crate::nodepool_status::health::Trackers,
 }
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -141,6 +143,7 @@ impl ClusterState {
             capacity_buffers: watch_all(Api::all(client.clone()), &mut tasks),
             buffer_pods: crate::buffers::VirtualPods::default(),
             instance_types: crate::overlay::shared::SharedEvaluation::default(),
+            registration_health: crate::nodepool_status::health::Trackers::default(),
         };
         let run = async move {
             join_all(tasks).await;
