@@ -19,7 +19,7 @@ use nodewright_sim::{
     cloud::FakeCloudConfig,
     dataplane::{DataPlane, DataPlaneConfig},
     meta::ManualClock,
-    testing::TestCluster,
+    testing::{DEFAULT_NODE_POOL, INFLATE, TestCluster},
 };
 use serde_json::json;
 
@@ -46,21 +46,15 @@ impl Simulated {
     /// The default NodePool and EC2NodeClass, inflate at one replica, the controllers running,
     /// and kubelets that boot only after `boot_delay`.
     async fn start(boot_delay: SignedDuration) -> Self {
-        let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
         let cloud = FakeCloudConfig {
             launch_latency: SignedDuration::from_secs(30),
             ..FakeCloudConfig::default()
         };
-        let cluster = TestCluster::start_simulated(clock.clock(), cloud, data_plane(boot_delay))
+        let (cluster, clock) = TestCluster::start_with_default_node_class(cloud, data_plane(boot_delay))
             .await
             .unwrap();
-        for yaml in [
-            include_str!("../../../examples/default/ec2nodeclass.yaml"),
-            include_str!("../../../examples/default/nodepool.yaml"),
-            include_str!("../../../examples/inflate.yaml"),
-        ] {
-            cluster.apply_yaml(yaml).unwrap();
-        }
+        cluster.apply_yaml(DEFAULT_NODE_POOL).unwrap();
+        cluster.apply_yaml(INFLATE).unwrap();
         let plane = cluster
             .data_plane()
             .unwrap()
