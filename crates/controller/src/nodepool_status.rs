@@ -9,11 +9,14 @@
 //! cluster's node class with `Ready=Unknown` still reads as unknown.
 //!
 //! Claims being deleted still count until they are gone: their capacity is still owned (and the
-//! provisioner's limits must see it). The `NodeRegistrationHealthy` condition is the lifecycle's
-//! (see `lifecycle::registration_health`); this controller keeps it as it finds it.
+//! provisioner's limits must see it). `NodeRegistrationHealthy` and
+//! `status.nodeClassObservedGeneration` follow the launch and registration outcomes the
+//! lifecycle records ([`health`]); they are written with the rest, one write per change.
+
+pub mod health;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -41,11 +44,13 @@ pub async fn run(ctx: Context) {
     let mut classes = ctx.state.node_classes.changes();
     let mut claims = ctx.state.node_claims.changes();
     let mut nodes = ctx.state.nodes.changes();
+    let mut outcomes = ctx.state.registration_health.changes();
     loop {
         pools.mark_seen();
         classes.mark_seen();
         claims.mark_seen();
         nodes.mark_seen();
+        outcomes.mark_unchanged();
         for failure in reconcile_all(&ctx).await {
             tracing::warn!(nodepool = failure.node_claim, error = %failure.error, "nodepool status");
         }
@@ -54,6 +59,8 @@ pub async fn run(ctx: Context) {
             () = classes.changed() => {}
             () = claims.changed() => {}
             () = nodes.changed() => {}
+            // The sender lives as long as the state: an error cannot happen while this runs.
+            _ = outcomes.changed() => {}
             () = tokio::time::sleep(ctx.settings.wall(POLL_INTERVAL)) => {}
         }
     }
@@ -65,12 +72,21 @@ pub async fn reconcile_all(ctx: &Context) -> Vec<Failure> {
     let now = ctx.clock.now();
     let usage = usage_by_pool(&ctx.state.node_claims.all(), &ctx.state.nodes.all());
     let classes = ctx.state.node_classes.all();
+    let pools = ctx.state.node_pools.all();
+    let trackers = &ctx.state.registration_health;
+    trackers.retain(&pools.iter().map(|p| pool_key(p)).collect::<HashSet<_>>());
     let empty = Usage::default();
-    let results: Vec<(String, Result<(), ControllerError>)> = stream::iter(ctx.state.node_pools.all())
+    let results: Vec<(String, Result<(), ControllerError>)> = stream::iter(pools)
         .map(|pool| {
             let name = pool.name_any();
             let class = node_class_of(&pool, &classes);
-            let desired = desired_status(&pool, class, usage.get(&name).unwrap_or(&empty), now);
+            let key = pool_key(&pool);
+            let tracker = trackers.read(&key, health::written_condition(&pool));
+            let health = health::decide(&pool, class, &tracker);
+            if health.reset {
+                trackers.reset(&key);
+            }
+            let desired = desired_status(&pool, class, usage.get(&name).unwrap_or(&empty), &health, now);
             async move {
                 let result = write(ctx, &pool, desired).await;
                 (name, result)
@@ -90,6 +106,12 @@ pub async fn reconcile_all(ctx: &Context) -> Vec<Failure> {
             }),
         })
         .collect()
+}
+
+/// The key of a NodePool's registration-health tracker: its UID, so a NodePool deleted and
+/// created again under its name starts afresh (the name when the object has no UID).
+pub(crate) fn pool_key(pool: &NodePool) -> String {
+    pool.uid().unwrap_or_else(|| pool.name_any())
 }
 
 async fn write(ctx: &Context, pool: &NodePool, desired: NodePoolStatus) -> Result<(), ControllerError> {
@@ -126,11 +148,13 @@ fn desired_status(
     pool: &NodePool,
     class: Option<&EC2NodeClass>,
     usage: &Usage,
+    registration: &health::Decision,
     now: Timestamp,
 ) -> NodePoolStatus {
     let mut status = pool.status.clone().unwrap_or_default();
     status.resources = usage.resources();
     status.nodes = Some(usage.nodes);
+    status.node_class_observed_generation = registration.node_class_generation;
     let mut conditions = ConditionSet::new(
         &mut status.conditions,
         &nodepool::DEPENDENTS,
@@ -149,6 +173,7 @@ fn desired_status(
         (Status::True, _, _) => conditions.set_true(nodepool::NODE_CLASS_READY),
         (status, reason, message) => conditions.set(nodepool::NODE_CLASS_READY, status, &reason, &message),
     };
+    health::set(&mut conditions, &registration.health);
     status
 }
 
@@ -395,12 +420,57 @@ mod tests {
         );
     }
 
+    fn unknown_health() -> health::Decision {
+        health::Decision {
+            reset: false,
+            health: health::Health::Unknown,
+            node_class_generation: None,
+        }
+    }
+
+    #[test]
+    fn registration_health_is_written_but_not_part_of_ready() {
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let classes = [Arc::new(class(None, false))];
+        let good = pool("default");
+        let unhealthy = health::Decision {
+            reset: false,
+            health: health::Health::Unhealthy {
+                reason: nodepool::REASON_REGISTRATION_FAILED.to_owned(),
+                message: "Failed to register node".to_owned(),
+            },
+            node_class_generation: Some(7),
+        };
+        let status = desired_status(
+            &good,
+            node_class_of(&good, &classes),
+            &Usage::default(),
+            &unhealthy,
+            now,
+        );
+        let get = |t: &str| status.conditions.iter().find(|c| c.type_ == t).unwrap();
+        let health = get(nodepool::NODE_REGISTRATION_HEALTHY);
+        assert_eq!(
+            (health.status.as_str(), health.reason.as_str()),
+            ("False", nodepool::REASON_REGISTRATION_FAILED)
+        );
+        assert_eq!(health.observed_generation, Some(3));
+        assert_eq!(get("Ready").status, "True");
+        assert_eq!(status.node_class_observed_generation, Some(7));
+    }
+
     #[test]
     fn status_conditions_derive_ready() {
         let now = Timestamp::from_second(1_700_000_000).unwrap();
         let classes = [Arc::new(class(None, false))];
         let good = pool("default");
-        let status = desired_status(&good, node_class_of(&good, &classes), &Usage::default(), now);
+        let status = desired_status(
+            &good,
+            node_class_of(&good, &classes),
+            &Usage::default(),
+            &unknown_health(),
+            now,
+        );
         let get = |status: &NodePoolStatus, t: &str| {
             status
                 .conditions
@@ -419,6 +489,7 @@ mod tests {
             &missing,
             node_class_of(&missing, &classes),
             &Usage::default(),
+            &unknown_health(),
             now,
         );
         assert_eq!(
@@ -429,7 +500,7 @@ mod tests {
 
         let mut invalid = pool("default");
         invalid.spec.template.spec.node_class_ref.kind = String::new();
-        let status = desired_status(&invalid, None, &Usage::default(), now);
+        let status = desired_status(&invalid, None, &Usage::default(), &unknown_health(), now);
         assert_eq!(
             get(&status, nodepool::VALIDATION_SUCCEEDED),
             ("False".into(), nodepool::REASON_VALIDATION_FAILED.into())

@@ -88,6 +88,10 @@ pub struct ClusterState {
     pub capacity_buffers: Watched<CapacityBuffer>,
     /// The CapacityBuffers' virtual pods, kept by [`crate::buffers`] (memory only).
     pub buffer_pods: crate::buffers::VirtualPods,
+    /// The NodePools' instance types as last evaluated, for launches (memory only).
+    pub instance_types: crate::overlay::shared::SharedEvaluation,
+    /// Recent launch and registration outcomes per NodePool (memory only).
+    pub registration_health: crate::nodepool_status::health::Trackers,
 }
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -138,6 +142,8 @@ impl ClusterState {
             node_overlays: watch_all(Api::all(client.clone()), &mut tasks),
             capacity_buffers: watch_all(Api::all(client.clone()), &mut tasks),
             buffer_pods: crate::buffers::VirtualPods::default(),
+            instance_types: crate::overlay::shared::SharedEvaluation::default(),
+            registration_health: crate::nodepool_status::health::Trackers::default(),
         };
         let run = async move {
             join_all(tasks).await;

@@ -211,6 +211,59 @@ impl Harness {
             .collect()
     }
 
+    /// One NodePool status round on current caches; it must not fail.
+    async fn pool_status_round(&self) {
+        self.synced().await;
+        let failures = nodepool_status::reconcile_all(&self.ctx).await;
+        assert!(failures.is_empty(), "{failures:?}");
+        self.synced().await;
+    }
+
+    /// `NodeRegistrationHealthy` of the NodePool as (status, reason), after a status round.
+    async fn registration_health(&self) -> (String, String) {
+        self.pool_status_round().await;
+        pool_condition(&self.pool().await, "NodeRegistrationHealthy")
+    }
+
+    /// Claims launched whose Nodes never register (the data plane does not run), deleted at
+    /// the registration TTL.
+    async fn registration_timeouts(&self, count: usize) {
+        let mut names = Vec::new();
+        for _ in 0..count {
+            names.push(self.create_claim(true).await);
+        }
+        self.round().await;
+        self.advance(15 * 60);
+        self.round().await;
+        for name in names {
+            assert!(self.claim(&name).await.metadata.deletion_timestamp.is_some());
+        }
+    }
+
+    /// Merge-patches an object's spec and waits until the caches have it.
+    async fn edit<K>(&self, name: &str, spec: serde_json::Value)
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.cluster.client());
+        let before = api.get(name).await.unwrap().meta().generation;
+        let after = api
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .unwrap()
+            .meta()
+            .generation;
+        assert_ne!(before, after, "a spec edit is a new generation");
+        self.synced().await;
+    }
+
     async fn pool(&self) -> NodePool {
         let pools: Api<NodePool> = Api::all(self.cluster.client());
         pools.get("default").await.unwrap()
@@ -322,7 +375,7 @@ async fn a_claim_launches_registers_and_initializes() {
         ("Unknown".into(), "NodeNotReady".into())
     );
     assert_eq!(
-        status_of(pool_condition(&h.pool().await, "NodeRegistrationHealthy")),
+        status_of(h.registration_health().await),
         "True",
         "a registration marks the pool healthy"
     );
@@ -364,9 +417,11 @@ async fn a_claim_whose_node_never_registers_is_deleted_after_the_registration_tt
             .any(|e| e.reason.as_deref() == Some("RegistrationTimeout")),
         "{events:?}"
     );
+    h.pool_status_round().await;
     assert_eq!(
-        pool_condition(&h.pool().await, "NodeRegistrationHealthy"),
-        ("False".into(), "RegistrationFailed".into())
+        status_of(pool_condition(&h.pool().await, "NodeRegistrationHealthy")),
+        "Unknown",
+        "one failure of the last four proves nothing yet"
     );
     // A deleting claim is the termination controller's: the lifecycle leaves it alone.
     h.round().await;
@@ -567,7 +622,7 @@ async fn nodepool_status_counts_nodes_and_resources_and_follows_the_node_class()
     assert_eq!(
         status_of(pool_condition(&pool, "NodeRegistrationHealthy")),
         "True",
-        "kept as the lifecycle wrote it"
+        "both claims registered"
     );
 
     let classes: Api<EC2NodeClass> = Api::all(h.cluster.client());
@@ -612,4 +667,52 @@ async fn the_running_loop_carries_a_claim_to_ready() {
     h.ready();
     wait_for("Ready").await.unwrap();
     lifecycle.abort();
+}
+
+#[tokio::test]
+async fn nodepool_registration_health_follows_launch_outcomes_and_resets_on_edits() {
+    let h = Harness::start().await;
+    let unknown = ("Unknown".to_owned(), "AwaitingReconciliation".to_owned());
+    let failed = ("False".to_owned(), "RegistrationFailed".to_owned());
+    assert_eq!(h.registration_health().await, unknown);
+
+    // Two of the last four claims time out registering: False, and the pool stays Ready.
+    h.registration_timeouts(2).await;
+    assert_eq!(h.registration_health().await, failed);
+    let pool = h.pool().await;
+    assert_eq!(status_of(pool_condition(&pool, "Ready")), "True");
+    let classes: Api<EC2NodeClass> = Api::all(h.cluster.client());
+    assert_eq!(
+        pool.status.as_ref().unwrap().node_class_observed_generation,
+        classes.get("default").await.unwrap().metadata.generation
+    );
+
+    // An edit of the node class judges the new configuration afresh.
+    h.edit::<EC2NodeClass>("default", json!({ "tags": { "team": "platform" } }))
+        .await;
+    assert_eq!(h.registration_health().await, unknown);
+    h.registration_timeouts(2).await;
+    assert_eq!(h.registration_health().await, failed);
+
+    // So does an edit of the NodePool.
+    h.edit::<NodePool>("default", json!({ "weight": 10 })).await;
+    assert_eq!(h.registration_health().await, unknown);
+    let unchanged = h.pool().await.resource_version();
+    assert_eq!(h.registration_health().await, unknown);
+    assert_eq!(
+        h.pool().await.resource_version(),
+        unchanged,
+        "no write when nothing changed"
+    );
+
+    // A claim whose Node registers: True.
+    let healthy = h.create_claim(true).await;
+    h.round().await;
+    h.boot();
+    h.round().await;
+    assert!(h.claim(&healthy).await.status.unwrap().node_name.is_some());
+    assert_eq!(
+        h.registration_health().await,
+        ("True".to_owned(), "NodeRegistrationHealthy".to_owned())
+    );
 }

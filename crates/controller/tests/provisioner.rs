@@ -19,7 +19,7 @@ use kube::{
 };
 use nodewright_api::{NodeClaim, NodePool, Operator, labels};
 use nodewright_catalog::Resources;
-use nodewright_cloudprovider::CloudProvider;
+use nodewright_cloudprovider::{CloudProvider, OfferingKey};
 use nodewright_controller::{
     Context, Settings,
     events::Events,
@@ -704,4 +704,180 @@ spec: { providerID: 'aws:///us-east-1a/i-doomed' }
     assert_eq!(restarted.considered, 2, "{restarted:?}");
     assert!(restarted.created.is_empty(), "{restarted:?}");
     assert_eq!(h.node_claims().await.len(), 1);
+}
+
+/// The fake cloud, counting how often instance types are listed.
+struct CountingCloud {
+    inner: nodewright_sim::cloud::FakeCloud,
+    listings: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingCloud {
+    /// The listings since the last call.
+    fn take_listings(&self) -> usize {
+        self.listings.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl CloudProvider for CountingCloud {
+    fn create<'a>(
+        &'a self,
+        node_claim: &'a NodeClaim,
+    ) -> nodewright_cloudprovider::BoxFuture<'a, nodewright_cloudprovider::Result<NodeClaim>> {
+        self.inner.create(node_claim)
+    }
+
+    fn delete<'a>(
+        &'a self,
+        node_claim: &'a NodeClaim,
+    ) -> nodewright_cloudprovider::BoxFuture<'a, nodewright_cloudprovider::Result<()>> {
+        self.inner.delete(node_claim)
+    }
+
+    fn get<'a>(
+        &'a self,
+        provider_id: &'a str,
+    ) -> nodewright_cloudprovider::BoxFuture<'a, nodewright_cloudprovider::Result<NodeClaim>> {
+        self.inner.get(provider_id)
+    }
+
+    fn list(
+        &self,
+    ) -> nodewright_cloudprovider::BoxFuture<'_, nodewright_cloudprovider::Result<Vec<NodeClaim>>> {
+        self.inner.list()
+    }
+
+    fn get_instance_types<'a>(
+        &'a self,
+        node_pool: &'a NodePool,
+    ) -> nodewright_cloudprovider::BoxFuture<
+        'a,
+        nodewright_cloudprovider::Result<Vec<nodewright_catalog::InstanceType>>,
+    > {
+        self.listings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get_instance_types(node_pool)
+    }
+
+    fn is_drifted<'a>(
+        &'a self,
+        node_claim: &'a NodeClaim,
+    ) -> nodewright_cloudprovider::BoxFuture<
+        'a,
+        nodewright_cloudprovider::Result<Option<nodewright_cloudprovider::DriftReason>>,
+    > {
+        self.inner.is_drifted(node_claim)
+    }
+
+    fn repair_policies(&self) -> Vec<nodewright_cloudprovider::RepairPolicy> {
+        self.inner.repair_policies()
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+}
+
+/// An overlay that makes a type far above the cheapest one for a small pod the cheapest of all.
+const DISCOUNT_OVERLAY: &str = "apiVersion: karpenter.sh/v1alpha1\nkind: NodeOverlay\nmetadata:\n  name: negotiated\n\
+spec:\n  requirements:\n  - key: node.kubernetes.io/instance-type\n    operator: In\n    values: [\"m5.2xlarge\"]\n  \
+price: \"0.001\"\n";
+
+/// Pods that each need a node of their own (hostname anti-affinity among the `burst` and
+/// `cold` pods).
+fn one_per_node() -> serde_json::Value {
+    json!({ "affinity": { "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": { "matchExpressions": [{ "key": "app", "operator": "In", "values": ["burst", "cold"] }] },
+        "topologyKey": "kubernetes.io/hostname"
+    }] } } })
+}
+
+/// Launches every NodeClaim the store has with `ctx`; returns the instance-type listings that took.
+async fn launch_all(h: &Harness, ctx: &Context, cloud: &CountingCloud) -> usize {
+    h.store_caught_up().await;
+    let state = ctx.state.clone();
+    let expected = h.node_claims().await.len();
+    h.cluster
+        .wait_until(WAIT, "NodeClaims in the launching store", || {
+            std::future::ready(state.node_claims.all().len() == expected)
+        })
+        .await
+        .unwrap();
+    cloud.take_listings();
+    let failures = nodewright_controller::lifecycle::reconcile_all(ctx).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    cloud.take_listings()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_launches_reads_the_rounds_instance_types_instead_of_listing_them_again() {
+    const BURST: usize = 8;
+    let h = Harness::start_with(&[DISCOUNT_OVERLAY]).await;
+    let counting = Arc::new(CountingCloud {
+        inner: h.cluster.cloud().unwrap().clone(),
+        listings: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let ctx = Context {
+        cloud: counting.clone(),
+        ..h.ctx.clone()
+    };
+    let overlays = ctx.state.node_overlays.clone();
+    h.cluster
+        .wait_until(WAIT, "the overlay in the store", || {
+            std::future::ready(!overlays.store.is_empty())
+        })
+        .await
+        .unwrap();
+    // Something is out of capacity, so each launch checks whether its offerings all are.
+    ctx.unavailable.mark(
+        &[OfferingKey::new(
+            "x2iedn.32xlarge",
+            "us-east-1a",
+            nodewright_catalog::CapacityType::OnDemand,
+        )],
+        h.clock.now(),
+    );
+
+    h.pending_pods("burst", BURST, "500m", &one_per_node()).await;
+    let report = Provisioner::new(ctx.clone()).provision_once().await.unwrap();
+    assert_eq!(report.created.len(), BURST, "{report:?}");
+    assert_eq!(
+        counting.take_listings(),
+        1,
+        "the round lists the one NodePool's types once"
+    );
+    // Before: every launch listed the pool's types twice (the overlay narrowing and the
+    // out-of-capacity check), 16 listings for 8 launches.
+    assert_eq!(
+        launch_all(&h, &ctx, &counting).await,
+        0,
+        "the launches read the round's evaluation"
+    );
+    let instances = h.cluster.cloud().unwrap().instances();
+    assert_eq!(instances.len(), BURST);
+    let launched: Vec<String> = h
+        .node_claims()
+        .await
+        .iter()
+        .map(|c| c.labels().get(labels::INSTANCE_TYPE).cloned().unwrap_or_default())
+        .collect();
+    assert!(
+        launched.iter().all(|t| t == "m5.2xlarge"),
+        "the overlay still decides what the cloud launches: {launched:?}"
+    );
+
+    // A restarted controller has no evaluation yet: the launches share one.
+    h.pending_pods("cold", BURST, "500m", &one_per_node()).await;
+    let report = Provisioner::new(ctx.clone()).provision_once().await.unwrap();
+    assert_eq!(report.created.len(), BURST, "{report:?}");
+    let (state, watches) = ClusterState::start(&ctx.client);
+    let watches = tokio::spawn(watches);
+    state.wait_synced().await;
+    let restarted = Context { state, ..ctx.clone() };
+    assert_eq!(
+        launch_all(&h, &restarted, &counting).await,
+        1,
+        "one evaluation for the whole burst"
+    );
+    assert_eq!(h.cluster.cloud().unwrap().instances().len(), 2 * BURST);
+    watches.abort();
 }

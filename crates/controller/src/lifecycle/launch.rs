@@ -150,16 +150,17 @@ pub(super) async fn launch(
 }
 
 /// The claim's offerings when every one of them is already known to be out of capacity (see
-/// [`super::known_unavailable`]). Only looked up while the cache holds something; a NodePool
-/// that is gone or whose types cannot be listed leaves the decision to the cloud.
+/// [`super::known_unavailable`]). Only looked up while the cache holds something, in the
+/// instance types the provisioner's round evaluated (no listing per launch); a NodePool that is
+/// not usable or whose types cannot be listed leaves the decision to the cloud.
 async fn known_out_of_capacity(ctx: &Context, working: &Working) -> Option<Vec<OfferingKey>> {
     if ctx.unavailable.len_at(working.now) == 0 {
         return None;
     }
     let pool_name = working.claim.nodepool_name()?;
-    let pool = ctx.state.node_pools.store.find(|p| p.name_any() == pool_name)?;
-    let types = ctx.cloud.get_instance_types(&pool).await.ok()?;
-    super::known_unavailable::all_offerings_unavailable(&working.claim, &types, |key| {
+    let evaluated = ctx.state.instance_types.current(ctx).await;
+    let types = evaluated.types_of(pool_name)?;
+    super::known_unavailable::all_offerings_unavailable(&working.claim, types, |key| {
         ctx.unavailable.is_unavailable(key, working.now)
     })
 }

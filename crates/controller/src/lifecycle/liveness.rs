@@ -1,7 +1,7 @@
 //! Liveness: a claim that does not launch within [`super::LAUNCH_TTL`] of its creation, or whose
 //! launched instance does not register within `settings.registration_ttl` of `Launched` turning
-//! True, is deleted with a Warning event, so the provisioner plans again. A registration timeout
-//! also marks the NodePool's `NodeRegistrationHealthy` False.
+//! True, is deleted with a Warning event, so the provisioner plans again. Either timeout is a
+//! failure in the NodePool's registration-health tracker (`NodeRegistrationHealthy`).
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use nodewright_api::{NodeClaimStatus, conditions::nodeclaim};
 
 use super::{LAUNCH_TTL, Working, condition, registration_health, write};
-use crate::{context::Context, error::ControllerError, events::reasons};
+use crate::{context::Context, error::ControllerError, events::reasons, nodepool_status::health::Outcome};
 
 /// Whether a claim may live on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,13 +81,16 @@ pub(super) async fn enforce(ctx: &Context, working: &Working) -> Result<bool, Co
         "deleting the nodeclaim: {message}"
     );
     ctx.events
-        .warning(&working.claim, reason, "Delete", message)
+        .warning(&working.claim, reason, "Delete", message.clone())
         .await;
     write::delete_claim(ctx, &working.claim).await?;
     crate::metrics::nodeclaim_failed(&working.claim, metric_reason);
-    if reason == reasons::REGISTRATION_TIMEOUT {
-        registration_health::record(ctx, &working.claim, false, working.now).await;
-    }
+    let outcome = if reason == reasons::REGISTRATION_TIMEOUT {
+        Outcome::registration_failed()
+    } else {
+        registration_health::launch_timed_out(&working.status, &message)
+    };
+    registration_health::record(ctx, &working.claim, outcome);
     Ok(true)
 }
 

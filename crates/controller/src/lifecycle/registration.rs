@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use nodewright_api::{NodeClaim, conditions::nodeclaim, labels};
 
 use super::{Working, registration_health, write};
-use crate::{context::Context, error::ControllerError};
+use crate::{context::Context, error::ControllerError, nodepool_status::health::Outcome};
 
 /// The Nodes of one providerID.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ pub(super) async fn register(
             working.status.node_name = Some(node.name_any());
             if working.conditions().set_true(nodeclaim::REGISTERED) {
                 crate::metrics::node_registered(&working.claim);
-                registration_health::record(ctx, &working.claim, true, working.now).await;
+                registration_health::record(ctx, &working.claim, Outcome::Registered);
             }
             Ok(NodeMatch::One(node))
         }

@@ -1,110 +1,85 @@
-//! The NodePool's `NodeRegistrationHealthy` condition (Karpenter v1.2+), kept simple: a claim
-//! of the pool that registers sets it True, one that times out registering sets it False
-//! (`RegistrationFailed`). Karpenter's failure ratio over the last launches and its reset on a
-//! NodePool or node class change are not modelled.
-//!
-//! Best effort: the condition is informational (not part of the pool's `Ready`), so a failed
-//! write is logged, never an error of the claim's reconcile.
+//! Records what became of each NodeClaim for its NodePool's `NodeRegistrationHealthy`
+//! condition: the outcomes go to the NodePool's tracker ([`crate::nodepool_status::health`]),
+//! and the NodePool status reconciler writes the condition. Nothing is written here, so a
+//! claim's reconcile never waits on (or fails for) its NodePool.
 
-use jiff::Timestamp;
-use kube::{Api, ResourceExt, api::PostParams};
-use nodewright_api::{
-    NodeClaim, NodePool,
-    conditions::{ConditionSet, TRUE, nodepool},
+use kube::ResourceExt;
+use nodewright_api::{NodeClaim, NodeClaimStatus, conditions::nodeclaim};
+
+use super::condition;
+use crate::{
+    context::Context,
+    nodepool_status::{health::Outcome, pool_key},
 };
 
-use crate::{context::Context, error::is_conflict};
-
-/// Records that a claim of the pool registered (`healthy`) or failed to.
-pub(super) async fn record(ctx: &Context, claim: &NodeClaim, healthy: bool, now: Timestamp) {
-    let Some(pool) = claim.nodepool_name() else {
+/// Records `outcome` for the claim's NodePool, if the claim's NodePool still exists (and is the
+/// one that created it, not a namesake created since).
+pub(super) fn record(ctx: &Context, claim: &NodeClaim, outcome: Outcome) {
+    let Some(name) = claim.nodepool_name() else {
         return;
     };
-    let api: Api<NodePool> = Api::all(ctx.client.clone());
-    let cached = ctx.state.node_pools.store.find(|p| p.name_any() == pool);
-    if cached.is_some_and(|p| is_recorded(&p, healthy)) {
+    let Some(pool) = ctx.state.node_pools.store.find(|p| p.name_any() == name) else {
+        return;
+    };
+    let owner = claim
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "NodePool" && o.name == name);
+    if owner.is_some_and(|o| Some(&o.uid) != pool.metadata.uid.as_ref()) {
         return;
     }
-    // One retry on a conflict, from a fresh read; after that the next registration tries again.
-    for _ in 0..2 {
-        let mut fresh = match api.get(pool).await {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                tracing::warn!(nodepool = pool, %error, "reading the nodepool for its registration health");
-                return;
-            }
-        };
-        if is_recorded(&fresh, healthy) {
-            return;
-        }
-        set(&mut fresh, healthy, now);
-        match api.replace_status(pool, &PostParams::default(), &fresh).await {
-            Ok(_) => return,
-            Err(error) if is_conflict(&error) => {}
-            Err(error) => {
-                tracing::warn!(nodepool = pool, %error, "writing the nodepool's registration health");
-                return;
-            }
-        }
-    }
+    ctx.state
+        .registration_health
+        .record(&pool_key(&pool), &claim.name_any(), outcome);
 }
 
-fn is_recorded(pool: &NodePool, healthy: bool) -> bool {
-    let status = pool
-        .status
-        .as_ref()
-        .and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == nodepool::NODE_REGISTRATION_HEALTHY)
-        })
-        .map(|c| c.status.as_str());
-    status == Some(TRUE) && healthy || status == Some(nodewright_api::conditions::FALSE) && !healthy
-}
-
-fn set(pool: &mut NodePool, healthy: bool, now: Timestamp) {
-    let generation = pool.metadata.generation;
-    let status = pool.status.get_or_insert_with(Default::default);
-    let mut conditions = ConditionSet::new(&mut status.conditions, &nodepool::DEPENDENTS, generation, now);
-    if healthy {
-        conditions.set_true(nodepool::NODE_REGISTRATION_HEALTHY);
-    } else {
-        conditions.set_false(
-            nodepool::NODE_REGISTRATION_HEALTHY,
-            nodepool::REASON_REGISTRATION_FAILED,
-            "Failed to register node",
-        );
+/// The outcome of a claim that did not launch in time: the reason and message of its last
+/// failed launch, or `LaunchFailed` when the cloud never answered with one.
+pub(super) fn launch_timed_out(status: &NodeClaimStatus, message: &str) -> Outcome {
+    match condition(status, nodeclaim::LAUNCHED) {
+        Some(launched) if launched.status == nodewright_api::conditions::FALSE => Outcome::Failed {
+            reason: launched.reason.clone(),
+            message: launched.message.clone(),
+        },
+        _ => Outcome::Failed {
+            reason: nodeclaim::REASON_LAUNCH_FAILED.to_owned(),
+            message: message.to_owned(),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
     use super::*;
 
     #[test]
-    fn health_flips_both_ways_and_leaves_ready_to_its_dependents() {
-        let mut pool: NodePool = serde_json::from_value(serde_json::json!({
-            "apiVersion": "karpenter.sh/v1",
-            "kind": "NodePool",
-            "metadata": {"name": "default"},
-            "spec": {"template": {"spec": {
-                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
-                "requirements": [],
-            }}},
-        }))
-        .unwrap();
-        let now = Timestamp::from_second(100).unwrap();
-        assert!(!is_recorded(&pool, false));
-        set(&mut pool, false, now);
-        assert!(is_recorded(&pool, false));
-        assert!(!is_recorded(&pool, true));
-        set(&mut pool, true, now);
-        assert!(is_recorded(&pool, true));
-        let conditions = &pool.status.unwrap().conditions;
-        let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_ne!(
-            ready.status, TRUE,
-            "Ready depends on validation and the node class only"
+    fn a_launch_timeout_carries_the_launchs_reason() {
+        let failed = NodeClaimStatus {
+            conditions: vec![Condition {
+                type_: nodeclaim::LAUNCHED.to_owned(),
+                status: "False".to_owned(),
+                reason: "NoCompatibleInstanceType".to_owned(),
+                message: "nothing fits".to_owned(),
+                observed_generation: None,
+                last_transition_time: Time("2026-01-01T00:00:00Z".parse().unwrap()),
+            }],
+            ..NodeClaimStatus::default()
+        };
+        assert_eq!(
+            launch_timed_out(&failed, "did not launch"),
+            Outcome::Failed {
+                reason: "NoCompatibleInstanceType".to_owned(),
+                message: "nothing fits".to_owned()
+            }
+        );
+        assert_eq!(
+            launch_timed_out(&NodeClaimStatus::default(), "did not launch"),
+            Outcome::Failed {
+                reason: nodeclaim::REASON_LAUNCH_FAILED.to_owned(),
+                message: "did not launch".to_owned()
+            }
         );
     }
 }

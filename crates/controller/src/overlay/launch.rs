@@ -13,6 +13,7 @@ use std::{borrow::Cow, collections::BTreeSet};
 use kube::ResourceExt;
 use nodewright_api::{NodeClaim, Operator, labels, requirements::NodeSelectorRequirementWithMinValues};
 use nodewright_catalog::{InstanceType, Price};
+use nodewright_cloudprovider::OfferingKey;
 
 use crate::context::Context;
 
@@ -46,10 +47,15 @@ pub(crate) async fn prioritized<'a>(ctx: &Context, claim: &'a NodeClaim) -> Prio
     let Some(pool) = claim.labels().get(labels::NODE_POOL) else {
         return untouched(claim);
     };
-    let (pools, _, evaluation) = super::instance_types(ctx).await;
-    let Some((_, types)) = pools.iter().find(|(p, _)| p.name_any() == *pool) else {
+    // The evaluation the provisioner's round made (a burst of launches lists nothing); the
+    // offerings out of capacity are the cache's as of now.
+    let evaluated = ctx.state.instance_types.current(ctx).await;
+    let Some(types) = evaluated.types_of(pool) else {
         return untouched(claim);
     };
+    let evaluation = &evaluated.evaluation;
+    let now = ctx.clock.now();
+    let out_of_capacity = |key: &OfferingKey| ctx.unavailable.is_unavailable(key, now);
     let of_pool = |pairs: &BTreeSet<(String, String)>| -> BTreeSet<String> {
         pairs
             .iter()
@@ -58,7 +64,8 @@ pub(crate) async fn prioritized<'a>(ctx: &Context, claim: &'a NodeClaim) -> Prio
             .collect()
     };
     Prioritized {
-        claim: narrowed(claim, pool, types, &evaluation.repriced).map_or(Cow::Borrowed(claim), Cow::Owned),
+        claim: narrowed(claim, pool, types, &evaluation.repriced, out_of_capacity)
+            .map_or(Cow::Borrowed(claim), Cow::Owned),
         repriced: of_pool(&evaluation.repriced),
         capacity_set: of_pool(&evaluation.capacity_set),
     }
@@ -81,12 +88,14 @@ pub(crate) fn applied_annotations(
 }
 
 /// The claim narrowed to its type cheapest under the overlays (ties: the claim's order), when
-/// one of its listed types was repriced and another is listed. Pure.
+/// one of its listed types was repriced and another is listed. Offerings the listing marks
+/// unavailable or `out_of_capacity` names are not considered. Pure.
 pub(crate) fn narrowed(
     claim: &NodeClaim,
     pool: &str,
     types: &[InstanceType],
     repriced: &BTreeSet<(String, String)>,
+    out_of_capacity: impl Fn(&OfferingKey) -> bool,
 ) -> Option<NodeClaim> {
     let index = claim
         .spec
@@ -116,7 +125,8 @@ pub(crate) fn narrowed(
         .enumerate()
         .filter_map(|(position, name)| {
             let instance_type = types.iter().find(|t| t.name == *name)?;
-            cheapest_offering(instance_type, &offering_rules).map(|price| (price, position, name))
+            cheapest_offering(instance_type, &offering_rules, &out_of_capacity)
+                .map(|price| (price, position, name))
         })
         .min()?;
     let mut narrowed = claim.clone();
@@ -127,11 +137,14 @@ pub(crate) fn narrowed(
 fn cheapest_offering(
     instance_type: &InstanceType,
     rules: &[&NodeSelectorRequirementWithMinValues],
+    out_of_capacity: impl Fn(&OfferingKey) -> bool,
 ) -> Option<Price> {
     instance_type
         .offerings
         .iter()
-        .filter(|o| o.available)
+        .filter(|o| {
+            o.available && !out_of_capacity(&OfferingKey::new(&instance_type.name, &o.zone, o.capacity_type))
+        })
         .filter(|o| {
             rules.iter().all(|r| {
                 let value = if r.key == labels::ZONE {
@@ -189,8 +202,30 @@ mod tests {
             "default",
             &types,
             &repriced("m5.large"),
+            |_| false,
         );
         assert_eq!(listed(&narrowed.unwrap()), ["m5.large"]);
+    }
+
+    #[test]
+    fn offerings_out_of_capacity_now_are_not_chosen() {
+        let types = [
+            instance_type("c5.large", 2000, 0.085),
+            instance_type("m5.large", 2000, 0.001),
+        ];
+        let out = |key: &OfferingKey| key.instance_type == "m5.large";
+        let narrowed = narrowed(
+            &claim(&["m5.large", "c5.large"]),
+            "default",
+            &types,
+            &repriced("m5.large"),
+            out,
+        );
+        assert_eq!(
+            listed(&narrowed.unwrap()),
+            ["c5.large"],
+            "the overlay's type is out of capacity since the evaluation"
+        );
     }
 
     #[test]
@@ -200,9 +235,19 @@ mod tests {
             instance_type("m5.large", 2000, 0.096),
         ];
         let claim_of_two = claim(&["c5.large", "m5.large"]);
-        assert!(narrowed(&claim_of_two, "default", &types, &BTreeSet::new()).is_none());
-        assert!(narrowed(&claim_of_two, "other-pool", &types, &repriced("m5.large")).is_none());
-        assert!(narrowed(&claim(&["m5.large"]), "default", &types, &repriced("m5.large")).is_none());
+        let none = |_: &OfferingKey| false;
+        assert!(narrowed(&claim_of_two, "default", &types, &BTreeSet::new(), none).is_none());
+        assert!(narrowed(&claim_of_two, "other-pool", &types, &repriced("m5.large"), none).is_none());
+        assert!(
+            narrowed(
+                &claim(&["m5.large"]),
+                "default",
+                &types,
+                &repriced("m5.large"),
+                none
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -219,6 +264,7 @@ mod tests {
             "default",
             &types,
             &repriced("m5.large"),
+            |_| false,
         );
         assert_eq!(
             listed(&narrowed.unwrap()),

@@ -6,6 +6,8 @@
 //! - [`instance_types`] is the one way the provisioner and disruption read instance types
 //!   (through `provisioner::snapshot`): the cloud's, with unavailable offerings marked and the
 //!   overlays applied, so both decide on the same prices.
+//! - [`shared`] keeps the last evaluation for the launches, so a burst of launches reads the
+//!   one the provisioner's round made instead of listing every NodePool's types again.
 //! - [`launch`] narrows a NodeClaim's instance types before the cloud launches it when an
 //!   overlay repriced them: the cloud orders its fallbacks by its own prices, which would undo
 //!   the overlay (Karpenter's AWS provider switches to a `prioritized` strategy instead).
@@ -16,6 +18,7 @@
 
 pub mod apply;
 pub mod launch;
+pub mod shared;
 pub mod status;
 
 pub use apply::{Evaluation, Rejection, apply};
@@ -26,25 +29,29 @@ use std::sync::Arc;
 use nodewright_api::NodePool;
 use nodewright_catalog::InstanceType;
 
-use crate::{
-    context::Context,
-    provisioner::{pools::Skipped, snapshot},
-};
+use crate::{context::Context, provisioner::pools::Skipped};
 
 /// The usable NodePools (in order) with their instance types as the controllers decide on them:
 /// the cloud's, unavailable offerings marked, the overlays applied; the NodePools left out; and
-/// what the overlays did.
+/// what the overlays did. Always a fresh evaluation, published for the launches that follow
+/// ([`shared`]).
 pub(crate) async fn instance_types(
     ctx: &Context,
 ) -> (Vec<(Arc<NodePool>, Vec<InstanceType>)>, Vec<Skipped>, Evaluation) {
-    let (mut with_types, skipped) = snapshot::pools_with_types(
-        ctx.cloud.as_ref(),
-        &ctx.unavailable,
-        &ctx.state.node_pools.all(),
-        &ctx.state.node_classes.all(),
-        ctx.clock.now(),
+    let evaluated = ctx.state.instance_types.refresh(ctx).await;
+    let now = ctx.clock.now();
+    let with_types = evaluated
+        .pools
+        .iter()
+        .map(|(pool, types)| {
+            let mut types = types.clone();
+            ctx.unavailable.apply(&mut types, now);
+            (Arc::clone(pool), types)
+        })
+        .collect();
+    (
+        with_types,
+        evaluated.skipped.clone(),
+        evaluated.evaluation.clone(),
     )
-    .await;
-    let evaluation = apply(&ctx.state.node_overlays.all(), &mut with_types);
-    (with_types, skipped, evaluation)
 }

@@ -164,14 +164,25 @@ pub(crate) async fn pools_with_types(
     classes: &[Arc<EC2NodeClass>],
     now: Timestamp,
 ) -> (Vec<(Arc<NodePool>, Vec<InstanceType>)>, Vec<Skipped>) {
+    let (mut with_types, skipped) = listed_types(cloud, pools, classes).await;
+    for (_, types) in &mut with_types {
+        unavailable.apply(types, now);
+    }
+    (with_types, skipped)
+}
+
+/// The usable NodePools (in order) with the cloud's instance types for each, as listed, and
+/// the NodePools left out with why.
+pub(crate) async fn listed_types(
+    cloud: &dyn CloudProvider,
+    pools: &[Arc<NodePool>],
+    classes: &[Arc<EC2NodeClass>],
+) -> (Vec<(Arc<NodePool>, Vec<InstanceType>)>, Vec<Skipped>) {
     let (usable, mut skipped) = pools::usable(pools, classes);
     let mut with_types = Vec::with_capacity(usable.len());
     for pool in usable {
         match cloud.get_instance_types(&pool).await {
-            Ok(mut types) => {
-                unavailable.apply(&mut types, now);
-                with_types.push((pool, types));
-            }
+            Ok(types) => with_types.push((pool, types)),
             Err(error) => skipped.push(Skipped {
                 nodepool: pool.name_any(),
                 reason: format!("its instance types cannot be listed: {error}"),
