@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Taint;
 use crate::{
     compile::{Class, Compiled, Pool, TypeC},
     intern::Sym,
-    lookahead::{ShapeWeights, choose_target},
+    lookahead::{Candidates, ShapeWeights, choose_target},
     pod::{HostPort, tolerates},
     problem::MinValuesPolicy,
     requirements::{Requirement, Requirements},
@@ -589,20 +589,21 @@ fn check_new(
             target: fixed.target,
         });
     }
-    let candidates: Vec<u32> = list
-        .iter()
-        .copied()
-        .filter(|t| {
-            let ty = &pool.types[*t as usize];
-            c.requests.fits_in(&ty.alloc) && within_limits(&ty.capacity, remaining)
-        })
-        .collect();
-    if candidates.is_empty() {
+    let fits = |t: u32| {
+        let ty = &pool.types[t as usize];
+        c.requests.fits_in(&ty.alloc) && within_limits(&ty.capacity, remaining)
+    };
+    let Some(candidates) = Candidates::new(&list, pool.types.len(), &fits) else {
         return Err(no_type_reason(compiled, pool, c, &merged, remaining));
-    }
+    };
     let relaxed = has_min_values(&merged)
-        && enforce_min_values(compiled, pool, &candidates, &mut merged)
-            .map_err(|()| "minValues cannot be met by the instance types that fit".to_owned())?;
+        && enforce_min_values(
+            compiled,
+            pool,
+            &candidates.iter().collect::<Vec<u32>>(),
+            &mut merged,
+        )
+        .map_err(|()| "minValues cannot be met by the instance types that fit".to_owned())?;
     let shape = choose_target(compiled, state, weights, p, &candidates, class);
     let target = shape.target;
     if let Some(key) = key
