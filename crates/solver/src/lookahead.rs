@@ -4,19 +4,17 @@
 //! prices from the LP relaxation of the remaining demand, so a type is judged by the resources
 //! that actually bind (CPU for CPU-heavy pods, memory for memory-heavy ones).
 
-use std::collections::HashMap;
-
-use crate::{compile::Compiled, lower_bound::shadow_prices, resources::Res, state::State};
+use crate::{compile::Compiled, fasthash::FastMap, lower_bound::shadow_prices, resources::Res, state::State};
 
 /// Shadow prices per (family, pool), computed once per solve.
 #[derive(Debug, Default)]
 pub(crate) struct ShapeWeights {
-    cache: HashMap<(usize, usize), Weighed>,
+    cache: FastMap<(usize, usize), Weighed>,
     /// Shapes chosen for classes that are a family of their own: the target, the waiting count
     /// above which the choice cannot change (no simulated node ran out of the class's pods), and
     /// the waiting count it was computed for (the same count gives the same choice; for a class
     /// capped per node, such as hostname anti-affinity, the count stays at the cap).
-    pub(crate) fixed_shapes: HashMap<(usize, crate::requirements::Requirements, usize), FixedShape>,
+    pub(crate) fixed_shapes: FastMap<(usize, crate::requirements::Requirements, usize), FixedShape>,
 }
 
 /// One (family, pool)'s resource weights, and every type of the pool ranked by them once, so a
