@@ -316,9 +316,16 @@ fn simulate(
         start.sub(opening);
         // Two greedy fills, keep the one that packs more value: by value per unit of the scarcest
         // room, and by how well a pod's shape matches the room that is left.
-        let (v, pattern) = [Greedy::Density, Greedy::Alignment]
-            .into_iter()
-            .map(|greedy| {
+        // With one distinct request (a class that is its own family) both fills take the same
+        // pods in the same order: one fill is enough.
+        let greedies: &[Greedy] = if waiting.requests.len() <= 1 {
+            &[Greedy::Density]
+        } else {
+            &[Greedy::Density, Greedy::Alignment]
+        };
+        let (v, pattern) = greedies
+            .iter()
+            .map(|&greedy| {
                 let mut room = start.clone();
                 let pattern = fill(waiting, &mut room, &ty.alloc, greedy, &mut scratch);
                 most_taken = pattern
