@@ -23,6 +23,12 @@ use nodewright_solver::{
     report::PlanReport,
 };
 
+/// mimalloc rather than the system allocator: the solver (`nodewright plan`, the provisioner,
+/// consolidation) makes many small short-lived allocations, where glibc's malloc and free took
+/// about a quarter of a 20,000-pod solve (benches/README.md, solver section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Just-in-time node provisioning for Kubernetes, speaking Karpenter's v1 API.
 #[derive(Debug, Parser)]
 #[command(name = "nodewright", version, about)]

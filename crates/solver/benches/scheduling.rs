@@ -33,6 +33,11 @@ use nodewright_catalog::{CapacityType, InstanceType, Offering, Overhead, Price, 
 use nodewright_solver::{ExistingNode, PoolInput, Problem, solve};
 use serde_json::{Value, json};
 
+/// The allocator of the shipped `nodewright` binary (crates/nodewright/src/main.rs), so the
+/// figures here are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ZONES: [&str; 3] = ["test-zone-a", "test-zone-b", "test-zone-c"];
 const GIB: i64 = 1 << 30;
 

@@ -12,6 +12,7 @@ use nodewright_api::{labels, quantity};
 use nodewright_catalog::{Price, Resources};
 
 use crate::{
+    fasthash::FastMap,
     intern::{Interner, Sym},
     pod::{AffinityTerm, HostPort, PodFacts, Selector, Term, WhenUnsatisfiable, tolerates},
     problem::{PreferencePolicy, Problem},
@@ -220,19 +221,19 @@ pub(crate) struct Compiled {
     pub groups: Vec<Group>,
     pub existing: Vec<Existing>,
     /// Members counted per (group, domain) on existing nodes.
-    pub initial_counts: HashMap<(usize, Sym), i64>,
+    pub initial_counts: FastMap<(usize, Sym), i64>,
     /// Existing pods with required anti-affinity: (group, domain) their terms forbid.
     pub existing_anti: Vec<(usize, Sym)>,
     pub pod_count: usize,
     /// Every value a topology key can take, per key used by a spread or affinity term.
-    pub universes: HashMap<Sym, Domains>,
+    pub universes: FastMap<Sym, Domains>,
     /// Classes of each family.
     pub families: Vec<Vec<usize>>,
     pub min_values_policy: crate::problem::MinValuesPolicy,
     /// Per (pool, node requirements): the pool's types those requirements allow, cheapest allowed
     /// offering first. Nodes with equal requirements share one list.
     /// Behind a mutex because the two shaping runs of a large solve share it from two threads.
-    type_lists: Mutex<HashMap<TypeListKey, Arc<[u32]>>>,
+    type_lists: Mutex<FastMap<TypeListKey, Arc<[u32]>>>,
 }
 
 type TypeListKey = (usize, Requirements);
@@ -242,7 +243,7 @@ impl Compiled {
         self.well_known.binary_search(&key).is_ok()
     }
 
-    fn type_lists(&self) -> std::sync::MutexGuard<'_, HashMap<TypeListKey, Arc<[u32]>>> {
+    fn type_lists(&self) -> std::sync::MutexGuard<'_, FastMap<TypeListKey, Arc<[u32]>>> {
         // The map only caches whole entries; a panicking holder cannot leave one half-written.
         self.type_lists
             .lock()
@@ -430,7 +431,7 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
         .map(|pool| compile_pool(pool, &daemon_facts, &dims, &keys, &mut interner, &well_known))
         .collect();
 
-    let mut initial_counts: HashMap<(usize, Sym), i64> = HashMap::new();
+    let mut initial_counts: FastMap<(usize, Sym), i64> = FastMap::default();
     let mut existing_anti = Vec::new();
     let mut existing = Vec::new();
     for node in &problem.existing_nodes {
@@ -504,10 +505,10 @@ pub(crate) fn compile(problem: &Problem) -> Compiled {
         initial_counts,
         existing_anti,
         pod_count: problem.pods.len(),
-        universes: HashMap::new(),
+        universes: FastMap::default(),
         families,
         min_values_policy: problem.options.min_values_policy,
-        type_lists: Mutex::new(HashMap::new()),
+        type_lists: Mutex::new(FastMap::default()),
     };
     let topology_keys: Vec<Sym> = compiled
         .classes

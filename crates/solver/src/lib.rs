@@ -11,6 +11,7 @@
 //! also gives a lower bound, so every plan reports its optimality gap.
 
 mod compile;
+mod fasthash;
 mod finalize;
 pub mod intern;
 mod lookahead;

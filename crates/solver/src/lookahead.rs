@@ -4,34 +4,36 @@
 //! prices from the LP relaxation of the remaining demand, so a type is judged by the resources
 //! that actually bind (CPU for CPU-heavy pods, memory for memory-heavy ones).
 
-use std::collections::HashMap;
-
-use crate::{compile::Compiled, lower_bound::shadow_prices, resources::Res, state::State};
+use crate::{compile::Compiled, fasthash::FastMap, lower_bound::shadow_prices, resources::Res, state::State};
 
 /// Shadow prices per (family, pool), computed once per solve.
 #[derive(Debug, Default)]
 pub(crate) struct ShapeWeights {
-    cache: HashMap<(usize, usize), Weighed>,
+    cache: FastMap<(usize, usize), Weighed>,
     /// Shapes chosen for classes that are a family of their own: the target, the waiting count
     /// above which the choice cannot change (no simulated node ran out of the class's pods), and
     /// the waiting count it was computed for (the same count gives the same choice; for a class
     /// capped per node, such as hostname anti-affinity, the count stays at the cap).
-    pub(crate) fixed_shapes: HashMap<(usize, crate::requirements::Requirements, usize), FixedShape>,
+    pub(crate) fixed_shapes: FastMap<(usize, crate::requirements::Requirements, usize), FixedShape>,
 }
 
-/// One (family, pool)'s resource weights, and every type of the pool valued by them once, so a
-/// new node's shortlist is a lookup per candidate rather than a dot product.
+/// One (family, pool)'s resource weights, and every type of the pool ranked by them once, so a
+/// new node's shortlist is a scan of the ranking rather than a valuation of every candidate.
 #[derive(Debug)]
 struct Weighed {
     weights: Vec<f64>,
-    /// Per type of the pool: the weighted value of its allocatable.
-    type_value: Vec<f64>,
-    /// Per type of the pool: price per unit of weighted value (infinite when worth nothing).
-    type_efficiency: Vec<f64>,
+    /// The pool's types, most efficient first (ties: lower index first), so a new node's
+    /// shortlist is the first few candidates in this order rather than a selection per node.
+    by_efficiency: Vec<u32>,
+    /// The pool's types, most valuable first (ties: lower index first): the first candidate in
+    /// this order is the largest-type shape.
+    by_value: Vec<u32>,
 }
 
 impl Weighed {
     fn new(weights: Vec<f64>, types: &[crate::compile::TypeC]) -> Self {
+        // Per type: the weighted value of its allocatable, and its price per unit of that value
+        // (infinite when worth nothing).
         let type_value: Vec<f64> = types.iter().map(|ty| weighed(&weights, &ty.alloc)).collect();
         let type_efficiency = types
             .iter()
@@ -43,12 +45,66 @@ impl Weighed {
                     f64::INFINITY
                 }
             })
-            .collect();
+            .collect::<Vec<f64>>();
+        let mut by_efficiency: Vec<u32> = (0..types.len()).filter_map(|t| u32::try_from(t).ok()).collect();
+        let mut by_value = by_efficiency.clone();
+        by_efficiency.sort_by(|a, b| {
+            type_efficiency[*a as usize]
+                .total_cmp(&type_efficiency[*b as usize])
+                .then(a.cmp(b))
+        });
+        by_value.sort_by(|a, b| {
+            type_value[*b as usize]
+                .total_cmp(&type_value[*a as usize])
+                .then(a.cmp(b))
+        });
         Self {
             weights,
-            type_value,
-            type_efficiency,
+            by_efficiency,
+            by_value,
         }
+    }
+}
+
+/// The types a new node may take: those of `list` (the pool's types its requirements allow,
+/// cheapest first) that hold the opening pod within the pool's limits. Tested type by type
+/// rather than collected: a new node's shape needs only the few most efficient candidates, and
+/// testing a few types is cheaper than filtering the whole list for every new node.
+pub(crate) struct Candidates<'a> {
+    list: &'a [u32],
+    /// Bit `t` set when type `t` is in `list`.
+    listed: smallvec::SmallVec<[u64; 8]>,
+    fits: &'a dyn Fn(u32) -> bool,
+    /// The cheapest candidate.
+    pub first: u32,
+}
+
+impl<'a> Candidates<'a> {
+    /// `None` when no type of `list` fits.
+    pub(crate) fn new(list: &'a [u32], type_count: usize, fits: &'a dyn Fn(u32) -> bool) -> Option<Self> {
+        let first = list.iter().copied().find(|t| fits(*t))?;
+        let mut listed = smallvec::smallvec![0u64; type_count.div_ceil(64)];
+        for &t in list {
+            listed[t as usize / 64] |= 1 << (t % 64);
+        }
+        Some(Self {
+            list,
+            listed,
+            fits,
+            first,
+        })
+    }
+
+    fn contains(&self, t: u32) -> bool {
+        self.listed
+            .get(t as usize / 64)
+            .is_some_and(|word| word & (1 << (t % 64)) != 0)
+            && (self.fits)(t)
+    }
+
+    /// The candidates, cheapest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.list.iter().copied().filter(|t| (self.fits)(*t))
     }
 }
 
@@ -166,7 +222,7 @@ pub(crate) fn choose_target(
     state: &State,
     weights: &mut ShapeWeights,
     pool: usize,
-    candidates: &[u32],
+    candidates: &Candidates<'_>,
     class: usize,
 ) -> Shape {
     let family = compiled.classes[class].family;
@@ -184,29 +240,26 @@ pub(crate) fn choose_target(
         (family, pool)
     };
     let weighed_types = weights.cache.entry(key).or_insert_with(|| {
-        let y = family_weights(compiled, state, key.0 == usize::MAX, &members, pool, candidates);
+        let listed: Vec<u32> = candidates.iter().collect();
+        let y = family_weights(compiled, state, key.0 == usize::MAX, &members, pool, &listed);
         Weighed::new(y, types)
     });
     let y = &weighed_types.weights;
     let value = |packed: &Res| weighed(y, packed);
     if state.shaping == crate::state::Shaping::Largest {
-        let type_value = &weighed_types.type_value;
-        let target = candidates
+        let target = weighed_types
+            .by_value
             .iter()
             .copied()
-            .max_by(|a, b| {
-                type_value[*a as usize]
-                    .total_cmp(&type_value[*b as usize])
-                    .then(b.cmp(a))
-            })
-            .unwrap_or(candidates[0]);
+            .find(|t| candidates.contains(*t))
+            .unwrap_or(candidates.first);
         return Shape {
             target,
             pattern: Vec::new(),
             stable_above: None,
         };
     }
-    let shortlist = shortlist(candidates, &weighed_types.type_efficiency);
+    let shortlist = shortlist(candidates, &weighed_types.by_efficiency);
     let cap = per_node_cap(compiled, state, class);
     let opening = &compiled.classes[class].requests;
     // Pods of each member class not yet promised to another node.
@@ -216,15 +269,15 @@ pub(crate) fn choose_target(
         .filter(|(_, n)| *n > 0)
         .collect();
     let alone = members.len() == 1 && members[0] == class;
+    let waiting = Waiting::new(compiled, &waiting, &value);
     let (mut shape, most_taken) = simulate(
-        compiled,
         types,
         &shortlist,
         opening,
         &waiting,
         &value,
         class,
-        candidates[0],
+        candidates.first,
     );
     if alone {
         shape.stable_above = Some(most_taken);
@@ -238,13 +291,11 @@ pub(crate) fn choose_target(
 
 /// Simulates filling each shortlisted type from the waiting pods and returns the best shape (price
 /// per packed value) and the most pods of `class` any simulated node took.
-#[allow(clippy::too_many_arguments)]
 fn simulate(
-    compiled: &Compiled,
     types: &[crate::compile::TypeC],
     shortlist: &[u32],
     opening: &Res,
-    waiting: &[(usize, i64)],
+    waiting: &Waiting<'_>,
     value: &dyn Fn(&Res) -> f64,
     class: usize,
     fallback: u32,
@@ -258,17 +309,25 @@ fn simulate(
         },
     );
     let mut most_taken = 0;
+    let mut scratch = FillScratch::default();
     for &t in shortlist {
         let ty = &types[t as usize];
         let mut start = ty.alloc.clone();
         start.sub(opening);
         // Two greedy fills, keep the one that packs more value: by value per unit of the scarcest
         // room, and by how well a pod's shape matches the room that is left.
-        let (v, pattern) = [Greedy::Density, Greedy::Alignment]
-            .into_iter()
-            .map(|greedy| {
+        // With one distinct request (a class that is its own family) both fills take the same
+        // pods in the same order: one fill is enough.
+        let greedies: &[Greedy] = if waiting.requests.len() <= 1 {
+            &[Greedy::Density]
+        } else {
+            &[Greedy::Density, Greedy::Alignment]
+        };
+        let (v, pattern) = greedies
+            .iter()
+            .map(|&greedy| {
                 let mut room = start.clone();
-                let pattern = fill(compiled, waiting, &mut room, value, &ty.alloc, greedy);
+                let pattern = fill(waiting, &mut room, &ty.alloc, greedy, &mut scratch);
                 most_taken = pattern
                     .iter()
                     .filter(|(c, _)| *c == class)
@@ -307,17 +366,16 @@ pub(crate) fn waiting_of(state: &State, m: usize, opening: bool, cap: i64) -> i6
 }
 
 /// The types worth simulating for a new node: the most efficient when full, plus the cheapest
-/// ones (for the tail of a batch, where a small node beats a half-empty big one).
-fn shortlist(candidates: &[u32], efficiency: &[f64]) -> Vec<u32> {
-    let mut ranked: Vec<(f64, u32)> = candidates.iter().map(|t| (efficiency[*t as usize], *t)).collect();
-    let by_efficiency = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-    if ranked.len() > MOST_EFFICIENT {
-        // Only the best few are needed: a partial selection, not a full sort, per new node.
-        ranked.select_nth_unstable_by(MOST_EFFICIENT - 1, by_efficiency);
-        ranked.truncate(MOST_EFFICIENT);
-    }
-    let mut shortlist: Vec<u32> = ranked.iter().map(|(_, t)| *t).collect();
-    shortlist.extend(candidates.iter().take(6).copied());
+/// ones (for the tail of a batch, where a small node beats a half-empty big one). `by_efficiency`
+/// ranks every type of the pool; the candidates keep their order in it.
+fn shortlist(candidates: &Candidates<'_>, by_efficiency: &[u32]) -> Vec<u32> {
+    let mut shortlist: Vec<u32> = by_efficiency
+        .iter()
+        .copied()
+        .filter(|t| candidates.contains(*t))
+        .take(MOST_EFFICIENT)
+        .collect();
+    shortlist.extend(candidates.iter().take(6));
     shortlist.sort_unstable();
     shortlist.dedup();
     shortlist
@@ -344,72 +402,166 @@ enum Greedy {
     Alignment,
 }
 
-/// Fills `room` from the waiting pods greedily. Returns the counts per class and leaves what is
-/// unused in `room`.
+/// The pods a new node may be filled with, grouped by request: classes with equal requests are
+/// interchangeable to a fill (same value, same density), so a fill weighs each distinct request
+/// once per round instead of each class (a family of generic pods has hundreds of classes and a
+/// few dozen distinct requests).
+struct Waiting<'a> {
+    /// Per distinct request: the request and its value (fixed for the whole simulation).
+    requests: Vec<(&'a Res, f64)>,
+    /// Per distinct request, the range of `members` holding its classes.
+    ranges: Vec<std::ops::Range<usize>>,
+    /// (position in waiting order, class, pods waiting), grouped by request, in waiting order
+    /// within a group.
+    members: Vec<(usize, usize, i64)>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(compiled: &'a Compiled, waiting: &[(usize, i64)], value: &dyn Fn(&Res) -> f64) -> Self {
+        let mut requests: Vec<(&Res, f64)> = Vec::new();
+        let mut grouped: Vec<Vec<(usize, usize, i64)>> = Vec::new();
+        for (position, &(class, count)) in waiting.iter().enumerate() {
+            let request = &compiled.classes[class].requests;
+            let group = requests
+                .iter()
+                .position(|(r, _)| *r == request)
+                .unwrap_or_else(|| {
+                    requests.push((request, value(request)));
+                    grouped.push(Vec::new());
+                    requests.len() - 1
+                });
+            grouped[group].push((position, class, count));
+        }
+        let mut ranges = Vec::with_capacity(grouped.len());
+        let mut members = Vec::with_capacity(waiting.len());
+        for group in grouped {
+            let start = members.len();
+            members.extend(group);
+            ranges.push(start..members.len());
+        }
+        Self {
+            requests,
+            ranges,
+            members,
+        }
+    }
+}
+
+/// Buffers one simulation's fills reuse.
+#[derive(Default)]
+struct FillScratch {
+    /// Pods left per member of [`Waiting::members`].
+    left: Vec<i64>,
+    /// Per request group: the member whose pods go next; `usize::MAX` once the group is used up
+    /// or no longer fits (the room only shrinks).
+    next: Vec<usize>,
+}
+
+/// Fills `room` from the waiting pods greedily. Returns the counts per class (in the order the
+/// classes were first taken) and leaves what is unused in `room`.
+///
+/// Each round takes the waiting class with the best score, the earliest in waiting order among
+/// equal scores; classes of one request group score alike, so only each group's earliest class
+/// with pods left can win, and a round scores one class per group.
 fn fill(
-    compiled: &Compiled,
-    waiting: &[(usize, i64)],
+    waiting: &Waiting<'_>,
     room: &mut Res,
-    value: &dyn Fn(&Res) -> f64,
     alloc: &Res,
     greedy: Greedy,
+    scratch: &mut FillScratch,
 ) -> Vec<(usize, i64)> {
-    // Per waiting class: its requests, its value (fixed for the whole fill) and how many are left.
-    let mut left: Vec<(&Res, f64, usize, i64)> = waiting
-        .iter()
-        .map(|(class, count)| {
-            let request = &compiled.classes[*class].requests;
-            (request, value(request), *class, *count)
-        })
-        .collect();
+    let FillScratch { left, next } = scratch;
+    left.clear();
+    left.extend(waiting.members.iter().map(|(_, _, count)| *count));
+    next.clear();
+    next.extend(waiting.ranges.iter().map(|r| r.start));
     let mut taken: Vec<(usize, i64)> = Vec::new();
     loop {
-        // The room only shrinks, so a class that is used up or no longer fits is done for this
-        // fill (order is kept: ties go to the earlier class).
-        left.retain(|(request, _, _, count)| *count > 0 && request.fits_in(room));
-        let mut best: Option<(f64, usize)> = None;
-        for (i, (request, request_value, _, _)) in left.iter().enumerate() {
-            #[allow(clippy::cast_precision_loss)]
-            let density = match greedy {
-                Greedy::Density => {
-                    // The share of the tightest remaining resource one pod uses.
-                    let tightest = request
-                        .0
-                        .iter()
-                        .zip(&room.0)
-                        .filter(|(need, _)| **need > 0)
-                        .map(|(need, have)| *need as f64 / (*have).max(1) as f64)
-                        .fold(0.0_f64, f64::max);
-                    if tightest > 0.0 {
-                        request_value / tightest
-                    } else {
-                        f64::INFINITY
-                    }
-                }
-                Greedy::Alignment => request
-                    .0
-                    .iter()
-                    .zip(&room.0)
-                    .zip(&alloc.0)
-                    .filter(|((need, _), size)| **need > 0 && **size > 0)
-                    .map(|((need, have), size)| (*need as f64 / *size as f64) * (*have as f64 / *size as f64))
-                    .sum(),
+        // The earliest class still in play, and the best-scoring one (earliest among equals).
+        // (position in waiting order, score, member, group)
+        let mut earliest: Option<(usize, f64, usize, usize)> = None;
+        let mut best: Option<(usize, f64, usize, usize)> = None;
+        for (group, &(request, request_value)) in waiting.requests.iter().enumerate() {
+            let range = &waiting.ranges[group];
+            let mut member = next[group];
+            if member == usize::MAX {
+                continue;
+            }
+            if !request.fits_in(room) {
+                next[group] = usize::MAX;
+                continue;
+            }
+            while member < range.end && left[member] <= 0 {
+                member += 1;
+            }
+            if member == range.end {
+                next[group] = usize::MAX;
+                continue;
+            }
+            next[group] = member;
+            let position = waiting.members[member].0;
+            let score = score(greedy, request, request_value, room, alloc);
+            if earliest.is_none_or(|(p, ..)| position < p) {
+                earliest = Some((position, score, member, group));
+            }
+            let beats = |(p, s, ..): (usize, f64, usize, usize)| match score.partial_cmp(&s) {
+                Some(std::cmp::Ordering::Greater) => true,
+                Some(std::cmp::Ordering::Equal) => position < p,
+                _ => false,
             };
-            if best.is_none_or(|(d, _)| density > d) {
-                best = Some((density, i));
+            if !score.is_nan() && best.is_none_or(beats) {
+                best = Some((position, score, member, group));
             }
         }
-        let Some((_, i)) = best else { break };
-        let (request, _, class, count) = left[i];
+        // A scan in waiting order keeps the first class it sees unless a later one scores
+        // strictly higher; a first class scoring NaN is never beaten.
+        let (chosen, group) = match (earliest, best) {
+            (Some((_, score, member, group)), _) if score.is_nan() => (member, group),
+            (_, Some((_, _, member, group))) => (member, group),
+            _ => break,
+        };
+        let (_, class, _) = waiting.members[chosen];
+        let request = waiting.requests[group].0;
+        let count = left[chosen];
         // Take a quarter of what still fits at once: fewer rounds, while the room's shape is
         // still followed as it shrinks.
         let k = count.min((request.copies_in(room) / 4).max(1));
         room.sub_scaled(request, k);
-        left[i].3 -= k;
+        left[chosen] -= k;
         match taken.iter_mut().find(|(c, _)| *c == class) {
             Some(entry) => entry.1 += k,
             None => taken.push((class, k)),
         }
     }
     taken
+}
+
+/// How much a pod of `request` is worth taking next into `room`.
+#[allow(clippy::cast_precision_loss)] // scores only rank candidates
+fn score(greedy: Greedy, request: &Res, request_value: f64, room: &Res, alloc: &Res) -> f64 {
+    match greedy {
+        Greedy::Density => {
+            // The share of the tightest remaining resource one pod uses.
+            let tightest = request
+                .0
+                .iter()
+                .zip(&room.0)
+                .filter(|(need, _)| **need > 0)
+                .map(|(need, have)| *need as f64 / (*have).max(1) as f64)
+                .fold(0.0_f64, f64::max);
+            if tightest > 0.0 {
+                request_value / tightest
+            } else {
+                f64::INFINITY
+            }
+        }
+        Greedy::Alignment => request
+            .0
+            .iter()
+            .zip(&room.0)
+            .zip(&alloc.0)
+            .filter(|((need, _), size)| **need > 0 && **size > 0)
+            .map(|((need, have), size)| (*need as f64 / *size as f64) * (*have as f64 / *size as f64))
+            .sum(),
+    }
 }

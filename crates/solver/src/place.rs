@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Taint;
 use crate::{
     compile::{Class, Compiled, Pool, TypeC},
     intern::Sym,
-    lookahead::{ShapeWeights, choose_target},
+    lookahead::{Candidates, ShapeWeights, choose_target},
     pod::{HostPort, tolerates},
     problem::MinValuesPolicy,
     requirements::{Requirement, Requirements},
@@ -99,7 +99,8 @@ struct Fit {
     min_values_relaxed: bool,
     /// Pods of other classes a new node is shaped to hold (empty for existing bins).
     pattern: Vec<(usize, i64)>,
-    requirements: Requirements,
+    /// `None` when the node's requirements did not change.
+    requirements: Option<Requirements>,
     /// `None` when the candidate types did not change.
     types: Option<std::sync::Arc<[u32]>>,
     target: u32,
@@ -266,6 +267,7 @@ fn release_unneeded(compiled: &Compiled, state: &mut State, class: usize) {
             Some(entry) => {
                 entry.1 -= 1;
                 bin.reserved_room.sub(&compiled.classes[class].requests);
+                state.free[b].add(&compiled.classes[class].requests);
                 state.reserved[class] -= 1;
             }
             None => {
@@ -331,8 +333,16 @@ fn try_place(
     } else {
         0
     };
+    let requests = &compiled.classes[class].requests;
     for b in first..state.bins.len() {
-        match check_bin(compiled, state, class, attempt, &requirements, b, false) {
+        // Room promised to other classes is not free. Most bins refuse here, for good (a
+        // bin only fills up), and this runs per pod per bin: checked before anything else.
+        let checked = if requests.fits_in(&state.free[b]) {
+            check_bin(compiled, state, class, attempt, &requirements, b, false)
+        } else {
+            Err(true)
+        };
+        match checked {
             Ok(fit) => {
                 commit_bin(compiled, state, class, pod, b, fit, false);
                 return true;
@@ -416,7 +426,15 @@ fn check_existing(
         return Ok(());
     }
     let mut unused = Requirements::new();
-    topology(compiled, state, class, attempt, Node::Existing(node), &mut unused)
+    topology(
+        compiled,
+        state,
+        class,
+        attempt,
+        requirements,
+        Node::Existing(node),
+        &mut unused,
+    )
 }
 
 fn check_bin(
@@ -431,15 +449,9 @@ fn check_bin(
     let c = &compiled.classes[class];
     let bin = &state.bins[b];
     let pool = &compiled.pools[bin.pool];
-    let target = &pool.types[bin.target as usize];
     // Room promised to other classes is not free; a pod using its own reservation takes room
     // already counted.
-    // Checked without building the sum: most bins refuse here, and this runs per pod per bin.
-    let grows_within_target = reserved
-        || bin
-            .used
-            .fits_with_both(&bin.reserved_room, &c.requests, &target.alloc);
-    if !grows_within_target {
+    if !reserved && !c.requests.fits_in(&state.free[b]) {
         return Err(true);
     }
     if blocking_taint(&pool.taints, c, attempt).is_some() || ports_conflict(&bin.host_ports, &c.host_ports) {
@@ -453,35 +465,42 @@ fn check_bin(
     {
         return Err(true);
     }
-    let mut merged = bin.requirements.clone();
-    merged.add_all(requirements, &compiled.interner);
+    // Copied only when something narrows the bin's requirements: most pods ask for nothing
+    // the bin does not already have.
+    let mut merged = std::borrow::Cow::Borrowed(&bin.requirements);
+    if !requirements.is_empty() {
+        merged.to_mut().add_all(requirements, &compiled.interner);
+    }
     if merged.has_empty().is_some() {
         return Err(true);
     }
     if needs_topology(state, c, class) {
-        let before = merged.clone();
+        let mut narrowed = merged.clone().into_owned();
         topology(
             compiled,
             state,
             class,
             attempt,
+            requirements,
             Node::Building {
                 hostname: bin.hostname,
-                requirements: &before,
+                requirements: &merged,
             },
-            &mut merged,
+            &mut narrowed,
         )
         .map_err(|refusal| refusal.permanent)?;
+        merged = std::borrow::Cow::Owned(narrowed);
     }
-    if merged == bin.requirements {
+    if *merged == bin.requirements {
         return Ok(Fit {
             min_values_relaxed: false,
             pattern: Vec::new(),
-            requirements: merged,
+            requirements: None,
             types: None,
             target: bin.target,
         });
     }
+    let mut merged = merged.into_owned();
     let mut needed = bin.used.clone();
     needed.add(&bin.reserved_room);
     if !reserved {
@@ -510,7 +529,7 @@ fn check_bin(
     Ok(Fit {
         min_values_relaxed: relaxed,
         pattern: Vec::new(),
-        requirements: merged,
+        requirements: Some(merged),
         types: Some(types),
         target,
     })
@@ -558,6 +577,7 @@ fn check_new(
             state,
             class,
             attempt,
+            requirements,
             Node::Building {
                 hostname: placeholder,
                 requirements: &before,
@@ -584,25 +604,26 @@ fn check_new(
             } else {
                 Vec::new()
             },
-            requirements: merged,
+            requirements: Some(merged),
             types: Some(list),
             target: fixed.target,
         });
     }
-    let candidates: Vec<u32> = list
-        .iter()
-        .copied()
-        .filter(|t| {
-            let ty = &pool.types[*t as usize];
-            c.requests.fits_in(&ty.alloc) && within_limits(&ty.capacity, remaining)
-        })
-        .collect();
-    if candidates.is_empty() {
+    let fits = |t: u32| {
+        let ty = &pool.types[t as usize];
+        c.requests.fits_in(&ty.alloc) && within_limits(&ty.capacity, remaining)
+    };
+    let Some(candidates) = Candidates::new(&list, pool.types.len(), &fits) else {
         return Err(no_type_reason(compiled, pool, c, &merged, remaining));
-    }
+    };
     let relaxed = has_min_values(&merged)
-        && enforce_min_values(compiled, pool, &candidates, &mut merged)
-            .map_err(|()| "minValues cannot be met by the instance types that fit".to_owned())?;
+        && enforce_min_values(
+            compiled,
+            pool,
+            &candidates.iter().collect::<Vec<u32>>(),
+            &mut merged,
+        )
+        .map_err(|()| "minValues cannot be met by the instance types that fit".to_owned())?;
     let shape = choose_target(compiled, state, weights, p, &candidates, class);
     let target = shape.target;
     if let Some(key) = key
@@ -623,7 +644,7 @@ fn check_new(
         } else {
             Vec::new()
         },
-        requirements: merged,
+        requirements: Some(merged),
         types: Some(list),
         target,
     })
@@ -770,31 +791,42 @@ fn needs_topology(state: &State, c: &Class, class: usize) -> bool {
             .any(|&group| !state.forbidden[group].is_empty())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn topology(
     compiled: &Compiled,
     state: &State,
     class: usize,
     attempt: &Attempt,
+    pod_requirements: &Requirements,
     node: Node<'_>,
     requirements: &mut Requirements,
 ) -> Result<(), Refusal> {
-    spread(compiled, state, class, attempt, node, requirements)?;
+    spread(
+        compiled,
+        state,
+        class,
+        attempt,
+        pod_requirements,
+        node,
+        requirements,
+    )?;
     pod_affinity(compiled, state, class, attempt, node, requirements)?;
     inverse_anti_affinity(compiled, state, class, node, requirements)
 }
 
-/// Topology spread constraints of the pod.
+/// Topology spread constraints of the pod; `pod_requirements` are the node requirements
+/// `attempt` asks for.
 fn spread(
     compiled: &Compiled,
     state: &State,
     class: usize,
     attempt: &Attempt,
+    pod_requirements: &Requirements,
     node: Node<'_>,
     requirements: &mut Requirements,
 ) -> Result<(), Refusal> {
     let c = &compiled.classes[class];
     let interner = &compiled.interner;
-    let pod_requirements = attempt.requirements(c, compiled);
     for spread in c
         .spread
         .iter()
@@ -811,29 +843,27 @@ fn spread(
             }
             continue;
         }
-        let domains: Vec<Sym> = if spread.honor_node_taints {
-            tolerated_domains(compiled, c, spread.key)
+        // Borrowed unless taints narrow the domains: this runs per pod per candidate node.
+        let domains: std::borrow::Cow<'_, [Sym]> = if spread.honor_node_taints {
+            std::borrow::Cow::Owned(tolerated_domains(compiled, c, spread.key))
         } else {
-            universe(compiled, spread.key).to_vec()
+            std::borrow::Cow::Borrowed(universe(compiled, spread.key))
         };
-        let eligible: Vec<Sym> = domains
-            .into_iter()
-            .filter(|d| {
-                !spread.honor_node_affinity
-                    || pod_requirements
-                        .get(spread.key)
-                        .is_none_or(|r| r.has(*d, interner))
-            })
-            .collect();
+        let pod_allows = pod_requirements.get(spread.key);
+        let eligible = || {
+            domains
+                .iter()
+                .copied()
+                .filter(|d| !spread.honor_node_affinity || pod_allows.is_none_or(|r| r.has(*d, interner)))
+        };
         let too_few = spread
             .min_domains
-            .is_some_and(|m| i64::try_from(eligible.len()).is_ok_and(|n| n < m));
+            .is_some_and(|m| i64::try_from(eligible().count()).is_ok_and(|n| n < m));
         let min = if too_few {
             0
         } else {
-            eligible
-                .iter()
-                .map(|d| state.count(spread.group, *d))
+            eligible()
+                .map(|d| state.count(spread.group, d))
                 .min()
                 .unwrap_or(0)
         };
@@ -841,7 +871,7 @@ fn spread(
         match node {
             Node::Existing(_) => {
                 let domain = domain_of(compiled, node, spread.key);
-                if !domain.is_some_and(|d| eligible.contains(&d) && allowed(d)) {
+                if !domain.is_some_and(|d| eligible().any(|e| e == d) && allowed(d)) {
                     return Err(Refusal::passing(Why::SpreadExceeded {
                         key: spread.key,
                         max_skew: spread.max_skew,
@@ -850,9 +880,7 @@ fn spread(
             }
             Node::Building { .. } => {
                 let current = requirements.get(spread.key).cloned();
-                let best = eligible
-                    .iter()
-                    .copied()
+                let best = eligible()
                     .filter(|d| current.as_ref().is_none_or(|r| r.has(*d, interner)) && allowed(*d))
                     .min_by_key(|d| (state.count(spread.group, *d), *d))
                     .ok_or(Refusal::passing(Why::SpreadUnsatisfiable {
@@ -1058,7 +1086,9 @@ fn commit_bin(
         state.reserved[class] = state.reserved[class].saturating_sub(1);
     }
     let bin = &mut state.bins[b];
-    bin.requirements = fit.requirements;
+    if let Some(requirements) = fit.requirements {
+        bin.requirements = requirements;
+    }
     if let Some(types) = fit.types {
         bin.types = types;
     }
@@ -1076,7 +1106,9 @@ fn commit_bin(
         state.reserved[promised] += usize::try_from(count).unwrap_or(0);
         state.reserved_bins[promised].push(b);
     }
-    let requirements = state.bins[b].requirements.clone();
+    state.refresh_free(compiled, b);
+    // Lent out of the bin for the call (record reads the node's domains and writes counts).
+    let requirements = std::mem::take(&mut state.bins[b].requirements);
     let hostname = state.bins[b].hostname;
     record(
         compiled,
@@ -1087,9 +1119,10 @@ fn commit_bin(
             requirements: &requirements,
         },
     );
+    state.bins[b].requirements = requirements;
 }
 
-fn open_bin(compiled: &Compiled, state: &mut State, class: usize, pod: usize, pool: usize, fit: Fit) {
+fn open_bin(compiled: &Compiled, state: &mut State, class: usize, pod: usize, pool: usize, mut fit: Fit) {
     let hostname = state.new_hostname();
     let target = &compiled.pools[pool].types[fit.target as usize];
     for (left, need) in state.pool_remaining[pool].iter_mut().zip(&target.capacity.0) {
@@ -1102,7 +1135,7 @@ fn open_bin(compiled: &Compiled, state: &mut State, class: usize, pod: usize, po
     }
     state.bins.push(Bin {
         pool,
-        requirements: fit.requirements.clone(),
+        requirements: fit.requirements.take().unwrap_or_default(),
         types: fit
             .types
             .clone()
@@ -1118,6 +1151,7 @@ fn open_bin(compiled: &Compiled, state: &mut State, class: usize, pod: usize, po
         min_values_relaxed: false,
     });
     let b = state.bins.len() - 1;
+    state.refresh_free(compiled, b);
     commit_bin(compiled, state, class, pod, b, fit, false);
 }
 

@@ -108,16 +108,6 @@ impl Res {
             .all(|((a, b), c)| a.saturating_add(*b) <= *c)
     }
 
-    /// Whether `self + more + extra` fits in `capacity`, without allocating.
-    pub fn fits_with_both(&self, more: &Res, extra: &Res, capacity: &Res) -> bool {
-        self.0
-            .iter()
-            .zip(&more.0)
-            .zip(&extra.0)
-            .zip(&capacity.0)
-            .all(|(((a, b), c), d)| a.saturating_add(*b).saturating_add(*c) <= *d)
-    }
-
     pub fn add(&mut self, other: &Res) {
         for (a, b) in self.0.iter_mut().zip(&other.0) {
             *a = a.saturating_add(*b);

@@ -1,10 +1,11 @@
 //! The solver's working state: nodes being built ("bins"), what remains on existing nodes, and
 //! the topology counts that spread and (anti-)affinity read.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use crate::{
     compile::{Compiled, Existing},
+    fasthash::FastMap,
     intern::Sym,
     pod::HostPort,
     requirements::Requirements,
@@ -65,10 +66,14 @@ pub(crate) enum Shaping {
 pub(crate) struct State {
     pub shaping: Shaping,
     pub bins: Vec<Bin>,
+    /// Per bin during placement: its target type's allocatable less what it holds and has
+    /// promised (`used` and `reserved_room`). Kept apart from the bins, which are large: most
+    /// candidate bins refuse a pod for room, and a scan of this array finds out cheaply.
+    pub free: Vec<Res>,
     pub existing_remaining: Vec<Res>,
     pub existing_ports: Vec<Vec<HostPort>>,
     /// Members per (group, domain).
-    pub counts: HashMap<(usize, Sym), i64>,
+    pub counts: FastMap<(usize, Sym), i64>,
     /// Members per group, over all domains.
     pub totals: Vec<i64>,
     /// Per group, domains its pods may not go to (required anti-affinity of a pod already there).
@@ -118,6 +123,7 @@ impl State {
         Self {
             shaping,
             bins: Vec::new(),
+            free: Vec::new(),
             existing_remaining: compiled.existing.iter().map(|e| e.remaining.clone()).collect(),
             existing_ports: compiled.existing.iter().map(|e| e.host_ports.clone()).collect(),
             counts: compiled.initial_counts.clone(),
@@ -133,6 +139,19 @@ impl State {
             reserved: vec![0; compiled.classes.len()],
             reserved_bins: vec![Vec::new(); compiled.classes.len()],
             next_hostname: 0,
+        }
+    }
+
+    /// Recomputes [`Self::free`] for bin `b` after its contents, promises or target changed.
+    pub(crate) fn refresh_free(&mut self, compiled: &Compiled, b: usize) {
+        let bin = &self.bins[b];
+        let mut free = compiled.pools[bin.pool].types[bin.target as usize].alloc.clone();
+        free.sub(&bin.used);
+        free.sub(&bin.reserved_room);
+        if let Some(slot) = self.free.get_mut(b) {
+            *slot = free;
+        } else {
+            self.free.push(free);
         }
     }
 
