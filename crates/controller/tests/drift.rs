@@ -5,7 +5,9 @@
 //! and restarted leaves no instance, taint or NodeClaim behind and deletes nothing twice. A
 //! drifted node running a `do-not-disrupt` pod is replaced when its NodeClaim has a
 //! terminationGracePeriod (the pod goes at the deadline) and kept, with the reason shown,
-//! without one.
+//! without one. Replacements on a bad AMI that never join are rolled back after the
+//! replacement timeout, and the NodePool backs off (1 min doubling) before launching again,
+//! while the old node keeps its pod.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
@@ -16,12 +18,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::Lab;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::{core::v1::Node, events::v1::Event};
 use kube::{
     Api,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
 };
-use nodewright_api::{EC2NodeClass, NodeClaim, conditions, labels};
+use nodewright_api::{EC2NodeClass, NodeClaim, NodePool, conditions, labels};
+use nodewright_controller::disruption::backoff::Backoff;
+use nodewright_controller::events::reasons::DISRUPTION_REPLACEMENT_FAILED;
 use nodewright_controller::explain::{
     Cluster, PoolTypes,
     node::{self, Action},
@@ -432,6 +436,117 @@ async fn a_drifted_node_with_a_do_not_disrupt_pod_is_kept_without_a_grace_period
             && explained.decision.message.contains("terminationGracePeriod"),
         "{}",
         explained.decision.message
+    );
+    teardown(&lab).await;
+}
+
+/// Instances ever launched with `ami`.
+fn launched_on(lab: &Lab, ami: &str) -> usize {
+    lab.cluster
+        .cloud()
+        .unwrap()
+        .all_instances()
+        .iter()
+        .filter(|i| i.node_claim.status.as_ref().and_then(|s| s.image_id.as_deref()) == Some(ami))
+        .count()
+}
+
+/// The default NodePool's replacement backoff, from the store.
+fn pool_backoff(lab: &Lab) -> Option<Backoff> {
+    let pools: Vec<NodePool> = lab.stored(labels::KARPENTER_GROUP, "nodepools");
+    pools.iter().find_map(Backoff::of)
+}
+
+/// Whether the only inflate pod runs on `node`.
+fn pod_runs_on(lab: &Lab, node: &str) -> bool {
+    let pods: Vec<k8s_openapi::api::core::v1::Pod> = lab.stored("", "pods");
+    pods.len() == 1
+        && pods[0].spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+        && pods[0].status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacements_on_a_bad_ami_back_off_per_node_pool_and_the_old_node_keeps_its_pod() {
+    let lab = one_pod_per_node(json!([{ "nodes": "1" }])).await;
+    lab.scale(1).await;
+    lab.run_until("one running inflate pod", || lab.running(1)).await;
+    let old_node = lab.node_names();
+    let cloud = lab.cluster.cloud().unwrap();
+    cloud.break_ami(NEW_AMI);
+    release_new_ami(&lab).await;
+    lab.run_until("the first replacement launched", || async {
+        launched_on(&lab, NEW_AMI) == 1
+    })
+    .await;
+    let first_launch = lab.clock.now();
+
+    // The first command times out after 10 min and the pool waits 1 min: the node says why.
+    lab.run_until("the first failure recorded", || async {
+        pool_backoff(&lab).is_some_and(|b| b.failures == 1)
+    })
+    .await;
+    let backoff = pool_backoff(&lab).unwrap();
+    assert!(backoff.until > lab.clock.now(), "{backoff:?}");
+    assert_eq!(launched_on(&lab, NEW_AMI), 1, "no relaunch at once");
+    let cluster = Cluster::read(&lab.cluster.client(), "default").await.unwrap();
+    let types = PoolTypes::from_cloud(&cluster, cloud, lab.clock.now()).await;
+    let explained = node::explain(
+        &cluster,
+        &types,
+        &old_node[0],
+        lab.clock.now(),
+        node::Options::default(),
+    )
+    .unwrap();
+    assert_eq!(explained.decision.action, Action::Keep, "{}", explained.to_text());
+    assert_eq!(explained.decision.reason, "ReplacementBackoff");
+    assert!(
+        explained.decision.message.contains(&backoff.until.to_string()),
+        "{}",
+        explained.decision.message
+    );
+    let events: Api<Event> = Api::all(lab.cluster.client());
+    let failed: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(DISRUPTION_REPLACEMENT_FAILED))
+        .collect();
+    let on = |kind: &str| {
+        failed
+            .iter()
+            .any(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(kind))
+    };
+    assert!(on("NodePool") && on("NodeClaim"), "{failed:?}");
+    assert!(
+        failed.iter().all(|e| e
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&backoff.until.to_string())),
+        "the events name the next attempt: {failed:?}"
+    );
+
+    // 90 minutes after the first launch: launches at about 0, 11, 23, 37, 55 and 81 min (each
+    // command waits 10 min, then 1, 2, 4, 8, 16 min of backoff); without backoff, one every 10.
+    let end = first_launch.checked_add(SignedDuration::from_mins(90)).unwrap();
+    while lab.clock.now() < end {
+        lab.step().await;
+        assert_eq!(lab.node_names(), old_node, "{}", lab.leftovers());
+        assert!(pod_runs_on(&lab, &old_node[0]), "{}", lab.leftovers());
+        assert!(
+            cloud.instances().len() <= 2,
+            "at most the old node and one replacement: {}",
+            lab.leftovers()
+        );
+    }
+    assert_eq!(launched_on(&lab, NEW_AMI), 6, "{}", lab.leftovers());
+    assert_eq!(
+        pool_backoff(&lab).map(|b| b.failures),
+        Some(5),
+        "five commands timed out, the sixth is waiting"
     );
     teardown(&lab).await;
 }

@@ -125,7 +125,9 @@ pub struct PodOnNode {
 impl Decision {
     fn keep(blocker: &Blocker, now: Timestamp) -> Self {
         let time_left = match blocker {
-            Blocker::ConsolidateAfterNotElapsed(at) => Some(format!("{:#}", at.duration_since(now))),
+            Blocker::ConsolidateAfterNotElapsed(at) | Blocker::ReplacementBackoff(at) => {
+                Some(format!("{:#}", at.duration_since(now)))
+            }
             _ => None,
         };
         Self {
