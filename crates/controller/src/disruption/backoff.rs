@@ -71,7 +71,7 @@ mod tests {
 
     use super::*;
 
-    fn pool(annotations: serde_json::Value) -> NodePool {
+    fn pool(annotations: &serde_json::Value) -> NodePool {
         serde_json::from_value(json!({
             "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
             "metadata": { "name": "default", "annotations": annotations },
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_pool_is_held_until_its_annotation_and_not_after() {
-        let held = pool(json!({ FAILURES_ANNOTATION: "3", UNTIL_ANNOTATION: "2026-01-01T00:30:00Z" }));
+        let held = pool(&json!({ FAILURES_ANNOTATION: "3", UNTIL_ANNOTATION: "2026-01-01T00:30:00Z" }));
         assert_eq!(
             Backoff::of(&held),
             Some(Backoff {
@@ -132,8 +132,8 @@ mod tests {
     #[test]
     fn missing_or_unparsable_annotations_hold_nothing() {
         let now = at("2026-01-01T00:00:00Z");
-        assert_eq!(held_until(&pool(json!({})), now), None);
-        let garbage = pool(json!({ FAILURES_ANNOTATION: "many", UNTIL_ANNOTATION: "later" }));
+        assert_eq!(held_until(&pool(&json!({})), now), None);
+        let garbage = pool(&json!({ FAILURES_ANNOTATION: "many", UNTIL_ANNOTATION: "later" }));
         assert_eq!(Backoff::of(&garbage), None);
         assert_eq!(held_until(&garbage, now), None);
     }

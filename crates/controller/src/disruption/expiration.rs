@@ -101,12 +101,20 @@ pub fn decide(claims: &[Arc<NodeClaim>], now: Timestamp) -> Decision {
     decision
 }
 
+/// An expired NodeClaim kept because its NodePool cannot launch.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub claim: Arc<NodeClaim>,
+    /// Which NodePool cannot launch, and why.
+    pub why: String,
+}
+
 /// The expired NodeClaims to delete now, and those kept because their NodePool cannot launch
-/// (`cannot_launch`: NodePool name → why), with why. Pure.
+/// (`cannot_launch`: NodePool name → why). Pure.
 pub fn hold(
     expired: Vec<Arc<NodeClaim>>,
     cannot_launch: &BTreeMap<String, String>,
-) -> (Vec<Arc<NodeClaim>>, Vec<(Arc<NodeClaim>, String)>) {
+) -> (Vec<Arc<NodeClaim>>, Vec<Held>) {
     let mut now = Vec::new();
     let mut held = Vec::new();
     for claim in expired {
@@ -116,8 +124,8 @@ pub fn hold(
             .and_then(|pool| Some((pool, cannot_launch.get(pool)?)));
         match why {
             Some((pool, why)) => {
-                let message = format!("NodePool {pool} cannot launch nodes: {why}");
-                held.push((claim, message));
+                let why = format!("NodePool {pool} cannot launch nodes: {why}");
+                held.push(Held { claim, why });
             }
             None => now.push(claim),
         }
@@ -159,9 +167,9 @@ async fn pools_that_cannot_launch(ctx: &Context, expired: &[Arc<NodeClaim>]) -> 
 }
 
 /// An `ExpirationHeld` event on each held NodeClaim whose reason changed; forgets the others.
-async fn tell_held(ctx: &Context, held: &[(Arc<NodeClaim>, String)], told: &mut HashMap<String, String>) {
+async fn tell_held(ctx: &Context, held: &[Held], told: &mut HashMap<String, String>) {
     let mut now_told = HashMap::new();
-    for (claim, why) in held {
+    for Held { claim, why } in held {
         let name = claim.name_any();
         if told.get(&name) != Some(why) {
             tracing::info!(nodeclaim = %name, %why, "expired NodeClaim kept while its NodePool cannot launch");
@@ -314,9 +322,9 @@ mod tests {
         let (now, held) = hold(expired, &cannot);
         assert_eq!(names(&now), ["b", "orphan"]);
         assert_eq!(held.len(), 1);
-        assert_eq!(held[0].0.name_any(), "a");
+        assert_eq!(held[0].claim.name_any(), "a");
         assert_eq!(
-            held[0].1,
+            held[0].why,
             "NodePool broken cannot launch nodes: EC2NodeClass default is not ready"
         );
         let (now, held) = hold(vec![labelled("a", "broken")], &BTreeMap::new());

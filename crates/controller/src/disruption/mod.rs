@@ -457,22 +457,7 @@ impl Disruption {
             // Nothing to wait for but the delay itself.
             true
         } else {
-            for claim in &launched {
-                for candidate in &command.candidates {
-                    self.ctx
-                        .events
-                        .normal(
-                            &*candidate.node,
-                            DISRUPTION_LAUNCHING,
-                            "Launching",
-                            format!(
-                                "launching NodeClaim {claim} to replace {:?} ({:?})",
-                                names, command.reason
-                            ),
-                        )
-                        .await;
-                }
-            }
+            self.announce_launches(&command, &launched).await;
             self.wait(REPLACEMENT_TIMEOUT, || self.all_initialized(&launched))
                 .await
         };
@@ -517,6 +502,27 @@ impl Disruption {
             self.reset_backoff(&command).await;
         }
         Ok(())
+    }
+
+    /// A `DisruptionLaunching` event on each candidate node per replacement.
+    async fn announce_launches(&self, command: &Command, launched: &[String]) {
+        let names: Vec<String> = command.candidates.iter().map(Candidate::name).collect();
+        for claim in launched {
+            for candidate in &command.candidates {
+                self.ctx
+                    .events
+                    .normal(
+                        &*candidate.node,
+                        DISRUPTION_LAUNCHING,
+                        "Launching",
+                        format!(
+                            "launching NodeClaim {claim} to replace {names:?} ({:?})",
+                            command.reason
+                        ),
+                    )
+                    .await;
+            }
+        }
     }
 
     /// The NodePools of the command's candidates and replacements, by name.
