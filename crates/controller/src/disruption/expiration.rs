@@ -9,7 +9,7 @@
 //! nodes while the NodeClass was NotReady and nothing replaced them). An expired NodeClaim whose
 //! NodePool cannot launch nodes now is kept, with an `ExpirationHeld` event naming why, and
 //! deleted on the first pass after the NodePool can launch again. "Cannot launch" is the
-//! provisioner's rule ([`crate::provisioner::pools::why_cannot_launch`]: the NodePool is not
+//! provisioner's rule (`provisioner::pools::why_cannot_launch`: the NodePool is not
 //! Ready, invalid or being deleted; its EC2NodeClass is missing, being deleted or not Ready)
 //! plus the cloud provider's last word: `get_instance_types` answering `NodeClassNotReady`. Any
 //! other cloud error does not hold expiration. A NodeClaim whose NodePool is gone expires as

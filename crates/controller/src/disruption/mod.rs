@@ -20,8 +20,8 @@
 //!   termination drains and terminates. A failed or timed-out command is rolled back: taints
 //!   removed, replacements deleted. The candidates are never deleted before their replacements
 //!   initialized. When replacements time out, the NodePools involved back off ([`backoff`]:
-//!   1 minute doubling up to 30, reset by a command that succeeds), so a bad image does not
-//!   launch new replacements on every pass.
+//!   1 minute doubling up to 30, reset by a command whose replacements initialize), so a bad
+//!   image does not launch new replacements on every pass.
 //!
 //! Alongside, not as methods (as in Karpenter): [`drift::detection`] keeps NodeClaims'
 //! `Drifted` condition, and [`expiration`] deletes expired NodeClaims without budgets.
