@@ -473,39 +473,12 @@ fn pod_runs_on(lab: &Lab, node: &str) -> bool {
         && pods[0].status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replacements_on_a_bad_ami_back_off_per_node_pool_and_the_old_node_keeps_its_pod() {
-    let lab = one_pod_per_node(json!([{ "nodes": "1" }])).await;
-    lab.scale(1).await;
-    lab.run_until("one running inflate pod", || lab.running(1)).await;
-    let old_node = lab.node_names();
-    let cloud = lab.cluster.cloud().unwrap();
-    cloud.break_ami(NEW_AMI);
-    release_new_ami(&lab).await;
-    lab.run_until("the first replacement launched", || async {
-        launched_on(&lab, NEW_AMI) == 1
-    })
-    .await;
-    let first_launch = lab.clock.now();
-
-    // The first command times out after 10 min and the pool waits 1 min: the node says why.
-    lab.run_until("the first failure recorded", || async {
-        pool_backoff(&lab).is_some_and(|b| b.failures == 1)
-    })
-    .await;
-    let backoff = pool_backoff(&lab).unwrap();
-    assert!(backoff.until > lab.clock.now(), "{backoff:?}");
-    assert_eq!(launched_on(&lab, NEW_AMI), 1, "no relaunch at once");
+/// `nodewright explain node` gives the backoff as the reason the node is kept, and the NodePool
+/// and the NodeClaim got an event naming the next attempt.
+async fn explained_and_told(lab: &Lab, node: &str, backoff: Backoff) {
     let cluster = Cluster::read(&lab.cluster.client(), "default").await.unwrap();
-    let types = PoolTypes::from_cloud(&cluster, cloud, lab.clock.now()).await;
-    let explained = node::explain(
-        &cluster,
-        &types,
-        &old_node[0],
-        lab.clock.now(),
-        node::Options::default(),
-    )
-    .unwrap();
+    let types = PoolTypes::from_cloud(&cluster, lab.cluster.cloud().unwrap(), lab.clock.now()).await;
+    let explained = node::explain(&cluster, &types, node, lab.clock.now(), node::Options::default()).unwrap();
     assert_eq!(explained.decision.action, Action::Keep, "{}", explained.to_text());
     assert_eq!(explained.decision.reason, "ReplacementBackoff");
     assert!(
@@ -536,6 +509,32 @@ async fn replacements_on_a_bad_ami_back_off_per_node_pool_and_the_old_node_keeps
             .contains(&backoff.until.to_string())),
         "the events name the next attempt: {failed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacements_on_a_bad_ami_back_off_per_node_pool_and_the_old_node_keeps_its_pod() {
+    let lab = one_pod_per_node(json!([{ "nodes": "1" }])).await;
+    lab.scale(1).await;
+    lab.run_until("one running inflate pod", || lab.running(1)).await;
+    let old_node = lab.node_names();
+    let cloud = lab.cluster.cloud().unwrap();
+    cloud.break_ami(NEW_AMI);
+    release_new_ami(&lab).await;
+    lab.run_until("the first replacement launched", || async {
+        launched_on(&lab, NEW_AMI) == 1
+    })
+    .await;
+    let first_launch = lab.clock.now();
+
+    // The first command times out after 10 min and the pool waits 1 min: the node says why.
+    lab.run_until("the first failure recorded", || async {
+        pool_backoff(&lab).is_some_and(|b| b.failures == 1)
+    })
+    .await;
+    let backoff = pool_backoff(&lab).unwrap();
+    assert!(backoff.until > lab.clock.now(), "{backoff:?}");
+    assert_eq!(launched_on(&lab, NEW_AMI), 1, "no relaunch at once");
+    explained_and_told(&lab, &old_node[0], backoff).await;
 
     // 90 minutes after the first launch. Each command waits 10 min for its replacement, then
     // the pool waits 1, 2, 4, 8, 16 min: launches at 0, 11, 23, 37, 55 and 81 min at the
@@ -571,6 +570,14 @@ async fn replacements_on_a_bad_ami_back_off_per_node_pool_and_the_old_node_keeps
             pair[1].duration_since(pair[0])
         );
     }
+    let scrape = nodewright_controller::metrics::global().encode_openmetrics();
+    assert!(
+        scrape.lines().any(
+            |l| l.starts_with("nodewright_disruption_replacement_backoffs_total{")
+                && l.contains("nodepool=\"default\"")
+        ),
+        "the backoffs are counted"
+    );
     let failures = pool_backoff(&lab).unwrap().failures as usize;
     assert!(
         failures == launches.len() || failures + 1 == launches.len(),
