@@ -12,9 +12,20 @@
 //! included — the pool cannot get nodes, so taking capacity away from it waits too. Expiration
 //! and termination are not held by it. Annotations that do not parse (edited by hand) are
 //! ignored and replaced by the next failure.
+//!
+//! The command's side is here too: `Disruption::back_off` after a timeout (annotations, a
+//! `DisruptionReplacementFailed` event on the NodePool and the candidates' NodeClaims naming
+//! the next attempt, the `nodewright_disruption_replacement_backoffs_total` counter), and
+//! `Disruption::reset_backoff` after a command whose replacements initialized.
+
+use std::collections::BTreeSet;
 
 use jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use nodewright_api::NodePool;
+
+use super::{Command, Disruption, REPLACEMENT_TIMEOUT, candidates::Candidate, write};
+use crate::{events::reasons::DISRUPTION_REPLACEMENT_FAILED, metrics};
 
 /// How many commands in a row failed because their replacements did not initialize.
 pub const FAILURES_ANNOTATION: &str = "disruption.nodewright.io/replacement-failures";
@@ -24,6 +35,8 @@ pub const UNTIL_ANNOTATION: &str = "disruption.nodewright.io/replacement-backoff
 pub const FIRST_DELAY: SignedDuration = SignedDuration::from_mins(1);
 /// The longest wait.
 pub const MAX_DELAY: SignedDuration = SignedDuration::from_mins(30);
+/// How long a failed command waits for the cache to show the backoff it wrote.
+const CACHE_WAIT: SignedDuration = SignedDuration::from_secs(30);
 
 /// A NodePool's backoff as its annotations record it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +76,95 @@ pub fn delay(failures: u32) -> SignedDuration {
 /// Until when the NodePool's nodes are held at `now`, or None.
 pub fn held_until(pool: &NodePool, now: Timestamp) -> Option<Timestamp> {
     Backoff::of(pool).map(|b| b.until).filter(|until| *until > now)
+}
+
+impl Disruption {
+    /// The NodePools of the command's candidates and replacements, by name.
+    fn pools_involved(command: &Command) -> BTreeSet<String> {
+        command
+            .candidates
+            .iter()
+            .map(|c| c.pool.name_any())
+            .chain(command.replacements.iter().map(|r| r.nodepool.clone()))
+            .collect()
+    }
+
+    /// After replacements timed out: one more failure for each NodePool involved, with events
+    /// on the NodePool and the candidates' NodeClaims naming the next attempt. Waits until the
+    /// cache shows the backoff, so the next pass does not launch again at once.
+    pub(super) async fn back_off(&self, command: &Command, launched: &[String]) {
+        let now = self.ctx.clock.now();
+        let names: Vec<String> = command.candidates.iter().map(Candidate::name).collect();
+        for pool_name in Self::pools_involved(command) {
+            let Some(pool) = self
+                .ctx
+                .state
+                .node_pools
+                .store
+                .find(|p| p.name_any() == pool_name)
+            else {
+                continue;
+            };
+            let state = Backoff::after_failure(Backoff::of(&pool), now);
+            metrics::disruption_replacement_backoff(&pool_name);
+            if let Err(error) = write::set_pool_backoff(&self.ctx, &pool_name, Some(state)).await {
+                tracing::warn!(nodepool = %pool_name, %error, "could not record the replacement backoff");
+                continue;
+            }
+            let note = format!(
+                "replacements {launched:?} for {names:?} ({:?}) did not initialize within {:#}: rolled back; failure {} in a row, next attempt at {}",
+                command.reason, REPLACEMENT_TIMEOUT, state.failures, state.until
+            );
+            tracing::warn!(nodepool = %pool_name, until = %state.until, failures = state.failures, "disruption backs off");
+            self.ctx
+                .events
+                .warning(&*pool, DISRUPTION_REPLACEMENT_FAILED, "Disrupting", note.clone())
+                .await;
+            for candidate in command
+                .candidates
+                .iter()
+                .filter(|c| c.pool.name_any() == pool_name)
+            {
+                self.ctx
+                    .events
+                    .warning(
+                        &*candidate.claim,
+                        DISRUPTION_REPLACEMENT_FAILED,
+                        "Disrupting",
+                        note.clone(),
+                    )
+                    .await;
+            }
+            let recorded = || {
+                self.ctx
+                    .state
+                    .node_pools
+                    .store
+                    .find(|p| p.name_any() == pool_name)
+                    .and_then(|p| Backoff::of(&p))
+                    == Some(state)
+            };
+            if !self.wait(CACHE_WAIT, recorded).await {
+                tracing::warn!(nodepool = %pool_name, "the cache did not show the backoff in time");
+            }
+        }
+    }
+
+    /// After replacements initialized: the NodePools involved launch fine, their count restarts.
+    pub(super) async fn reset_backoff(&self, command: &Command) {
+        for pool_name in Self::pools_involved(command) {
+            let has_backoff = self
+                .ctx
+                .state
+                .node_pools
+                .store
+                .find(|p| p.name_any() == pool_name)
+                .is_some_and(|p| Backoff::of(&p).is_some());
+            if has_backoff && let Err(error) = write::set_pool_backoff(&self.ctx, &pool_name, None).await {
+                tracing::warn!(nodepool = %pool_name, %error, "could not clear the replacement backoff");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -64,9 +64,7 @@ use self::{
 use crate::{
     context::Context,
     error::{Backoff, ControllerError},
-    events::reasons::{
-        DISRUPTION_LAUNCHING, DISRUPTION_REPLACEMENT_FAILED, DISRUPTION_TERMINATING, UNCONSOLIDATABLE,
-    },
+    events::reasons::{DISRUPTION_LAUNCHING, DISRUPTION_TERMINATING, UNCONSOLIDATABLE},
     metrics,
     provisioner::snapshot,
 };
@@ -78,8 +76,6 @@ pub const POLL: Duration = Duration::from_secs(10);
 pub const VALIDATION_DELAY: SignedDuration = SignedDuration::from_secs(15);
 /// How long replacements may take to initialize before the command is rolled back.
 pub const REPLACEMENT_TIMEOUT: SignedDuration = SignedDuration::from_mins(10);
-/// How long a command waits for the cache to show its own write.
-const CACHE_WAIT: SignedDuration = SignedDuration::from_secs(30);
 const PASS_KEY: &str = "disruption";
 
 /// Runs disruption until the task is dropped.
@@ -521,93 +517,6 @@ impl Disruption {
                         ),
                     )
                     .await;
-            }
-        }
-    }
-
-    /// The NodePools of the command's candidates and replacements, by name.
-    fn pools_involved(command: &Command) -> BTreeSet<String> {
-        command
-            .candidates
-            .iter()
-            .map(|c| c.pool.name_any())
-            .chain(command.replacements.iter().map(|r| r.nodepool.clone()))
-            .collect()
-    }
-
-    /// After replacements timed out: one more failure for each NodePool involved, with events
-    /// on the NodePool and the candidates' NodeClaims naming the next attempt. Waits until the
-    /// cache shows the backoff, so the next pass does not launch again at once.
-    async fn back_off(&self, command: &Command, launched: &[String]) {
-        let now = self.ctx.clock.now();
-        let names: Vec<String> = command.candidates.iter().map(Candidate::name).collect();
-        for pool_name in Self::pools_involved(command) {
-            let Some(pool) = self
-                .ctx
-                .state
-                .node_pools
-                .store
-                .find(|p| p.name_any() == pool_name)
-            else {
-                continue;
-            };
-            let state = backoff::Backoff::after_failure(backoff::Backoff::of(&pool), now);
-            metrics::disruption_replacement_backoff(&pool_name);
-            if let Err(error) = write::set_pool_backoff(&self.ctx, &pool_name, Some(state)).await {
-                tracing::warn!(nodepool = %pool_name, %error, "could not record the replacement backoff");
-                continue;
-            }
-            let note = format!(
-                "replacements {launched:?} for {names:?} ({:?}) did not initialize within {:#}: rolled back; failure {} in a row, next attempt at {}",
-                command.reason, REPLACEMENT_TIMEOUT, state.failures, state.until
-            );
-            tracing::warn!(nodepool = %pool_name, until = %state.until, failures = state.failures, "disruption backs off");
-            self.ctx
-                .events
-                .warning(&*pool, DISRUPTION_REPLACEMENT_FAILED, "Disrupting", note.clone())
-                .await;
-            for candidate in command
-                .candidates
-                .iter()
-                .filter(|c| c.pool.name_any() == pool_name)
-            {
-                self.ctx
-                    .events
-                    .warning(
-                        &*candidate.claim,
-                        DISRUPTION_REPLACEMENT_FAILED,
-                        "Disrupting",
-                        note.clone(),
-                    )
-                    .await;
-            }
-            let recorded = || {
-                self.ctx
-                    .state
-                    .node_pools
-                    .store
-                    .find(|p| p.name_any() == pool_name)
-                    .and_then(|p| backoff::Backoff::of(&p))
-                    == Some(state)
-            };
-            if !self.wait(CACHE_WAIT, recorded).await {
-                tracing::warn!(nodepool = %pool_name, "the cache did not show the backoff in time");
-            }
-        }
-    }
-
-    /// After replacements initialized: the NodePools involved launch fine, their count restarts.
-    async fn reset_backoff(&self, command: &Command) {
-        for pool_name in Self::pools_involved(command) {
-            let has_backoff = self
-                .ctx
-                .state
-                .node_pools
-                .store
-                .find(|p| p.name_any() == pool_name)
-                .is_some_and(|p| backoff::Backoff::of(&p).is_some());
-            if has_backoff && let Err(error) = write::set_pool_backoff(&self.ctx, &pool_name, None).await {
-                tracing::warn!(nodepool = %pool_name, %error, "could not clear the replacement backoff");
             }
         }
     }
