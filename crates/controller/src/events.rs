@@ -46,6 +46,11 @@ pub mod reasons {
     pub const DISRUPTION_TERMINATING: &str = "DisruptionTerminating";
     /// Replacements are being launched for a disruption.
     pub const DISRUPTION_LAUNCHING: &str = "DisruptionLaunching";
+    /// A disruption command's replacements did not initialize in time: it was rolled back and
+    /// the NodePool's next attempt waits (on the NodePool and the candidates' NodeClaims).
+    pub const DISRUPTION_REPLACEMENT_FAILED: &str = "DisruptionReplacementFailed";
+    /// Expired NodeClaims are kept while their NodePool cannot launch nodes (on the NodeClaim).
+    pub const EXPIRATION_HELD: &str = "ExpirationHeld";
     /// Why a node cannot be consolidated (changes only).
     pub const UNCONSOLIDATABLE: &str = "Unconsolidatable";
     /// A NodeClaim lived past its `expireAfter` and is deleted.

@@ -5,7 +5,9 @@
 //! and restarted leaves no instance, taint or NodeClaim behind and deletes nothing twice. A
 //! drifted node running a `do-not-disrupt` pod is replaced when its NodeClaim has a
 //! terminationGracePeriod (the pod goes at the deadline) and kept, with the reason shown,
-//! without one.
+//! without one. Replacements on a bad AMI that never join are rolled back after the
+//! replacement timeout, and the NodePool backs off (1 min doubling) before launching again,
+//! while the old node keeps its pod.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly by design
 
@@ -16,12 +18,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::Lab;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::{core::v1::Node, events::v1::Event};
 use kube::{
     Api,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
 };
-use nodewright_api::{EC2NodeClass, NodeClaim, conditions, labels};
+use nodewright_api::{EC2NodeClass, NodeClaim, NodePool, conditions, labels};
+use nodewright_controller::disruption::{
+    REPLACEMENT_TIMEOUT,
+    backoff::{Backoff, delay},
+};
+use nodewright_controller::events::reasons::DISRUPTION_REPLACEMENT_FAILED;
 use nodewright_controller::explain::{
     Cluster, PoolTypes,
     node::{self, Action},
@@ -432,6 +439,150 @@ async fn a_drifted_node_with_a_do_not_disrupt_pod_is_kept_without_a_grace_period
             && explained.decision.message.contains("terminationGracePeriod"),
         "{}",
         explained.decision.message
+    );
+    teardown(&lab).await;
+}
+
+/// When instances were launched with `ami`, in launch order.
+fn launches_on(lab: &Lab, ami: &str) -> Vec<Timestamp> {
+    lab.cluster
+        .cloud()
+        .unwrap()
+        .all_instances()
+        .iter()
+        .filter(|i| i.node_claim.status.as_ref().and_then(|s| s.image_id.as_deref()) == Some(ami))
+        .map(|i| i.launched_at)
+        .collect()
+}
+
+fn launched_on(lab: &Lab, ami: &str) -> usize {
+    launches_on(lab, ami).len()
+}
+
+/// The default NodePool's replacement backoff, from the store.
+fn pool_backoff(lab: &Lab) -> Option<Backoff> {
+    let pools: Vec<NodePool> = lab.stored(labels::KARPENTER_GROUP, "nodepools");
+    pools.iter().find_map(Backoff::of)
+}
+
+/// Whether the only inflate pod runs on `node`.
+fn pod_runs_on(lab: &Lab, node: &str) -> bool {
+    let pods: Vec<k8s_openapi::api::core::v1::Pod> = lab.stored("", "pods");
+    pods.len() == 1
+        && pods[0].spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+        && pods[0].status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// `nodewright explain node` gives the backoff as the reason the node is kept, and the NodePool
+/// and the NodeClaim got an event naming the next attempt.
+async fn explained_and_told(lab: &Lab, node: &str, backoff: Backoff) {
+    let cluster = Cluster::read(&lab.cluster.client(), "default").await.unwrap();
+    let types = PoolTypes::from_cloud(&cluster, lab.cluster.cloud().unwrap(), lab.clock.now()).await;
+    let explained = node::explain(&cluster, &types, node, lab.clock.now(), node::Options::default()).unwrap();
+    assert_eq!(explained.decision.action, Action::Keep, "{}", explained.to_text());
+    assert_eq!(explained.decision.reason, "ReplacementBackoff");
+    assert!(
+        explained.decision.message.contains(&backoff.until.to_string()),
+        "{}",
+        explained.decision.message
+    );
+    let events: Api<Event> = Api::all(lab.cluster.client());
+    let failed: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(DISRUPTION_REPLACEMENT_FAILED))
+        .collect();
+    let on = |kind: &str| {
+        failed
+            .iter()
+            .any(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(kind))
+    };
+    assert!(on("NodePool") && on("NodeClaim"), "{failed:?}");
+    assert!(
+        failed.iter().all(|e| e
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&backoff.until.to_string())),
+        "the events name the next attempt: {failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacements_on_a_bad_ami_back_off_per_node_pool_and_the_old_node_keeps_its_pod() {
+    let lab = one_pod_per_node(json!([{ "nodes": "1" }])).await;
+    lab.scale(1).await;
+    lab.run_until("one running inflate pod", || lab.running(1)).await;
+    let old_node = lab.node_names();
+    let cloud = lab.cluster.cloud().unwrap();
+    cloud.break_ami(NEW_AMI);
+    release_new_ami(&lab).await;
+    lab.run_until("the first replacement launched", || async {
+        launched_on(&lab, NEW_AMI) == 1
+    })
+    .await;
+    let first_launch = lab.clock.now();
+
+    // The first command times out after 10 min and the pool waits 1 min: the node says why.
+    lab.run_until("the first failure recorded", || async {
+        pool_backoff(&lab).is_some_and(|b| b.failures == 1)
+    })
+    .await;
+    let backoff = pool_backoff(&lab).unwrap();
+    assert!(backoff.until > lab.clock.now(), "{backoff:?}");
+    assert_eq!(launched_on(&lab, NEW_AMI), 1, "no relaunch at once");
+    explained_and_told(&lab, &old_node[0], backoff).await;
+
+    // 90 minutes after the first launch. Each command waits 10 min for its replacement, then
+    // the pool waits 1, 2, 4, 8, 16 min: launches at 0, 11, 23, 37, 55 and 81 min at the
+    // earliest, so at most 6 (without backoff: one every 10 min, 9 or 10). A loaded machine only
+    // delays them.
+    let end = first_launch.checked_add(SignedDuration::from_mins(90)).unwrap();
+    while lab.clock.now() < end {
+        lab.step().await;
+        assert_eq!(lab.node_names(), old_node, "{}", lab.leftovers());
+        assert!(pod_runs_on(&lab, &old_node[0]), "{}", lab.leftovers());
+        assert!(
+            cloud.instances().len() <= 2,
+            "at most the old node and one replacement: {}",
+            lab.leftovers()
+        );
+    }
+    let launches = launches_on(&lab, NEW_AMI);
+    assert!(
+        (4..=6).contains(&launches.len()),
+        "at most 6 launches, and still retrying: {launches:?}"
+    );
+    for (k, pair) in launches.windows(2).enumerate() {
+        let failures = u32::try_from(k + 1).unwrap();
+        // Less a little: an instance launches a few seconds after its NodeClaim is created.
+        let least = REPLACEMENT_TIMEOUT
+            .checked_add(delay(failures))
+            .and_then(|d| d.checked_sub(SignedDuration::from_secs(30)))
+            .unwrap();
+        assert!(
+            pair[1].duration_since(pair[0]) >= least,
+            "launch {} came {} after the one before, less than the timeout and backoff allow ({least}): {launches:?}",
+            k + 2,
+            pair[1].duration_since(pair[0])
+        );
+    }
+    let scrape = nodewright_controller::metrics::global().encode_openmetrics();
+    assert!(
+        scrape.lines().any(
+            |l| l.starts_with("nodewright_disruption_replacement_backoffs_total{")
+                && l.contains("nodepool=\"default\"")
+        ),
+        "the backoffs are counted"
+    );
+    let failures = pool_backoff(&lab).unwrap().failures as usize;
+    assert!(
+        failures == launches.len() || failures + 1 == launches.len(),
+        "every timed-out command counted once: {failures} failures, {} launches",
+        launches.len()
     );
     teardown(&lab).await;
 }

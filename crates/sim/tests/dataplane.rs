@@ -454,6 +454,18 @@ async fn instances_register_as_nodes_turn_ready_and_take_their_pods_with_them() 
     assert!(c.nodes().is_empty());
 }
 
+#[tokio::test]
+async fn an_instance_on_a_broken_ami_runs_but_never_registers() {
+    let (c, cloud) = cluster_with_cloud(true);
+    let cloud = cloud.unwrap();
+    cloud.break_ami(&cloud.node_class_ami("default"));
+    cloud.create(&claim("default-abc12")).await.unwrap();
+    c.clock.advance(SignedDuration::from_mins(30));
+    c.settle();
+    assert!(c.nodes().is_empty());
+    assert_eq!(cloud.instances().len(), 1, "it runs (and bills)");
+}
+
 fn launched_claim(cloud: &FakeCloud) -> NodeClaim {
     cloud.all_instances()[0].node_claim.clone()
 }

@@ -2,9 +2,10 @@
 //! reason (Karpenter's `NewCandidate` and `ValidatePodsDisruptable`). Pure.
 //!
 //! A candidate has a Node and is Initialized, is not being deleted or already tainted
-//! `karpenter.sh/disrupted`, belongs to a NodePool that exists, is not annotated
-//! `karpenter.sh/do-not-disrupt: "true"`, runs no pod with an active `do-not-disrupt` ("true" or
-//! a duration not yet elapsed since the pod started), and runs no pod a PodDisruptionBudget
+//! `karpenter.sh/disrupted`, belongs to a NodePool that exists and is not in replacement
+//! backoff ([`super::backoff`]: replacements for its nodes recently failed to initialize), is
+//! not annotated `karpenter.sh/do-not-disrupt: "true"`, runs no pod with an active
+//! `do-not-disrupt` ("true" or a duration not yet elapsed since the pod started), and runs no pod a PodDisruptionBudget
 //! would refuse to evict (covered by a PDB with `disruptionsAllowed` 0, or by more than one).
 //!
 //! **PDBs over the whole drain.** Stricter than Karpenter, which checks each pod alone: a node
@@ -96,6 +97,9 @@ pub enum Blocker {
     BudgetExhausted(&'static str),
     /// The node is empty but its free room holds CapacityBuffer chunks ([`crate::buffers`]).
     HoldsBufferRoom,
+    /// Replacements for the NodePool's nodes did not initialize in time; disruption waits until
+    /// this time before trying again ([`super::backoff`]).
+    ReplacementBackoff(Timestamp),
 }
 
 impl Blocker {
@@ -123,6 +127,7 @@ impl Blocker {
             Self::PdbAllowanceUsed(_) => "PodDisruptionBudgetAllowanceUsed",
             Self::BudgetExhausted(_) => "DisruptionBudgetExhausted",
             Self::HoldsBufferRoom => "CapacityBufferRoom",
+            Self::ReplacementBackoff(_) => "ReplacementBackoff",
         }
     }
 
@@ -170,6 +175,9 @@ impl Blocker {
                 format!("the NodePool's disruption budget for reason {reason} allows no more nodes now")
             }
             Self::HoldsBufferRoom => "the node's free room holds CapacityBuffer chunks".to_owned(),
+            Self::ReplacementBackoff(at) => format!(
+                "replacements launched for the NodePool's nodes did not initialize in time; the next attempt is at {at}"
+            ),
         }
     }
 }
@@ -296,7 +304,7 @@ fn evaluate_one(
     now: Timestamp,
 ) -> (Result<Candidate, Blocker>, Option<Candidate>) {
     let refused = |blocker| (Err(blocker), None);
-    let (node, pool, initialized_at) = match node_level(claim, node, pools) {
+    let (node, pool, initialized_at) = match node_level(claim, node, pools, now) {
         Ok(found) => found,
         Err(blocker) => return refused(blocker),
     };
@@ -343,6 +351,7 @@ fn node_level<'a>(
     claim: &NodeClaim,
     node: Option<&'a Arc<Node>>,
     pools: &'a [Arc<NodePool>],
+    now: Timestamp,
 ) -> Result<(&'a Arc<Node>, &'a Arc<NodePool>, Timestamp), Blocker> {
     if claim.metadata.deletion_timestamp.is_some() {
         return Err(Blocker::Deleting);
@@ -359,6 +368,9 @@ fn node_level<'a>(
         .ok_or_else(|| Blocker::NodePoolNotFound(pool_name.clone()))?;
     if pool.is_static() {
         return Err(Blocker::StaticNodePool(pool_name));
+    }
+    if let Some(until) = super::backoff::held_until(pool, now) {
+        return Err(Blocker::ReplacementBackoff(until));
     }
     if node.annotations().get(labels::DO_NOT_DISRUPT).map(String::as_str) == Some("true") {
         return Err(Blocker::NodeDoNotDisrupt);
@@ -606,6 +618,42 @@ mod tests {
             "consolidateAfter runs from initialization when no pod event is recorded"
         );
         assert!(candidate.is_consolidatable(now()));
+    }
+
+    #[test]
+    fn a_node_pool_in_replacement_backoff_has_no_candidates_until_the_backoff_ends() {
+        let held = |until: &str| {
+            let mut pool = (*pool("0s")).clone();
+            pool.metadata.annotations = Some(
+                [
+                    (
+                        super::super::backoff::FAILURES_ANNOTATION.to_owned(),
+                        "2".to_owned(),
+                    ),
+                    (
+                        super::super::backoff::UNTIL_ANNOTATION.to_owned(),
+                        until.to_owned(),
+                    ),
+                ]
+                .into(),
+            );
+            vec![Arc::new(pool)]
+        };
+        let mut world = World::one_node();
+        world.pools = held("2026-01-01T01:02:00Z");
+        let blocker = world.outcome().unwrap_err();
+        assert_eq!(
+            blocker,
+            Blocker::ReplacementBackoff("2026-01-01T01:02:00Z".parse().unwrap())
+        );
+        assert_eq!(blocker.reason(), "ReplacementBackoff");
+        assert!(
+            blocker.message().contains("2026-01-01T01:02:00Z"),
+            "{}",
+            blocker.message()
+        );
+        world.pools = held(NOW);
+        assert!(world.outcome().is_ok(), "the backoff ended at {NOW}");
     }
 
     #[test]

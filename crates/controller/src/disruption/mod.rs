@@ -18,7 +18,10 @@
 //!   Initialized (or wait Karpenter's 15 s validation delay when nothing is launched),
 //!   re-validate (still candidates, no new pods, budgets), and delete the NodeClaims —
 //!   termination drains and terminates. A failed or timed-out command is rolled back: taints
-//!   removed, replacements deleted.
+//!   removed, replacements deleted. The candidates are never deleted before their replacements
+//!   initialized. When replacements time out, the NodePools involved back off ([`backoff`]:
+//!   1 minute doubling up to 30, reset by a command whose replacements initialize), so a bad
+//!   image does not launch new replacements on every pass.
 //!
 //! Alongside, not as methods (as in Karpenter): [`drift::detection`] keeps NodeClaims'
 //! `Drifted` condition, and [`expiration`] deletes expired NodeClaims without budgets.
@@ -31,6 +34,7 @@
 //! zonal disk is in one zone is only moved within it). Spot-to-spot replacement follows
 //! [`crate::Settings::spot_to_spot_consolidation`] (off by default, as Karpenter's feature gate).
 
+pub mod backoff;
 pub mod budgets;
 pub mod candidates;
 pub mod consolidation;
@@ -449,22 +453,7 @@ impl Disruption {
             // Nothing to wait for but the delay itself.
             true
         } else {
-            for claim in &launched {
-                for candidate in &command.candidates {
-                    self.ctx
-                        .events
-                        .normal(
-                            &*candidate.node,
-                            DISRUPTION_LAUNCHING,
-                            "Launching",
-                            format!(
-                                "launching NodeClaim {claim} to replace {:?} ({:?})",
-                                names, command.reason
-                            ),
-                        )
-                        .await;
-                }
-            }
+            self.announce_launches(&command, &launched).await;
             self.wait(REPLACEMENT_TIMEOUT, || self.all_initialized(&launched))
                 .await
         };
@@ -472,6 +461,7 @@ impl Disruption {
             tracing::warn!(replacements = ?launched, "replacements did not initialize in time; rolling back");
             metrics::disruption_queue_failed(command.reason, command.candidates.len(), launched.len());
             self.roll_back(&command, &launched).await;
+            self.back_off(&command, &launched).await;
             return Ok(());
         }
         if let Err(blocker) = self.revalidate(&command) {
@@ -504,7 +494,31 @@ impl Disruption {
                 .normal(&*candidate.claim, DISRUPTION_TERMINATING, "Terminating", note)
                 .await;
         }
+        if !launched.is_empty() {
+            self.reset_backoff(&command).await;
+        }
         Ok(())
+    }
+
+    /// A `DisruptionLaunching` event on each candidate node per replacement.
+    async fn announce_launches(&self, command: &Command, launched: &[String]) {
+        let names: Vec<String> = command.candidates.iter().map(Candidate::name).collect();
+        for claim in launched {
+            for candidate in &command.candidates {
+                self.ctx
+                    .events
+                    .normal(
+                        &*candidate.node,
+                        DISRUPTION_LAUNCHING,
+                        "Launching",
+                        format!(
+                            "launching NodeClaim {claim} to replace {names:?} ({:?})",
+                            command.reason
+                        ),
+                    )
+                    .await;
+            }
+        }
     }
 
     /// Waits up to `limit` of the clock's time until `done`; returns whether it was done.

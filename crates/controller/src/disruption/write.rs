@@ -1,6 +1,6 @@
 //! Disruption's writes: the `karpenter.sh/disrupted:NoSchedule` taint on and off candidate
-//! nodes, the `Consolidatable` condition, replacement NodeClaims, and deleting candidates'
-//! NodeClaims (termination does the rest). Writes that replace a list carry the
+//! nodes, the `Consolidatable` condition, replacement NodeClaims, deleting candidates'
+//! NodeClaims (termination does the rest), and NodePools' replacement backoff. Writes that replace a list carry the
 //! resourceVersion they were computed from, so a concurrent change answers 409 (re-read next
 //! pass) instead of being overwritten.
 
@@ -17,6 +17,7 @@ use nodewright_api::{
 use nodewright_solver::NodeClaimPlan;
 use serde_json::json;
 
+use super::backoff::{self, Backoff};
 use crate::{
     context::Context,
     error::{ControllerError, is_not_found},
@@ -119,6 +120,32 @@ pub(super) async fn create_replacement(
 pub(super) async fn delete_claim(ctx: &Context, name: &str) -> Result<(), ControllerError> {
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Writes the NodePool's replacement backoff annotations, or removes them (`None`). Not guarded
+/// by a resourceVersion: the annotations are disruption's alone.
+pub(super) async fn set_pool_backoff(
+    ctx: &Context,
+    pool: &str,
+    state: Option<Backoff>,
+) -> Result<(), ControllerError> {
+    let (failures, until) = match state {
+        Some(b) => (json!(b.failures.to_string()), json!(b.until.to_string())),
+        None => (serde_json::Value::Null, serde_json::Value::Null),
+    };
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(backoff::FAILURES_ANNOTATION.to_owned(), failures);
+    annotations.insert(backoff::UNTIL_ANNOTATION.to_owned(), until);
+    let patch = json!({ "metadata": { "annotations": annotations } });
+    let api: Api<NodePool> = Api::all(ctx.client.clone());
+    match api
+        .patch(pool, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(error) if is_not_found(&error) => Ok(()),
         Err(error) => Err(error.into()),

@@ -10,7 +10,9 @@
 //! CapacityBuffer chunks count as in the pass: emptiness keeps empty nodes holding their room
 //! and consolidation simulates them as pods that need room. A pass runs
 //! emptiness, then drift, then consolidation, each only when the one before found nothing;
-//! explain answers each node by the method that applies to it.
+//! explain answers each node by the method that applies to it. A NodePool in replacement backoff
+//! (its annotations, [`disruption::backoff`]) keeps its nodes with reason `ReplacementBackoff`
+//! and the time left.
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -125,7 +127,9 @@ pub struct PodOnNode {
 impl Decision {
     fn keep(blocker: &Blocker, now: Timestamp) -> Self {
         let time_left = match blocker {
-            Blocker::ConsolidateAfterNotElapsed(at) => Some(format!("{:#}", at.duration_since(now))),
+            Blocker::ConsolidateAfterNotElapsed(at) | Blocker::ReplacementBackoff(at) => {
+                Some(format!("{:#}", at.duration_since(now)))
+            }
             _ => None,
         };
         Self {

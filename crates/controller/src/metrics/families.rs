@@ -295,6 +295,7 @@ pub struct Metrics {
     pub solver_lower_bound: Gauge<f64, AtomicU64>,
     pub solver_optimality_gap: Gauge<f64, AtomicU64>,
     pub savings_backlog: Gauge<f64, AtomicU64>,
+    pub disruption_replacement_backoffs: CounterFamily<NodePoolLabels>,
 }
 
 impl Metrics {
@@ -352,6 +353,7 @@ impl Metrics {
             solver_lower_bound: Gauge::default(),
             solver_optimality_gap: Gauge::default(),
             savings_backlog: Gauge::default(),
+            disruption_replacement_backoffs: Family::default(),
         };
         metrics.register_all();
         metrics.initialize_known_series();
@@ -523,6 +525,13 @@ impl Metrics {
             "nodewright_disruption_savings_backlog_dollars_per_hour",
             "Savings the last disruption pass found and has not yet realised, in US dollars per hour",
             self.savings_backlog.clone(),
+        );
+        // Not in NODEWRIGHT_METRICS (the names every scrape is checked for): its series exist
+        // only once a NodePool's replacements failed.
+        r.register(
+            "nodewright_disruption_replacement_backoffs",
+            "Number of disruption commands whose replacements did not initialize in time, after which the nodepool backs off, by nodepool",
+            self.disruption_replacement_backoffs.clone(),
         );
         let build_info: GaugeFamily<BuildLabels> = Family::default();
         build_info

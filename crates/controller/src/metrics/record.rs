@@ -515,6 +515,16 @@ pub fn disruption_queue_failed(reason: DisruptionReason, candidates: usize, repl
         .inc();
 }
 
+/// A NodePool backs off after a command's replacements did not initialize in time.
+pub fn disruption_replacement_backoff(nodepool: &str) {
+    global()
+        .disruption_replacement_backoffs
+        .get_or_create(&NodePoolLabels {
+            nodepool: nodepool.to_owned(),
+        })
+        .inc();
+}
+
 /// The savings, in $/h, the latest disruption pass found and has not realised yet.
 pub fn savings_backlog(savings: Price) {
     global().savings_backlog.set(savings.as_usd());

@@ -130,6 +130,8 @@ struct State {
     not_ready_node_classes: BTreeMap<String, String>,
     /// Node class name → the AMI it resolves to now (absent: [`DEFAULT_AMI`]).
     node_class_amis: BTreeMap<String, String>,
+    /// AMIs whose instances boot but never join the cluster (a bad image).
+    broken_amis: BTreeSet<String>,
 }
 
 impl State {
@@ -257,6 +259,17 @@ impl FakeCloud {
     /// The AMI the node class resolves to now.
     pub fn node_class_ami(&self, node_class: &str) -> String {
         self.state().ami_of(node_class).to_owned()
+    }
+
+    /// Makes instances running `ami` never join the cluster: they run (and bill) but their
+    /// kubelet never registers a Node, as with a broken image.
+    pub fn break_ami(&self, ami: &str) {
+        self.state().broken_amis.insert(ami.to_owned());
+    }
+
+    /// Whether instances running `ami` never join ([`FakeCloud::break_ami`]).
+    pub fn is_ami_broken(&self, ami: &str) -> bool {
+        self.state().broken_amis.contains(ami)
     }
 
     /// Makes `is_drifted` report `reason` for the instance.

@@ -5,7 +5,8 @@
 //!   the instance's labels, capacity, allocatable and providerID, the NodeClaim's taints and
 //!   startup taints, `karpenter.sh/unregistered:NoExecute` (which Karpenter removes when it
 //!   registers the node) and `node.kubernetes.io/not-ready:NoSchedule`, and `Ready=False`.
-//!   An instance whose NodeClaim is being deleted does not register again.
+//!   An instance whose NodeClaim is being deleted does not register again, nor does one
+//!   running an AMI the cloud was told is broken ([`FakeCloud::break_ami`]).
 //! - Readiness: `ready_delay` after registration, `Ready` turns True and the startup taints and
 //!   the not-ready taint go (what a CNI agent and the node lifecycle controller do).
 //! - Machine gone: when the instance is terminated, the Node is deleted (its finalizers, such as
@@ -70,7 +71,9 @@ pub(crate) fn reconcile_nodes(
                 writes += usize::from(ctx.delete("", "nodes", "", &node.name_any(), None)?);
             }
             (InstanceState::Running, None)
-                if boots_by(&instance, config) <= now && claim.metadata.deletion_timestamp.is_none() =>
+                if boots_by(&instance, config) <= now
+                    && claim.metadata.deletion_timestamp.is_none()
+                    && !runs_broken_ami(cloud, &instance) =>
             {
                 let node = register(&instance, claim, cloud.catalog().region(), now);
                 writes += usize::from(ctx.create("", "nodes", "", &node)?);
@@ -82,6 +85,15 @@ pub(crate) fn reconcile_nodes(
         }
     }
     Ok(writes)
+}
+
+fn runs_broken_ami(cloud: &FakeCloud, instance: &Instance) -> bool {
+    instance
+        .node_claim
+        .status
+        .as_ref()
+        .and_then(|s| s.image_id.as_deref())
+        .is_some_and(|ami| cloud.is_ami_broken(ami))
 }
 
 fn boots_by(instance: &Instance, config: &DataPlaneConfig) -> Timestamp {
