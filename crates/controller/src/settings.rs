@@ -63,6 +63,14 @@ impl Settings {
     }
 }
 
+/// How long a timer loop sleeps, in the clock's time: until `next` (when its next object falls
+/// due) if that is sooner than `at_most`, else `at_most`. A `next` already past gives `at_most`:
+/// the loop's pass just ran and acts on what is due.
+pub(crate) fn until_next(now: jiff::Timestamp, next: Option<jiff::Timestamp>, at_most: Duration) -> Duration {
+    next.and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+        .map_or(at_most, |until| until.min(at_most))
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -84,5 +92,27 @@ impl Default for Settings {
             reserved_capacity: true,
             reservation_check_interval: Duration::from_mins(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::until_next;
+
+    #[test]
+    fn a_timer_loop_sleeps_until_the_next_due_object_or_at_most_its_interval() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let minute = Duration::from_mins(1);
+        let soon = now + SignedDuration::from_secs(20);
+        assert_eq!(until_next(now, Some(soon), minute), Duration::from_secs(20));
+        let later = now + SignedDuration::from_mins(5);
+        assert_eq!(until_next(now, Some(later), minute), minute);
+        let past = now - SignedDuration::from_secs(1);
+        assert_eq!(until_next(now, Some(past), minute), minute);
+        assert_eq!(until_next(now, None, minute), minute);
     }
 }

@@ -62,10 +62,7 @@ pub async fn run(ctx: Context) {
                 tracing::warn!(nodeclaim = %claim.name_any(), %error, "could not delete an expired NodeClaim; retrying");
             }
         }
-        let sleep = decision
-            .next
-            .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
-            .map_or(POLL, |until| until.min(POLL));
+        let sleep = crate::settings::until_next(now, decision.next, POLL);
         tokio::select! {
             () = claims.changed() => {}
             () = tokio::time::sleep(ctx.settings.wall(sleep)) => {}

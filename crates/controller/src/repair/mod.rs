@@ -95,10 +95,7 @@ pub async fn run(ctx: Context) {
                 warn_blocked(&ctx, blocked).await;
             }
         }
-        let sleep = decision
-            .next
-            .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
-            .map_or(POLL, |until| until.min(POLL));
+        let sleep = crate::settings::until_next(now, decision.next, POLL);
         tokio::select! {
             () = nodes.changed() => {}
             () = claims.changed() => {}

@@ -8,7 +8,7 @@
 //!
 //! [`Settings::reservation_check_interval`]: crate::Settings::reservation_check_interval
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use kube::{Api, ResourceExt, api::DeleteParams};
@@ -41,10 +41,7 @@ pub async fn run(ctx: Context) {
             }
         }
         let interval = ctx.settings.reservation_check_interval;
-        let sleep = decision
-            .next
-            .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
-            .map_or(interval, |until| until.min(interval));
+        let sleep = crate::settings::until_next(now, decision.next, interval);
         tokio::select! {
             () = claims.changed() => {}
             () = classes.changed() => {}
