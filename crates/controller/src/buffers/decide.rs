@@ -59,6 +59,7 @@ pub fn decide(buffer: &CapacityBuffer, source: Source, fit: Option<&Fit>, now: T
     let generation = buffer.metadata.generation;
     let mut status = buffer.status.clone().unwrap_or_default();
     status.provisioning_strategy = Some(spec.provisioning_strategy.clone());
+    let referenced_object_missing = matches!(source, Source::Missing { .. });
     let resolved = resolve(buffer, source, now);
     let (ready, pods) = match resolved {
         Ok((template, template_generation, replicas)) => {
@@ -83,6 +84,11 @@ pub fn decide(buffer: &CapacityBuffer, source: Source, fit: Option<&Fit>, now: T
         }
         Err((reason, message)) => {
             status.replicas = None;
+            if referenced_object_missing {
+                // No template is in use any more (as Cluster Autoscaler's buffers clear it).
+                status.pod_template_ref = None;
+                status.pod_template_generation = None;
+            }
             ((false, reason, message), None)
         }
     };
@@ -367,6 +373,26 @@ mod tests {
     }
 
     #[test]
+    fn a_workload_gone_after_it_was_resolved_leaves_no_template_in_status() {
+        let scalable = json!({ "apiGroup": "apps", "kind": "Deployment", "name": "web" });
+        let mut warm = buffer(&json!({ "scalableRef": scalable, "replicas": 2 }));
+        warm.status = Some(decide(&warm, template("1"), None, now()).status);
+        assert!(warm.status.as_ref().is_some_and(|s| s.pod_template_ref.is_some()));
+        let gone = decide(
+            &warm,
+            Source::Missing {
+                reason: c::REASON_SCALABLE_REF_NOT_FOUND,
+                message: "spec.scalableRef.name: Deployment default/web not found".into(),
+            },
+            None,
+            now(),
+        );
+        assert_eq!(gone.status.pod_template_ref, None);
+        assert_eq!(gone.status.pod_template_generation, None);
+        assert_eq!(gone.status.replicas, None);
+    }
+
+    #[test]
     fn a_missing_reference_or_bad_schedule_is_reported_by_field() {
         let missing = decide(
             &buffer(&json!({ "podTemplateRef": { "name": "gone" }, "replicas": 1 })),
@@ -378,6 +404,7 @@ mod tests {
             now(),
         );
         assert!(missing.pods.is_none());
+        assert!(missing.status.pod_template_ref.is_none(), "no template in use");
         let ready = condition(&missing, c::READY_FOR_PROVISIONING);
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
