@@ -34,8 +34,11 @@ pub struct Resolved {
     pub subnets: Vec<Subnet>,
     /// Sorted by ID.
     pub security_groups: Vec<SecurityGroup>,
-    /// Active reservations the capacity reservation terms select, sorted by ID.
+    /// Active reservations the capacity reservation terms select, sorted by ID (none while the
+    /// ReservedCapacity gate is off).
     pub capacity_reservations: Vec<CapacityReservation>,
+    /// Whether the ReservedCapacity feature gate is on (reservations resolved and reported).
+    pub reserved_capacity: bool,
     /// The AMIs, or why the terms cannot select any (an unsupported alias).
     pub amis: Result<Vec<Ami>, String>,
     /// The instance profile, or why there is none.
@@ -63,8 +66,8 @@ pub async fn resolve(
     )
     .await?;
     let reservation_queries = capacity_reservations::queries(&spec.capacity_reservation_selector_terms);
-    // No terms, no call: most node classes reserve nothing.
-    let capacity_reservations = if reservation_queries.is_empty() {
+    // No terms (or the gate off), no call: most node classes reserve nothing.
+    let capacity_reservations = if reservation_queries.is_empty() || !settings.reserved_capacity {
         Vec::new()
     } else {
         capacity_reservations::describe(&clients.ec2, &reservation_queries, now).await?
@@ -95,6 +98,7 @@ pub async fn resolve(
         subnets,
         security_groups,
         capacity_reservations,
+        reserved_capacity: settings.reserved_capacity,
         amis,
         instance_profile,
         validation,
@@ -149,9 +153,9 @@ pub fn status(node_class: &EC2NodeClass, resolved: &Resolved, now: Timestamp) ->
             why,
         ),
     };
-    // Informational, outside `Ready` (Karpenter adds it to Ready only under its ReservedCapacity
-    // gate): finding no reservation is not an error, the node class launches without them.
-    if node_class.spec.capacity_reservation_selector_terms.is_empty() {
+    // Informational, outside `Ready`, and only under the ReservedCapacity gate (as Karpenter):
+    // finding no reservation is not an error, the node class launches without them.
+    if node_class.spec.capacity_reservation_selector_terms.is_empty() || !resolved.reserved_capacity {
         conditions.clear(cond::CAPACITY_RESERVATIONS_READY);
     } else {
         conditions.set_true(cond::CAPACITY_RESERVATIONS_READY);
@@ -323,6 +327,35 @@ mod tests {
     }
 
     #[test]
+    fn capacity_reservations_ready_is_reported_only_under_the_gate_and_with_terms() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut reserving = node_class();
+        reserving.spec.capacity_reservation_selector_terms =
+            vec![nodewright_api::ec2nodeclass::CapacityReservationSelectorTerm {
+                id: Some("cr-0abc".to_owned()),
+                ..Default::default()
+            }];
+        let resolved = |gate: bool| Resolved {
+            subnets: vec![],
+            security_groups: vec![],
+            capacity_reservations: vec![],
+            reserved_capacity: gate,
+            amis: Ok(vec![]),
+            instance_profile: Ok("nodes".into()),
+            validation: Ok(()),
+        };
+        let reported = |class: &EC2NodeClass, gate: bool| {
+            status(class, &resolved(gate), now)
+                .conditions
+                .iter()
+                .any(|c| c.type_ == cond::CAPACITY_RESERVATIONS_READY)
+        };
+        assert!(reported(&reserving, true));
+        assert!(!reported(&reserving, false), "gate off");
+        assert!(!reported(&node_class(), true), "no terms");
+    }
+
+    #[test]
     fn each_missing_dependency_is_its_own_false_condition() {
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let resolved = Resolved {
@@ -333,6 +366,7 @@ mod tests {
             }],
             security_groups: vec![],
             capacity_reservations: vec![],
+            reserved_capacity: true,
             amis: Ok(vec![]),
             instance_profile: Ok("nodes".into()),
             validation: Ok(()),
