@@ -15,23 +15,33 @@ use kube::{Api, api::ListParams};
 use nodewright_controller::events::reasons::{EXPIRATION_HELD, EXPIRED};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_node_is_deleted_despite_a_zero_budget_and_its_pod_runs_elsewhere() {
-    // The NodePool is changed before the controllers start, so their first NodeClaim has it.
+/// The lab with `expireAfter: 10m` and `disruption` merged into the NodePool (before the
+/// controllers start, so their first NodeClaim has it), one inflate pod running: the lab, the
+/// node's name (as a one-element list), its NodeClaim's name and when it expires.
+async fn one_pod_on_a_node_expiring_in_10m(
+    disruption: serde_json::Value,
+) -> (Lab, Vec<String>, String, Timestamp) {
     let mut lab = Lab::without_controllers().await;
     lab.patch_nodepool(json!({ "spec": {
         "template": { "spec": { "expireAfter": "10m" } },
-        "disruption": { "budgets": [{ "nodes": "0" }] }
+        "disruption": disruption
     } }))
     .await;
     lab.start_controllers();
     lab.scale(1).await;
     lab.run_until("one running inflate pod", || lab.running(1)).await;
-    let old_node = lab.node_names();
+    let node = lab.node_names();
     let claim = lab.claims_in_store().remove(0);
     let name = claim.metadata.name.clone().unwrap();
     let created: Timestamp = claim.metadata.creation_timestamp.unwrap().0;
     let expiry = created.checked_add(SignedDuration::from_mins(10)).unwrap();
+    (lab, node, name, expiry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_node_is_deleted_despite_a_zero_budget_and_its_pod_runs_elsewhere() {
+    let (lab, old_node, name, expiry) =
+        one_pod_on_a_node_expiring_in_10m(json!({ "budgets": [{ "nodes": "0" }] })).await;
 
     let deleted_at = std::cell::Cell::new(None);
     lab.run_until("the expired NodeClaim deleted", || async {
@@ -106,17 +116,7 @@ async fn events_about(lab: &Lab, reason: &str, name: &str) -> Vec<Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_node_is_kept_while_its_node_class_is_not_ready_and_expires_once_it_is() {
-    let mut lab = Lab::without_controllers().await;
-    lab.patch_nodepool(json!({ "spec": { "template": { "spec": { "expireAfter": "10m" } } } }))
-        .await;
-    lab.start_controllers();
-    lab.scale(1).await;
-    lab.run_until("one running inflate pod", || lab.running(1)).await;
-    let old_node = lab.node_names();
-    let claim = lab.claims_in_store().remove(0);
-    let name = claim.metadata.name.clone().unwrap();
-    let created: Timestamp = claim.metadata.creation_timestamp.unwrap().0;
-    let expiry = created.checked_add(SignedDuration::from_mins(10)).unwrap();
+    let (lab, old_node, name, expiry) = one_pod_on_a_node_expiring_in_10m(json!({})).await;
     let cloud = lab.cluster.cloud().unwrap();
     cloud.mark_node_class_not_ready("default", "subnets not resolved");
 
