@@ -261,10 +261,19 @@ impl Disruption {
     /// buffers or empty candidates).
     async fn buffer_room(&self, world: &World) -> BTreeSet<String> {
         let virtual_pods = self.ctx.state.buffer_pods.pods();
-        if virtual_pods.is_empty() || !world.candidates().any(Candidate::is_empty) {
+        if virtual_pods.is_empty()
+            || !world
+                .candidates()
+                .any(|c| c.is_empty() && c.is_consolidatable(world.now))
+        {
             return BTreeSet::new();
         }
-        let snapshot = snapshot::take(&self.ctx, &[]).await;
+        // Only the existing nodes' room is asked about: no NodePools, so no instance types.
+        let snapshot = snapshot::assemble(
+            &snapshot::World::read(&self.ctx.state, &[]),
+            Vec::new(),
+            Vec::new(),
+        );
         let pods = virtual_pods.into_iter().map(|(_, pod)| pod).collect();
         tokio::task::spawn_blocking(move || crate::buffers::room::hosting_nodes(&snapshot.problem, pods))
             .await

@@ -47,11 +47,16 @@ pub async fn run(ctx: Context) {
 /// changed. Write conflicts are left to the next round; the first other failure is returned
 /// after every overlay was tried.
 pub async fn reconcile_all(ctx: &Context) -> Result<(), ControllerError> {
-    let (_, _, evaluation) = super::instance_types(ctx).await;
+    let overlays = ctx.state.node_overlays.all();
+    if overlays.is_empty() {
+        return Ok(());
+    }
+    // The shared evaluation, re-listed only when a NodePool, NodeClass or overlay changed.
+    let evaluated = ctx.state.instance_types.current(ctx).await;
     let now = ctx.clock.now();
     let mut first_error = None;
-    for overlay in ctx.state.node_overlays.all() {
-        let desired = desired_status(&overlay, &evaluation, now);
+    for overlay in overlays {
+        let desired = desired_status(&overlay, &evaluated.evaluation, now);
         match write(ctx, &overlay, desired).await {
             Ok(()) => {}
             Err(ControllerError::Kube(error)) if crate::error::is_conflict(&error) => {}

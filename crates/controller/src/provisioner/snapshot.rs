@@ -108,12 +108,8 @@ impl World {
     }
 }
 
-/// Reads the cluster and the cloud's instance types for a round.
-pub(crate) async fn take(ctx: &Context, recent: &[NodeClaim]) -> Snapshot {
-    take_leaving_out(ctx, recent, &HashSet::new()).await
-}
-
-/// [`take`], with the pods known to be `gone` despite the cache not waiting.
+/// Reads the cluster and the cloud's instance types for a round, leaving out the pods known to
+/// be `gone` despite the cache showing them waiting.
 pub(crate) async fn take_leaving_out(
     ctx: &Context,
     recent: &[NodeClaim],
@@ -125,7 +121,7 @@ pub(crate) async fn take_leaving_out(
     assemble(&world, with_types, skipped)
 }
 
-/// [`take`] for a disruption simulation, which moves the `moving` pods (the candidates') as well
+/// [`take_leaving_out`] for a disruption simulation, which moves the `moving` pods (the candidates') as well
 /// as placing the waiting ones: see [`assemble_moving`].
 pub(crate) async fn take_moving<'a>(
     ctx: &Context,
