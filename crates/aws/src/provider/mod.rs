@@ -120,11 +120,6 @@ impl AwsProvider {
         }
     }
 
-    /// What the capacity reservations have left, as launches count them.
-    pub fn reservation_availability(&self) -> &ReservationAvailability {
-        &self.reservations
-    }
-
     /// The offerings EC2 recently reported out of capacity.
     pub fn unavailable_offerings(&self) -> &UnavailableOfferings {
         &self.unavailable
@@ -229,13 +224,13 @@ impl AwsProvider {
             )));
         };
         let id = instances::instance_id(&provider_id)?;
-        let gone = || CloudProviderError::NodeClaimNotFound(provider_id.clone());
         let gone = || {
-            // A reserved instance found gone gave its reservation an instance back.
+            // A reserved instance found gone gave its reservation an instance back (as
+            // Karpenter's MarkTerminated; termination stops asking once it hears NotFound).
             if let Some(reservation) = node_claim.labels().get(labels::AWS_CAPACITY_RESERVATION_ID) {
                 self.reservations.mark_terminated(reservation);
             }
-            gone()
+            CloudProviderError::NodeClaimNotFound(provider_id.clone())
         };
         match self.instance_calls.get(id).await? {
             None => Err(gone()),

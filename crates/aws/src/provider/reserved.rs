@@ -74,6 +74,11 @@ impl AwsProvider {
         reservations: &[CapacityReservation],
     ) -> Vec<String> {
         let mut held: Vec<String> = Vec::new();
+        // Without reservations nothing is offered as reserved: no selection to make here (the
+        // launch makes its own).
+        if reservations.is_empty() {
+            return held;
+        }
         loop {
             let wanted: Vec<String> = {
                 let Ok(selection) = selection::select(
