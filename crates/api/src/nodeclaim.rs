@@ -180,6 +180,14 @@ impl NodeClaim {
         self.labels().get(crate::labels::NODE_POOL).map(String::as_str)
     }
 
+    /// The providerID of the instance launched for this claim, once known (never empty).
+    pub fn provider_id(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .filter(|id| !id.is_empty())
+    }
+
     fn problems(&self) -> Problems {
         let mut problems = Problems::new();
         if self.metadata.generate_name.is_none() {

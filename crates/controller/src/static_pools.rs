@@ -296,7 +296,7 @@ fn members_of(ctx: &Context, pool: &str, replicas: i64) -> Vec<Member> {
         .iter()
         .map(|claim| Member {
             name: claim.name_any(),
-            launched: provider_id(claim).is_some(),
+            launched: claim.provider_id().is_some(),
             initialized: initialized_at(claim).is_some(),
             drifted: is_drifted(claim),
             pods: 0,
@@ -327,7 +327,8 @@ fn members_of(ctx: &Context, pool: &str, replicas: i64) -> Vec<Member> {
         }
     }
     for (member, claim) in members.iter_mut().zip(&claims) {
-        if let Some((pods, cpu)) = provider_id(claim)
+        if let Some((pods, cpu)) = claim
+            .provider_id()
             .and_then(|id| node_names.get(id))
             .and_then(|node| moving_by_node.get(node))
         {
@@ -336,15 +337,6 @@ fn members_of(ctx: &Context, pool: &str, replicas: i64) -> Vec<Member> {
         }
     }
     members
-}
-
-fn provider_id(claim: &NodeClaim) -> Option<&str> {
-    claim
-        .status
-        .as_ref()?
-        .provider_id
-        .as_deref()
-        .filter(|id| !id.is_empty())
 }
 
 fn is_drifted(claim: &NodeClaim) -> bool {

@@ -183,8 +183,10 @@ pub fn decide<S: BuildHasher>(
     now: Timestamp,
 ) -> Decision {
     let mut decision = Decision::default();
-    let claims_by_provider_id: BTreeMap<&str, &Arc<NodeClaim>> =
-        claims.iter().filter_map(|c| Some((provider_id(c)?, c))).collect();
+    let claims_by_provider_id: BTreeMap<&str, &Arc<NodeClaim>> = claims
+        .iter()
+        .filter_map(|c| Some((c.provider_id()?, c)))
+        .collect();
     let deleting = |claim: &NodeClaim| {
         claim.metadata.deletion_timestamp.is_some() || claim.uid().is_some_and(|uid| deleted.contains(&uid))
     };
@@ -344,7 +346,7 @@ pub fn status_of(
         .spec
         .as_ref()
         .and_then(|s| s.provider_id.as_deref())
-        .and_then(|id| claims.iter().find(|c| provider_id(c) == Some(id)));
+        .and_then(|id| claims.iter().find(|c| c.provider_id() == Some(id)));
     match claim {
         Some(_) => status(
             RepairState::Replacing,
@@ -397,14 +399,6 @@ fn unhealthy_condition(policies: &[RepairPolicy], node: &Node) -> Result<Option<
         }
     }
     Ok(first)
-}
-
-fn provider_id(claim: &NodeClaim) -> Option<&str> {
-    claim
-        .status
-        .as_ref()
-        .and_then(|s| s.provider_id.as_deref())
-        .filter(|id| !id.is_empty())
 }
 
 #[cfg(test)]

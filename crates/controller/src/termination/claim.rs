@@ -37,7 +37,7 @@ pub(super) async fn reconcile(ctx: &Context, name: &str) -> Result<Progress, Con
     }
     let claim = ensure_deadline_annotation(&api, claim).await?;
     let mut conditions = ClaimConditions::new(&claim, ctx.clock.now());
-    let progress = match provider_id(&claim) {
+    let progress = match claim.provider_id() {
         Some(provider_id) => terminate_launched(ctx, &claim, provider_id, &mut conditions).await,
         None => terminate_unrecorded_launches(ctx, &claim, &mut conditions).await,
     };
@@ -112,7 +112,7 @@ async fn terminate_unrecorded_launches(
         .await?
         .into_iter()
         .filter(|instance| instance.metadata.name.as_deref() == Some(name.as_str()))
-        .filter(|instance| provider_id(instance).is_some())
+        .filter(|instance| instance.provider_id().is_some())
         .collect();
     if launched.is_empty() {
         return Ok(Progress::Finished);
@@ -121,7 +121,7 @@ async fn terminate_unrecorded_launches(
     for instance in &launched {
         tracing::info!(
             nodeclaim = name,
-            provider_id = provider_id(instance).unwrap_or_default(),
+            provider_id = instance.provider_id().unwrap_or_default(),
             "terminating an instance launched for the nodeclaim but never recorded on it"
         );
         if terminate_instance(ctx, instance, conditions).await? != Progress::Finished {
@@ -147,15 +147,6 @@ fn nodes_of(ctx: &Context, provider_id: &str) -> Vec<Arc<Node>> {
         .into_iter()
         .filter(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider_id))
         .collect()
-}
-
-/// The instance's provider ID, if the launch was recorded.
-pub(super) fn provider_id(claim: &NodeClaim) -> Option<&str> {
-    claim
-        .status
-        .as_ref()
-        .and_then(|s| s.provider_id.as_deref())
-        .filter(|id| !id.is_empty())
 }
 
 /// Writes `karpenter.sh/nodeclaim-termination-timestamp` (deletion + terminationGracePeriod)

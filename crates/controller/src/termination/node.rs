@@ -154,7 +154,7 @@ async fn delete_node_claim(
         .state
         .node_claims
         .store
-        .find(|c| claim::provider_id(c) == Some(provider_id))
+        .find(|c| c.provider_id() == Some(provider_id))
     else {
         return Ok(None);
     };
