@@ -180,6 +180,18 @@ impl NodeClaim {
         self.labels().get(crate::labels::NODE_POOL).map(String::as_str)
     }
 
+    /// The instance types the claim's `node.kubernetes.io/instance-type In` requirements list.
+    pub fn listed_instance_types(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .requirements
+            .iter()
+            .filter(|r| {
+                crate::labels::normalize_label_key(&r.key) == crate::labels::INSTANCE_TYPE
+                    && r.operator == crate::Operator::In
+            })
+            .flat_map(|r| r.values.iter().map(String::as_str))
+    }
+
     /// The providerID of the instance launched for this claim, once known (never empty).
     pub fn provider_id(&self) -> Option<&str> {
         self.status

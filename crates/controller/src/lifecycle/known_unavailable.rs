@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use nodewright_api::{NodeClaim, Operator, labels};
+use nodewright_api::{NodeClaim, labels};
 use nodewright_catalog::InstanceType;
 use nodewright_cloudprovider::OfferingKey;
 
@@ -28,7 +28,7 @@ pub(crate) fn all_offerings_unavailable(
             if !allowed {
                 continue;
             }
-            let key = OfferingKey::new(&instance_type.name, &offering.zone, offering.capacity_type);
+            let key = OfferingKey::of(instance_type, offering);
             if offering.available && !unavailable(&key) {
                 return None;
             }
@@ -40,15 +40,7 @@ pub(crate) fn all_offerings_unavailable(
 
 /// The claim's `node.kubernetes.io/instance-type In` values (None when it has none).
 fn listed_types(claim: &NodeClaim) -> Option<HashSet<&str>> {
-    let listed: HashSet<&str> = claim
-        .spec
-        .requirements
-        .iter()
-        .filter(|r| {
-            labels::normalize_label_key(&r.key) == labels::INSTANCE_TYPE && r.operator == Operator::In
-        })
-        .flat_map(|r| r.values.iter().map(String::as_str))
-        .collect();
+    let listed: HashSet<&str> = claim.listed_instance_types().collect();
     (!listed.is_empty()).then_some(listed)
 }
 

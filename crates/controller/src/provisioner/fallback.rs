@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use nodewright_api::{NodeClaim, Operator, labels};
+use nodewright_api::NodeClaim;
 use nodewright_cloudprovider::OfferingKey;
 use nodewright_solver::PoolInput;
 
@@ -160,15 +160,7 @@ impl CapacityFallback {
 
 /// The claim's `node.kubernetes.io/instance-type In` values.
 fn instance_types(claim: &NodeClaim) -> HashSet<String> {
-    claim
-        .spec
-        .requirements
-        .iter()
-        .filter(|r| {
-            labels::normalize_label_key(&r.key) == labels::INSTANCE_TYPE && r.operator == Operator::In
-        })
-        .flat_map(|r| r.values.iter().cloned())
-        .collect()
+    claim.listed_instance_types().map(str::to_owned).collect()
 }
 
 fn outcome(

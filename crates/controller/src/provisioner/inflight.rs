@@ -18,19 +18,10 @@ use super::resources;
 /// The instance types the claim may become (its `node.kubernetes.io/instance-type In` values)
 /// among `types`.
 fn listed_types<'a>(claim: &NodeClaim, types: &'a [InstanceType]) -> Vec<&'a InstanceType> {
-    let Some(names) = claim
-        .spec
-        .requirements
-        .iter()
-        .find(|r| labels::normalize_label_key(&r.key) == labels::INSTANCE_TYPE && r.operator == Operator::In)
-        .map(|r| &r.values)
-    else {
-        return Vec::new();
-    };
     let by_name: HashMap<&str, &InstanceType> = types.iter().map(|t| (t.name.as_str(), t)).collect();
-    names
-        .iter()
-        .filter_map(|n| by_name.get(n.as_str()).copied())
+    claim
+        .listed_instance_types()
+        .filter_map(|n| by_name.get(n).copied())
         .collect()
 }
 
