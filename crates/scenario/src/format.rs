@@ -323,6 +323,22 @@ fn parse_variants(
         if variant.name.trim().is_empty() {
             return Err(invalid(file, field("name"), "must not be empty".into()));
         }
+        // The name goes into chart file names (chart-<name>.svg).
+        if !variant
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || variant.name.starts_with('.')
+        {
+            return Err(invalid(
+                file,
+                field("name"),
+                format!(
+                    "{:?}: only letters, digits, '-', '_' and '.' (not first)",
+                    variant.name
+                ),
+            ));
+        }
         if variants.iter().any(|v| v.name == variant.name) {
             return Err(invalid(
                 file,
@@ -453,6 +469,10 @@ mod tests {
             (
                 "name: t\nduration: 1m\nsteps: []\nvariants:\n- name: ' '\n",
                 "variants[0].name: must not be empty",
+            ),
+            (
+                "name: t\nduration: 1m\nsteps: []\nvariants:\n- name: ../x\n",
+                "variants[0].name: \"../x\": only letters, digits",
             ),
             (
                 "name: t\nduration: 1m\nsteps: []\nvariants:\n- name: a\n  steps:\n  - at: 2m\n    delete: {kind: Pod, name: a}\n",

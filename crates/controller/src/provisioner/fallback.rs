@@ -84,11 +84,14 @@ impl CapacityFallback {
         ttl: SignedDuration,
         forget_after: SignedDuration,
     ) {
+        self.demoted.retain(|_, end| *end > now);
+        if self.unlaunched.is_empty() {
+            return;
+        }
         let by_name: HashMap<String, &NodeClaim> =
             stored.iter().map(|c| (c.name_any(), c.as_ref())).collect();
         let out_of_capacity: HashSet<&str> = unavailable.iter().map(|o| o.instance_type.as_str()).collect();
         let until = now.checked_add(ttl).unwrap_or(Timestamp::MAX);
-        self.demoted.retain(|_, end| *end > now);
         let mut finished = Vec::new();
         for (name, watched) in &self.unlaunched {
             let stored = by_name.get(name).copied();

@@ -73,14 +73,16 @@ pub fn decide(
             demotion.node_claims.push(claim.name_any());
         }
     }
+    let claim_of: std::collections::HashMap<&str, &NodeClaim> = claims
+        .iter()
+        .filter_map(|c| Some((c.provider_id()?, c.as_ref())))
+        .collect();
     for node in nodes {
         let Some(id) = reserved_in(node.labels()) else {
             continue;
         };
         let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
-        let claim = claims.iter().find(|c| {
-            provider_id.is_some() && c.status.as_ref().and_then(|s| s.provider_id.as_deref()) == provider_id
-        });
+        let claim = provider_id.and_then(|p| claim_of.get(p));
         if claim.is_some_and(|claim| gone(node_class_of(claim), id)) {
             demotion.nodes.push(node.name_any());
         }
